@@ -1,0 +1,45 @@
+// Input validation with reasons (host only, uses torch). Every op refuses loudly: no silent fallback.
+#pragma once
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <string>
+#include "numeric.h"
+
+namespace detops {
+
+inline bool is_float_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
+}
+
+inline void check_float_dtype(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(is_float_dtype(t.scalar_type()), "detops.", op, ": ", name,
+              " must be float32, bfloat16 or float16, got ", t.scalar_type());
+}
+
+inline void check_device(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() || t.device().is_cuda(), "detops.", op, ": ", name,
+              " must be on the CPU or a CUDA device, got ", t.device());
+#ifndef DETOPS_WITH_CUDA
+  TORCH_CHECK(!t.device().is_cuda(), "detops.", op, ": ", name,
+              " is on CUDA but this detops build has no CUDA kernels (see `python -m detops info`)");
+#endif
+}
+
+inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* op, const char* an,
+                              const char* bn) {
+  TORCH_CHECK(a.device() == b.device(), "detops.", op, ": ", an, " is on ", a.device(), " but ", bn,
+              " is on ", b.device());
+}
+
+// Calls fn with a typed null pointer of the storage type (float / bf16_t / fp16_t) for dtype t.
+template <typename Fn>
+void dispatch_float(at::ScalarType t, const char* op, Fn&& fn) {
+  switch (t) {
+    case at::kFloat: fn(static_cast<float*>(nullptr)); break;
+    case at::kBFloat16: fn(static_cast<bf16_t*>(nullptr)); break;
+    case at::kHalf: fn(static_cast<fp16_t*>(nullptr)); break;
+    default: TORCH_CHECK(false, "detops.", op, ": unsupported dtype ", t);
+  }
+}
+
+}  // namespace detops

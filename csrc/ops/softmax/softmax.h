@@ -1,0 +1,23 @@
+// softmax / log_softmax over the last dim: parameters shared by the CPU and CUDA backends.
+// Order: docs/REDUCTION_ORDER.md §2 and §4. Pure C++.
+#pragma once
+#include <cstdint>
+#include "../../reduce/reduce.h"
+
+namespace detops {
+
+struct SoftmaxParams {
+  int64_t rows = 0, n = 0;
+  const void* x = nullptr;  // (rows, n), last dim contiguous, row stride x_stride
+  int64_t x_stride = 0;
+  void* y = nullptr;        // (rows, n) contiguous
+  bool log = false;
+  bool compensated = false;
+};
+
+// §4: one output element from the row state (M, S); log_s = det_log(S) precomputed for log_softmax.
+DETOPS_HD float softmax_apply(float x, float m, float s, float log_s, bool log) {
+  return log ? (x - m) - log_s : det_exp(x - m) / s;
+}
+
+}  // namespace detops

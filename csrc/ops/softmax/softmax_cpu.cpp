@@ -1,0 +1,42 @@
+// softmax / log_softmax on the CPU: docs/REDUCTION_ORDER.md §2, §4. Rows in parallel, one order per row.
+#include <ATen/Parallel.h>
+#include "../../reduce/lanes_cpu.h"
+#include "softmax_backends.h"
+
+namespace detops {
+
+template <typename In, typename Out>
+static void softmax_rows(const SoftmaxParams& p) {
+  at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const In* x = static_cast<const In*>(p.x) + r * p.x_stride;
+      auto xf = [&](int64_t i) { return to_float(x[i]); };
+      float m, s;
+      if (p.compensated) {
+        m = -kInf;
+        for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
+        s = lane_reduce_cpu<NeumaierLane, float>(p.n, [&](int64_t i) { return det_exp(xf(i) - m); },
+                                                finish_neumaier);
+      } else {
+        SoftmaxState st = lane_reduce_cpu<SoftmaxState, SoftmaxState>(p.n, xf, finish_state);
+        m = st.m;
+        s = st.s;
+      }
+      float log_s = p.log ? det_log(s) : 0.0f;
+      Out* y = static_cast<Out*>(p.y) + r * p.n;
+      for (int64_t i = 0; i < p.n; ++i) y[i] = from_float<Out>(softmax_apply(xf(i), m, s, log_s, p.log));
+    }
+  });
+}
+
+void softmax_cpu(const SoftmaxParams& p, at::ScalarType in, at::ScalarType out) {
+  dispatch_float(in, "softmax", [&](auto* in_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    dispatch_float(out, "softmax", [&](auto* out_tag) {
+      using Out = std::remove_pointer_t<decltype(out_tag)>;
+      softmax_rows<In, Out>(p);
+    });
+  });
+}
+
+}  // namespace detops

@@ -1,0 +1,150 @@
+// THE fixed-order reduction primitives of detops (docs/REDUCTION_ORDER.md). __host__ __device__, pure C++:
+// the CPU kernels and the CUDA kernels call these same functions, which is what makes CPU == CUDA bitwise
+// for rms_norm / softmax / log_softmax (contract L5). Requires -ffp-contract=off (host) / --fmad=false (nvcc).
+#pragma once
+#include <cstdint>
+#include "../common/constants.h"
+#include "../common/host_device.h"
+#include "../common/numeric.h"
+
+namespace detops {
+
+constexpr float kInf = __builtin_huge_valf();
+
+// §1: max that is the same on every compiler and device.
+DETOPS_HD float det_max(float a, float b) { return a > b ? a : b; }
+DETOPS_HD float det_abs(float a) { return bits_float(float_bits(a) & 0x7fffffffu); }
+DETOPS_HD bool det_isnan(float a) { return a != a; }
+
+// 2^k for k in [-126, 127], exact.
+DETOPS_HD float pow2i(int k) { return bits_float(uint32_t(k + 127) << 23); }
+
+// §7 exp. exp(0) == 1 exactly (r == 0, polynomial == 1, scale 2^0).
+DETOPS_HD float det_exp(float x) {
+  if (det_isnan(x)) return x;
+  if (x > 88.72283935546875f) return kInf;
+  if (x < -103.972084f) return 0.0f;
+  const float kMagic = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to an integer (RNE)
+  float kf = (x * 1.44269502162933349609375f + kMagic) - kMagic;
+  int k = int(kf);
+  float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // two exact power-of-two scalings keep k = 128 and subnormal results in range
+  int k1 = k / 2;
+  int k2 = k - k1;
+  return (p * pow2i(k1)) * pow2i(k2);
+}
+
+// §7 log.
+DETOPS_HD float det_log(float x) {
+  if (det_isnan(x) || x < 0.0f) return bits_float(0x7fc00000u);
+  if (x == 0.0f) return -kInf;
+  if (x == kInf) return kInf;
+  int e = 0;
+  if (x < 1.17549435e-38f) { x = x * 16777216.0f; e = -24; }  // subnormal: scale by 2^24 (exact)
+  uint32_t u = float_bits(x);
+  e += int((u >> 23) & 0xffu) - 127;
+  float f = bits_float((u & 0x007fffffu) | 0x3f800000u);    // f in [1, 2)
+  if (f > 1.41421356f) { f = f * 0.5f; e += 1; }             // f in [sqrt(1/2), sqrt(2)); exact halving
+  float u1 = (f - 1.0f) / (f + 1.0f);
+  float u2 = u1 * u1;
+  float p = 1.0f / 11.0f;
+  p = p * u2 + 1.0f / 9.0f;
+  p = p * u2 + 1.0f / 7.0f;
+  p = p * u2 + 1.0f / 5.0f;
+  p = p * u2 + 1.0f / 3.0f;
+  p = p * u2 + 1.0f;
+  float logf_ = 2.0f * u1 * p;
+  float ef = float(e);
+  return ef * 0.693145751953125f + (logf_ + ef * 1.428606765330187e-06f);
+}
+
+// §7 tanh (for attention softcap).
+DETOPS_HD float det_tanh(float x) {
+  if (det_isnan(x)) return x;
+  float a = det_abs(x);
+  float e = det_exp(2.0f * a);
+  float t = 1.0f - 2.0f / (e + 1.0f);
+  return x < 0.0f ? -t : t;
+}
+
+// ---- §2 lane accumulators -------------------------------------------------------------------------------
+
+// Plain sum lane. Order: acc = ((0 + y0) + y1) + ...
+struct SumLane {
+  float s = 0.0f;
+  DETOPS_HD void add(float y) { s = s + y; }
+  DETOPS_HD float value() const { return s; }
+};
+
+// Neumaier-compensated lane (§2 compensated mode).
+struct NeumaierLane {
+  float s = 0.0f, c = 0.0f;
+  DETOPS_HD void add(float y) {
+    float t = s + y;
+    if (det_abs(s) >= det_abs(y)) c = c + ((s - t) + y);
+    else c = c + ((y - t) + s);
+    s = t;
+  }
+  DETOPS_HD float value() const { return s + c; }
+};
+
+// §4 online softmax state.
+struct SoftmaxState {
+  float m = -kInf;  // running max
+  float s = 0.0f;   // sum of exp(x - m)
+  DETOPS_HD void add(float x) {
+    if (x == -kInf) return;
+    if (x > m) { s = s * det_exp(m - x) + 1.0f; m = x; }  // == s*exp(m-m') + exp(x-m') with m' = x
+    else { s = s + det_exp(x - m); }                      // == s*exp(0) + exp(x-m'), exp(0) == 1
+  }
+};
+DETOPS_HD SoftmaxState merge(SoftmaxState a, SoftmaxState b) {
+  SoftmaxState r;
+  r.m = det_max(a.m, b.m);
+  if (r.m == -kInf) return r;
+  r.s = a.s * det_exp(a.m - r.m) + b.s * det_exp(b.m - r.m);
+  return r;
+}
+DETOPS_HD float merge(float a, float b) { return a + b; }
+
+// §2 step 3: bottom-up pairwise tree over n (a power of 2) values, in place; returns v[0].
+// v[l] = v[2l] (+) v[2l+1], repeated. The CUDA kernels reproduce this shape with an in-thread tree over
+// kLaneVector lanes, XOR shuffles with ascending offsets, and a shared-memory tree over warps.
+template <typename T>
+DETOPS_HD T tree_reduce(T* v, int64_t n) {
+  for (int64_t width = n; width > 1; width /= 2)
+    for (int64_t l = 0; l < width / 2; ++l) v[l] = merge(v[2 * l], v[2 * l + 1]);
+  return v[0];
+}
+
+// rsqrt as REDUCTION_ORDER.md §1 defines it.
+DETOPS_HD float det_rsqrt(float v) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(1.0f, __fsqrt_rn(v));
+#else
+  return 1.0f / __builtin_sqrtf(v);
+#endif
+}
+
+// ---- §6 attention state --------------------------------------------------------------------------------
+// (m, l) of one row; the o vector lives with the kernel (it is Dv long). merge_scales gives the factors
+// a (for the running state) and b (for the incoming chunk) of §6 step 4.
+struct AttnScales { float m, a, b; bool empty; };
+DETOPS_HD AttnScales merge_scales(float m_run, float m_new) {
+  AttnScales r;
+  r.m = det_max(m_run, m_new);
+  r.empty = (r.m == -kInf);
+  r.a = r.empty ? 0.0f : det_exp(m_run - r.m);
+  r.b = r.empty ? 0.0f : det_exp(m_new - r.m);
+  return r;
+}
+
+}  // namespace detops

@@ -1,0 +1,62 @@
+// Every detops op schema, in one place. Backends register their kernels in their own op folders
+// (TORCH_LIBRARY_IMPL); Python adds fake (meta) kernels in detops/ops/ so torch.compile sees opaque ops.
+#include <Python.h>
+#include <torch/library.h>
+#include <string>
+#include "common/constants.h"
+
+#ifndef DETOPS_VERSION
+#define DETOPS_VERSION "unknown"
+#endif
+#ifndef DETOPS_HOST_FLAGS
+#define DETOPS_HOST_FLAGS ""
+#endif
+#ifndef DETOPS_NVCC_FLAGS
+#define DETOPS_NVCC_FLAGS ""
+#endif
+
+namespace detops {
+
+// JSON with the build's numerics flags and the constants of docs/REDUCTION_ORDER.md, so Python never
+// repeats a constant.
+static std::string build_info() {
+#ifdef DETOPS_WITH_CUDA
+  const char* cuda = "true";
+#else
+  const char* cuda = "false";
+#endif
+  return std::string("{\"version\": \"") + DETOPS_VERSION + "\", \"cuda\": " + cuda +
+         ", \"host_flags\": \"" + DETOPS_HOST_FLAGS + "\", \"nvcc_flags\": \"" + DETOPS_NVCC_FLAGS +
+         "\", \"constants\": {\"lane_vector\": " + std::to_string(kLaneVector) +
+         ", \"min_lane_threads\": " + std::to_string(kMinLaneThreads) +
+         ", \"max_lane_threads\": " + std::to_string(kMaxLaneThreads) +
+         ", \"matmul_k_block\": " + std::to_string(kMatmulKBlock) +
+         ", \"attn_block_keys\": " + std::to_string(kAttnBlockKeys) +
+         ", \"attn_chunk_keys\": " + std::to_string(kAttnChunkKeys) + "}}";
+}
+
+TORCH_LIBRARY(detops, m) {
+  m.def("build_info() -> str", &build_info);
+  // rms_norm family: REDUCTION_ORDER.md §2, §3. weight_mode: 'plain' | 'cast_first' | 'offset'.
+  m.def("rms_norm(Tensor input, int[] normalized_shape, Tensor? weight, float eps, str weight_mode, "
+        "bool compensated) -> Tensor");
+  m.def("add_rms_norm(Tensor input, Tensor residual, int[] normalized_shape, Tensor? weight, float eps, "
+        "str weight_mode, bool compensated) -> (Tensor, Tensor)");
+  // softmax family: §2, §4.
+  m.def("softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
+  m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
+  // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).
+  m.def("mm(Tensor a, Tensor b) -> Tensor");
+  m.def("bmm(Tensor a, Tensor b) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("addmm(Tensor bias, Tensor a, Tensor b) -> Tensor");
+  // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
+  // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
+  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");
+}
+
+}  // namespace detops
+
+// `import detops._C` loads this library, which runs the registrations above; no Python API of its own.
+static struct PyModuleDef detops_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&detops_module); }

@@ -1,0 +1,24 @@
+"""detops: deterministic, batch-invariant PyTorch ops for LLM inference.
+
+What is invariant to what: ../shared/design/CONTRACT.md (summarised in README.md). The exact reduction
+order of every op: docs/REDUCTION_ORDER.md.
+"""
+from ._lib import build_info, has_cuda_kernels
+from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
+                  softmax)
+
+__version__ = build_info()["version"]
+
+
+def info() -> dict:
+    """Build facts: version, numerics flags, CUDA kernels built or not, reduction constants."""
+    import torch
+    d = dict(build_info())
+    d["torch"] = torch.__version__
+    d["torch_cuda"] = torch.version.cuda
+    d["cuda_available"] = torch.cuda.is_available()
+    return d
+
+
+__all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
+           "scaled_dot_product_attention", "info", "build_info", "has_cuda_kernels"]

@@ -1,0 +1,23 @@
+"""Loads the compiled extension (which registers torch.ops.detops.*) and exposes its build facts."""
+import json
+from functools import lru_cache
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers the ops)
+
+ops = torch.ops.detops
+
+
+@lru_cache(maxsize=None)
+def build_info() -> dict:
+    """Version, numerics flags, whether CUDA kernels were built, and the REDUCTION_ORDER.md constants."""
+    return json.loads(ops.build_info())
+
+
+def constant(name: str) -> int:
+    return build_info()["constants"][name]
+
+
+def has_cuda_kernels() -> bool:
+    return bool(build_info()["cuda"])

@@ -1,0 +1,8 @@
+"""Python entry points of the detops ops, mirroring torch.nn.functional. One module per op family."""
+from .norm import rms_norm, add_rms_norm
+from .softmax import softmax, log_softmax
+from .matmul import mm, bmm, linear, addmm
+from .attention import scaled_dot_product_attention
+
+__all__ = ["rms_norm", "add_rms_norm", "softmax", "log_softmax", "mm", "bmm", "linear", "addmm",
+           "scaled_dot_product_attention"]

@@ -1,0 +1,74 @@
+"""Builds detops._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is found.
+
+Numerics flags are pinned here and nowhere else (docs/REDUCTION_ORDER.md §1): no fast-math, no FMA
+contraction, IEEE division and square root, no flush-to-zero. They are echoed by `python -m detops info`.
+Environment: DETOPS_CUDA_ARCH (default "90a") picks the CUDA target; DETOPS_NO_CUDA=1 builds CPU only.
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+from torch.utils import cpp_extension
+
+VERSION = "0.1.0"
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+HOST_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math"]
+NVCC_NUMERICS = ["--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false"]
+
+
+def cuda_wanted():
+    if os.environ.get("DETOPS_NO_CUDA") == "1":
+        return False
+    return cpp_extension.CUDA_HOME is not None and getattr(__import__("torch").version, "cuda", None) is not None
+
+
+def cutlass_includes():
+    """CUTLASS / CuTe headers from the nvidia-cutlass wheel (Hopper wgmma GEMM), if installed."""
+    try:
+        import cutlass_library
+    except ImportError:
+        return []
+    base = os.path.join(os.path.dirname(cutlass_library.__file__), "source")
+    return [os.path.join(base, "include"), os.path.join(base, "tools", "util", "include")]
+
+
+def sources(with_cuda):
+    cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cpp = [s for s in cpp if with_cuda or not s.endswith("_cuda.cpp")]
+    cu = sorted(glob.glob("csrc/**/*.cu", recursive=True)) if with_cuda else []
+    return cpp + cu
+
+
+def extension():
+    with_cuda = cuda_wanted()
+    arch = os.environ.get("DETOPS_CUDA_ARCH", "90a")
+    nvcc = ["-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "--expt-relaxed-constexpr",
+            "-lineinfo"] + NVCC_NUMERICS
+    defines = [("DETOPS_VERSION", f'"{VERSION}"'), ("DETOPS_HOST_FLAGS", '"' + " ".join(HOST_FLAGS) + '"'),
+               ("DETOPS_NVCC_FLAGS", '"' + " ".join(NVCC_NUMERICS + [f"sm_{arch}"]) + '"')]
+    kwargs = dict(name="detops._C", sources=sources(with_cuda), include_dirs=[os.path.join(ROOT, "csrc")],
+                  extra_compile_args={"cxx": HOST_FLAGS, "nvcc": nvcc}, define_macros=defines)
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
+        kwargs["include_dirs"] += cutlass_includes()
+        kwargs["define_macros"].append(("DETOPS_WITH_CUDA", None))
+        kwargs["libraries"] = ["cuda"]
+        return cpp_extension.CUDAExtension(**kwargs)
+    kwargs["extra_compile_args"] = {"cxx": HOST_FLAGS}
+    return cpp_extension.CppExtension(**kwargs)
+
+
+setup(
+    name="detops",
+    version=VERSION,
+    description="Deterministic, batch-invariant PyTorch ops for LLM inference",
+    packages=find_packages(include=["detops", "detops.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.11", "numpy"],
+    extras_require={"test": ["pytest", "hypothesis"], "hf": ["transformers>=5.17"]},
+    entry_points={"console_scripts": ["detops=detops.__main__:main"]},
+)
