@@ -1,0 +1,43 @@
+"""Seeded test tensors in the value profiles of CONTRACT.md, and the row-count thresholds to draw from."""
+import torch
+from hypothesis import strategies as st
+
+PROFILES = ("normal", "integer", "outliers", "tiny", "mixed")
+# Row counts across the thresholds where kernels in this field switch tiles or block sizes.
+ROW_COUNTS = (1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513,
+              1023, 1024, 1025, 2047, 2048, 2049)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+rows_st = st.sampled_from(ROW_COUNTS)
+profile_st = st.sampled_from(PROFILES)
+dtype_st = st.sampled_from(DTYPES)
+seed_st = st.integers(0, 2**31 - 1)
+
+
+def make(shape, dtype=torch.float32, device="cpu", profile="normal", seed=0, scale=1.0):
+    """A tensor of `shape` drawn from a seeded CPU generator (same values on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    if profile == "normal":
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+    elif profile == "integer":  # exact in any summation order: isolates indexing bugs
+        x = torch.randint(-4, 5, shape, generator=g).to(torch.float64)
+    elif profile == "outliers":
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        mask = torch.rand(shape, generator=g) < 0.01
+        x = torch.where(mask, x * 1e3, x)
+    elif profile == "tiny":
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * 1e-3
+    elif profile == "mixed":
+        e = torch.randint(-8, 9, shape, generator=g).to(torch.float64)
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * torch.pow(2.0, e)
+    else:
+        raise ValueError(profile)
+    return (x * scale).to(dtype).to(device)
+
+
+def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """The same values stored at an odd storage offset (misaligned for vector loads)."""
+    buf = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    out = buf[offset:].view(t.shape)
+    out.copy_(t)
+    return out
