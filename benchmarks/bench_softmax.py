@@ -3,7 +3,6 @@ out and fp32 in -> fp32 out, rows 1..8192 x vocab 32000 / 128256 / 152064. PERFO
 (goal: >= 85 % of copy bandwidth; stock reaches about 25 %).
 
     python benchmarks/bench_softmax.py [--quick] [--out benchmarks/results/softmax_h100.csv]
-    python benchmarks/bench_softmax.py --smem-sweep   # occupancy sweep (DETOPS_SOFTMAX_SMEM_BYTES)
 """
 import os
 import sys
@@ -33,28 +32,5 @@ def cases(args):
                                           f"torch.{op}": lambda x=x, f=stock: f(x, -1, dtype=torch.float32)})
 
 
-def sweep_cases(args):
-    """The same large cases under several per-block shared-memory reservations (blocks resident per SM)."""
-    for smem in (0, 116 * 1024):
-        for name, in_dtype in IN_DTYPES.items():
-            for n in (32000, 128256):
-                for m in (1024, 8192):
-                    x = (4 * torch.randn(m, n, device="cuda")).to(in_dtype)
-
-                    def ours(x=x, smem=smem):
-                        os.environ["DETOPS_SOFTMAX_SMEM_BYTES"] = str(smem)
-                        return detops.softmax(x, -1, torch.float32)
-
-                    yield Case("softmax", (m, n), name, stock="torch.softmax", size=m * n,
-                               bytes=m * n * (x.element_size() + 4), flags=f"smem={smem}",
-                               providers={f"detops_smem{smem}": ours,
-                                          "torch.softmax": lambda x=x: torch.softmax(x, -1, dtype=torch.float32)})
-    os.environ.pop("DETOPS_SOFTMAX_SMEM_BYTES", None)
-
-
 if __name__ == "__main__":
-    if "--smem-sweep" in sys.argv:
-        sys.argv.remove("--smem-sweep")
-        bench_main(sweep_cases, "softmax_smem_sweep")
-    else:
-        bench_main(cases, "softmax")
+    bench_main(cases, "softmax")

@@ -5,8 +5,10 @@
 // Scalar equivalent of row_tree (L = 8T lanes, acc[l] the lane values):
 //   for (w = L; w > 1; w /= 2) for (l = 0; l < w/2; ++l) acc[l] = acc[2l] (+) acc[2l+1];   // = tree_reduce
 // realised as: in-thread tree over 8 lanes, XOR butterflies with offsets 1,2,4,8,16 (each pair merged lower
-// index first), then the same butterfly over the per-warp values. Every thread of the row ends with the result.
+// index first), then the same butterfly over the per-warp values, then (rows split over a thread-block
+// cluster) over the per-block values. Every thread of the row ends with the result.
 #pragma once
+#include <cooperative_groups.h>
 #include <cstdint>
 #include <cstring>
 #include "reduce.h"
@@ -23,6 +25,15 @@ constexpr int kMaxRowsPerBlock = kMinBlockThreads / kMinLaneThreads;
 __host__ __device__ inline int rows_per_block(int64_t n) {
   int64_t t = lane_threads(n);
   return t >= kMinBlockThreads ? 1 : int(kMinBlockThreads / t);
+}
+
+// Long rows may be split over a cluster of blocks (more SMs per row: the compute-heavy softmax). Block rank b
+// of the cluster holds threads [b*T/C, (b+1)*T/C) of the row, i.e. the aligned lane range
+// [b*L/C, (b+1)*L/C): its block result is a node of the §2 tree. Depends only on N.
+constexpr int kClusterBlockThreads = 64;
+__host__ __device__ inline int cluster_blocks(int64_t n) {
+  int64_t t = lane_threads(n);
+  return t >= 2 * kClusterBlockThreads ? int(t / kClusterBlockThreads) : 1;
 }
 
 // Loads the 8 elements p[0..count) (count may be < 8 or <= 0 at the row's end). `vector_ok` says that p is
@@ -89,9 +100,11 @@ __device__ __forceinline__ V butterfly(V mine, int lane, int off, Op op) {
 }
 
 // §2 step 3 for one row. v = the thread's 8 lane values (lanes 8t..8t+7); smem = this row's
-// kMaxWarpsPerRow slots. Must be reached by every thread of the block (it synchronises the block).
+// kMaxWarpsPerRow slots; with clusters > 1 the row spans `clusters` blocks of a cluster and cluster_slot is
+// one shared slot of this block. Must be reached by every thread of the block (it synchronises the block,
+// and the cluster when clusters > 1).
 template <typename V, typename Op>
-__device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op) {
+__device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op, int clusters = 1, V* cluster_slot = nullptr) {
   // in-thread: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
   V a = op(op(op(v[0], v[1]), op(v[2], v[3])), op(op(v[4], v[5]), op(v[6], v[7])));
   const int lane = threadIdx.x % kWarpSize;
@@ -103,6 +116,14 @@ __device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op) {
     __syncthreads();
     a = smem[lane & (warps - 1)];  // lanes >= warps hold copies; lanes < warps never read them
     for (int off = 1; off < warps; off *= 2) a = butterfly(a, lane, off, op);
+  }
+  if (clusters > 1) {  // block rank order == lane order
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    if (threadIdx.x == 0) *cluster_slot = a;
+    cluster.sync();
+    a = *cluster.map_shared_rank(cluster_slot, lane & (clusters - 1));
+    for (int off = 1; off < clusters; off *= 2) a = butterfly(a, lane, off, op);
+    cluster.sync();  // every remote slot has been read before any block reuses its slot or exits
   }
   return a;
 }

@@ -1,9 +1,9 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
 // CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
-// One row = lane_threads(N) threads; small rows share a block (rows_per_block(N)), each with its own order.
-// Plain CUDA only: the torch glue is softmax_cuda.cpp.
+// One row = lane_threads(N) threads: short rows share a block (rows_per_block(N)), long rows are split over a
+// thread-block cluster (cluster_blocks(N) blocks, more SMs per row); both depend on N only and keep each row's
+// order. Plain CUDA only: the torch glue is softmax_cuda.cpp.
 #include <cuda_runtime.h>
-#include <cstdlib>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
 
@@ -13,16 +13,32 @@ namespace {
 // Row chunks of L = lanes(N) elements kept in registers between the reduction and the write pass.
 constexpr int kCachedChunks = 1;
 
+// SoftmaxState::add (reduce.h, §4) without a divergent branch around det_exp: the same det_exp argument and
+// the same operations as its two branches, selected after the single det_exp call. Scalar equivalent:
+//   x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
+__device__ __forceinline__ void absorb(SoftmaxState& st, float x) {
+  if (x == -kInf) return;
+  const bool up = x > st.m;
+  const float e = det_exp(up ? st.m - x : x - st.m);
+  st.s = up ? st.s * e + 1.0f : st.s + e;
+  st.m = up ? x : st.m;
+}
+
 template <typename In, typename Out, bool Compensated>
 __global__ void __launch_bounds__(kMaxLaneThreads, 2)
-softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
+softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
   __shared__ SoftmaxState warp_states[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
-  const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  __shared__ SoftmaxState cluster_state;
+  __shared__ float cluster_value;
+  // clusters > 1: one row per cluster, block rank = the row's thread slice; else blockDim.y rows per block.
+  const int64_t row = clusters > 1 ? int64_t(blockIdx.x) / clusters : int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  const int rank = clusters > 1 ? int(blockIdx.x % clusters) : 0;
   const bool valid = row < p.rows;  // invalid threads still reach the block barriers in row_tree
-  const int64_t L = int64_t(blockDim.x) * kLaneVector;
-  const int64_t first = int64_t(threadIdx.x) * kLaneVector;  // element first + c*L + j sits in lane first + j
+  const int64_t L = int64_t(blockDim.x) * clusters * kLaneVector;
+  // element first + c*L + j sits in lane first + j
+  const int64_t first = (int64_t(rank) * blockDim.x + threadIdx.x) * kLaneVector;
   const int64_t chunks = valid ? (p.n + L - 1) / L : 0;
   const In* x = static_cast<const In*>(p.x) + (valid ? row * p.x_stride : 0);
   Out* y = static_cast<Out*>(p.y) + (valid ? row * p.n : 0);
@@ -60,9 +76,9 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
       const int64_t count = p.n - (c * L + first);
 #pragma unroll
       for (int j = 0; j < 8; ++j)
-        if (j < count) st[j].add(xs[j]);
+        if (j < count) absorb(st[j], xs[j]);
     });
-    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{});
+    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{}, clusters, &cluster_state);
     m = total.m;
     s = total.s;
   } else {
@@ -76,7 +92,7 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
       for (int j = 0; j < 8; ++j)
         if (j < count) mx[j] = det_max(mx[j], xs[j]);
     });
-    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
+    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{}, clusters, &cluster_value);
     NeumaierLane acc[8];
     ascending(false, [&](int64_t c, const float (&xs)[8]) {
       const int64_t count = p.n - (c * L + first);
@@ -87,7 +103,7 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
     float lane_values[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
-    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
+    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{}, clusters, &cluster_value);
   }
   const float log_s = p.log ? det_log(s) : 0.0f;
 
@@ -111,31 +127,31 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
     if (c < chunks) emit(c, cache[c]);
 }
 
-// Tuning knob for benchmarks only: DETOPS_SOFTMAX_SMEM_BYTES reserves dynamic shared memory per block to cap
-// the blocks resident per SM (fewer rows in flight keep more of each row in L2 for the write pass). It changes
-// occupancy only, never the order.
-int tuning_smem_bytes() {
-  const char* v = std::getenv("DETOPS_SOFTMAX_SMEM_BYTES");
-  return v ? std::atoi(v) : 0;
-}
-
 }  // namespace
 
 template <typename In, typename Out>
 int launch_softmax(const SoftmaxParams& p, void* stream) {
-  const int rpb = rows_per_block(p.n);
-  const dim3 block(unsigned(lane_threads(p.n)), unsigned(rpb));
-  const dim3 grid(unsigned((p.rows + rpb - 1) / rpb));
+  const int clusters = cluster_blocks(p.n);
+  const int rpb = clusters > 1 ? 1 : rows_per_block(p.n);
+  const dim3 block(unsigned(lane_threads(p.n) / clusters), unsigned(rpb));
+  const dim3 grid(unsigned(clusters > 1 ? p.rows * clusters : (p.rows + rpb - 1) / rpb));
   const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
   const bool vec_y = vector_aligned(p.y, p.n, sizeof(Out));
-  auto s = static_cast<cudaStream_t>(stream);
-  const int smem = tuning_smem_bytes();
   auto kernel = p.compensated ? softmax_kernel<In, Out, true> : softmax_kernel<In, Out, false>;
-  if (smem > 0) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return int(e);
-  }
-  kernel<<<grid, block, size_t(smem), s>>>(p, vec_x, vec_y);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(clusters);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, vec_x, vec_y, clusters);
+  if (e != cudaSuccess) return int(e);
   return int(cudaGetLastError());
 }
 
