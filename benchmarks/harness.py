@@ -11,11 +11,16 @@ CSV schema (one row per case and provider, fixed column order):
   op, provider, shape, dtype, median_us, tflops, gbps, ratio_vs_stock, gpu, torch, commit, flags
 ratio_vs_stock = median_us / median_us of the case's stock provider (lower is better; 1.0 for the stock one).
 
-Usage from a bench script:
+Usage from a bench script (cases are generated lazily, so each case's tensors are freed after it ran):
     from harness import Case, bench_main
-    bench_main([Case("rms_norm", (rows, n), "bf16", {"detops": f1, "F.rms_norm": f2}, stock="F.rms_norm",
-                     bytes=..., flops=0, size=rows * n)])
-Command line of every script: --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --filter S
+    def cases(args):  # args.quick: a small subset
+        for rows in (1, 64, 4096):
+            x = ...
+            yield Case("rms_norm", (rows, n), "bf16", {"detops": f1, "F.rms_norm": f2}, stock="F.rms_norm",
+                       bytes=..., flops=0, size=rows * n)
+    bench_main(cases, "rms_norm")
+Command line of every script: --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --append
+--filter S. Re-plot a committed CSV: python benchmarks/harness.py CSV [PNG].
 """
 import argparse
 import csv
