@@ -217,6 +217,8 @@ def test_k0_and_empty(device, dtype):
 @settings(max_examples=8)
 def test_accuracy_vs_float64(device, k, dtype, profile, seed):
     """|out - exact| within the derived bound (error_bound) elementwise, and RMS error <= 2x stock torch's."""
+    if dtype == torch.float16:
+        profile = "normal"  # the wide profiles overflow fp16's range (65504): not an accuracy question
     a = make((24, k), dtype, device, profile, seed)
     b = make((k, 40), dtype, device, profile, seed + 1)
     bias = make((40,), dtype, device, profile, seed + 2)

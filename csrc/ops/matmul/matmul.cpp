@@ -112,7 +112,9 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
               " do not match (input.shape[-1] != weight.shape[1])");
   at::Tensor b = check_bias(bias.has_value() ? *bias : at::Tensor(), input, N, op);
   // Fold the leading dims into rows; reshape copies only when they cannot be folded as a view.
-  at::Tensor a2 = input.reshape({-1, K});
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < input.dim(); ++d) rows *= input.size(d);
+  at::Tensor a2 = input.reshape({rows, K});  // explicit rows: -1 is ambiguous when K == 0
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = N;
   return matmul3(a2.unsqueeze(0), weight.t().unsqueeze(0), b).view(out_shape);
