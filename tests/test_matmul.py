@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
 import detops
@@ -296,8 +296,9 @@ def test_fp32_cuda_equals_cpu(M, k, n, profile, seed):
 # ---------------------------------------------------------------- negative controls
 
 def test_stock_cpu_mm_row_dependence():
-    """Negative control: stock torch.mm on this CPU. Measured on the CI box (torch 2.13 CPU, AMD EPYC, 2
-    threads): see STOCK_NOTE below for what was found; the assertion encodes it."""
+    """Negative control: stock torch.mm's row 0 changes with M on this CPU. Measured on the CI box (torch
+    2.13 CPU wheel, MKL, AVX2 AMD EPYC, 2 threads): fp32 row 0 differs for M in {1, 2, 3} from M = 2049
+    (MKL's small-M path); bf16/fp16 stock mm rows were invariant on this shape, so only fp32 is asserted."""
     a = make((2049, 512), torch.float32, "cpu", "normal", 0)
     b = make((512, 256), torch.float32, "cpu", "normal", 1)
     full = torch.mm(a, b)
@@ -323,5 +324,5 @@ def test_two_blockings_differ_in_float32():
     pair = st.integers(KB + 1, 3 * KB).flatmap(
         lambda n: st.tuples(st.lists(floats, min_size=n, max_size=n), st.lists(floats, min_size=n, max_size=n)))
     x, y = find(pair, lambda p: _blocked_dot(p[0], p[1], KB) != _blocked_dot(p[0], p[1], len(p[0])),
-                settings=settings(max_examples=2000, database=None))
+                settings=settings(max_examples=2000, database=None, phases=(Phase.generate,)))  # no shrinking: slow
     assert _blocked_dot(x, y, KB) != _blocked_dot(x, y, len(x))

@@ -5,8 +5,8 @@
 //   acc = acc + t }; y = acc + bias[n] (if any); C = round_to_dtype(y).
 //
 // Speed comes from register blocking across independent output elements only: a task owns a (rows x
-// kPanelCols) tile of C; per K block it packs the block's A rows and B panel as fp32 (this is where strides and
-// dtypes are handled), then a micro-kernel computes kMicroRows x kMicroCols partials t in vector registers,
+// kPanelCols) tile of C; it packs its (K x kPanelCols) panel of B and, per K block, the block's A rows as fp32
+// (this is where strides and dtypes are handled), then a micro-kernel computes kMicroRows x kMicroCols partials t in vector registers,
 // lanes = different columns, and adds them into the tile's acc. No element's chain depends on M, on the tile
 // or on the thread, so the tiles below are free performance choices.
 #include <ATen/Parallel.h>
@@ -41,7 +41,7 @@ __attribute__((always_inline)) inline void store(float* p, vfloat v) { std::memc
 __attribute__((always_inline)) inline vfloat splat(float x) { return vfloat{x, x, x, x, x, x, x, x}; }
 
 // One K block for a whole tile:
-// apack: (rows_pad, kKB) fp32, rows_pad a multiple of kMicroRows; bpanel: (kKB, kPanelCols) fp32;
+// apack: (rows_pad, kKB) fp32, rows_pad a multiple of kMicroRows; bpanel: (kn, kPanelCols) fp32;
 // acc: (rows_pad, kPanelCols). For each element: t = 0; t = t + a_k*b_k, k = 0..kn-1; acc = acc + t.
 __attribute__((always_inline)) inline void tile_kblock_body(const float* apack, const float* bpanel, int64_t rows_pad,
                                                             int64_t kn, float* acc) {
@@ -95,7 +95,7 @@ void matmul_typed(const MatmulParams& p) {
   T* C = static_cast<T*>(p.c);
 
   at::parallel_for(0, p.batch * tiles_per_batch, 1, [&](int64_t task0, int64_t task1) {
-    std::vector<float> apack(kPanelRows * kKB), bpanel(kKB * kPanelCols), acc(kPanelRows * kPanelCols);
+    std::vector<float> apack(kPanelRows * kKB), bpanel(p.K * kPanelCols), acc(kPanelRows * kPanelCols);
     for (int64_t task = task0; task < task1; ++task) {
       const int64_t bi = task / tiles_per_batch;
       const int64_t m0 = (task % tiles_per_batch) / n_tiles * kPanelRows;
@@ -105,22 +105,38 @@ void matmul_typed(const MatmulParams& p) {
       const T* Ab = A + bi * p.a_bs + m0 * p.a_rs;
       const T* Bb = B + bi * p.b_bs + n0 * p.b_cs;
       // Padding rows/columns are zeros; their results are computed and discarded (no effect on real ones).
-      std::fill(apack.begin(), apack.end(), 0.f);
-      std::fill(bpanel.begin(), bpanel.end(), 0.f);
-      std::fill(acc.begin(), acc.end(), 0.f);  // acc = 0
+      std::fill(apack.begin() + rows * kKB, apack.begin() + rows_pad * kKB, 0.f);
+      std::fill(acc.begin(), acc.begin() + rows_pad * kPanelCols, 0.f);  // acc = 0
+      // The (K, kPanelCols) panel of B, packed once per tile and walked along B's unit stride, so that
+      // nn.Linear's weight.t() streams each weight row instead of hopping K floats per element.
+      // Packing only moves and widens values; unit-stride branches just let the compiler vectorise.
+      if (cols < kPanelCols) std::fill(bpanel.begin(), bpanel.end(), 0.f);
+      if (p.b_cs == 1) {  // row-major B
+        for (int64_t k = 0; k < p.K; ++k)
+          for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bb[k * p.b_rs + n]);
+      } else if (p.b_rs == 1) {  // nn.Linear's weight.t(): 8 weight rows streamed side by side
+        int64_t n = 0;
+        for (; n + kVec <= cols; n += kVec)
+          for (int64_t k = 0; k < p.K; ++k)
+            for (int64_t j = 0; j < kVec; ++j) bpanel[k * kPanelCols + n + j] = to_float(Bb[k + (n + j) * p.b_cs]);
+        for (; n < cols; ++n)
+          for (int64_t k = 0; k < p.K; ++k) bpanel[k * kPanelCols + n] = to_float(Bb[k + n * p.b_cs]);
+      } else {
+        for (int64_t k = 0; k < p.K; ++k)
+          for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bb[k * p.b_rs + n * p.b_cs]);
+      }
       for (int64_t k0 = 0; k0 < p.K; k0 += kKB) {
         const int64_t kn = std::min<int64_t>(kKB, p.K - k0);
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t k = 0; k < kn; ++k) apack[r * kKB + k] = to_float(Ab[r * p.a_rs + (k0 + k) * p.a_cs]);
-        // Walk B along its smaller stride (row-major B, or nn.Linear's weight.t()); memory order only.
-        if (p.b_cs <= p.b_rs) {
-          for (int64_t k = 0; k < kn; ++k)
-            for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bb[(k0 + k) * p.b_rs + n * p.b_cs]);
-        } else {
-          for (int64_t n = 0; n < cols; ++n)
-            for (int64_t k = 0; k < kn; ++k) bpanel[k * kPanelCols + n] = to_float(Bb[(k0 + k) * p.b_rs + n * p.b_cs]);
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* ar = Ab + r * p.a_rs + k0 * p.a_cs;
+          float* dst = apack.data() + r * kKB;
+          if (p.a_cs == 1) {
+            for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k]);
+          } else {
+            for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k * p.a_cs]);
+          }
         }
-        tile_kblock(apack.data(), bpanel.data(), rows_pad, kn, acc.data());
+        tile_kblock(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
       }
       for (int64_t r = 0; r < rows; ++r) {
         T* c = C + (bi * p.M + m0 + r) * p.N + n0;
