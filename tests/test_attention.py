@@ -73,6 +73,13 @@ def forward_error_bound(q, k, v, ref):
     return 2 * delta * vmax + (K + 8) * u * vmax + torch.finfo(q.dtype).eps * ref.abs().max().item()
 
 
+def stock_floor(dtype, ref):
+    """Absolute slack of the 2x-stock accuracy bound. bf16/fp16: both round the output once (2 eps covers draws
+    where stock's error is ~0). fp32: §6's ascending-d dot and det_exp (<= 2 ulp, §7) cost a few ulp of the
+    output that stock's blocked dot and libm exp do not; measured <= 6 eps over 300 normal/integer draws."""
+    return (8 if dtype == torch.float32 else 2) * torch.finfo(dtype).eps * max(1.0, ref.abs().max().item())
+
+
 def max_err(y, ref):
     return (y.detach().cpu().double() - ref).abs().max().item()
 
@@ -115,8 +122,7 @@ def test_matches_float64(device, data):
     err = max_err(y, ref)
     assert err <= forward_error_bound(q, k, v, ref)
     if profile in WELL_CONDITIONED:
-        # Both round the output to `dtype` once; the 2-eps floor covers draws where stock's error is ~0.
-        assert err <= 2 * max_err(stock, ref) + 2 * torch.finfo(dtype).eps * max(1.0, ref.abs().max().item())
+        assert err <= 2 * max_err(stock, ref) + stock_floor(dtype, ref)
     if profile != "tiny" or dtype == torch.float32:
         assert_nontrivial(y)
 
@@ -127,7 +133,7 @@ def test_long_keys_match_float64(device, K):
     y = sdpa(q, k, v, enable_gqa=True)
     ref = ref64(q, k, v)
     stock = F.scaled_dot_product_attention(q.cpu(), k.cpu(), v.cpu(), enable_gqa=True)
-    assert max_err(y, ref) <= 2 * max_err(stock, ref) + 2 * torch.finfo(torch.bfloat16).eps * ref.abs().max().item()
+    assert max_err(y, ref) <= 2 * max_err(stock, ref) + stock_floor(torch.bfloat16, ref)
     assert max_err(y, ref) <= forward_error_bound(q, k, v, ref)
     assert_nontrivial(y)
 
@@ -408,6 +414,15 @@ def test_opcheck():
     rows = attention_rows(2, 4, 5, 70, "cpu", is_causal=True)
     for dtype in DTYPES:
         torch.library.opcheck(torch.ops.detops.attention, (q.to(dtype), k.to(dtype), v.to(dtype), rows, 0.25, 0.0))
+
+
+def test_compiled_op_is_opaque():
+    # torch.compile sees detops::attention through its fake kernel and keeps it as one opaque op
+    q, k, v = qkv(1, 2, 2, 5, 70, 16, seed=2)
+    rows = attention_rows(1, 2, 5, 70, "cpu", is_causal=True)
+    fn = torch.compile(lambda q, k, v, r: torch.ops.detops.attention(q, k, v, r, 0.25, 0.0) * 2,
+                       backend="aot_eager", fullgraph=True)
+    assert torch.equal(fn(q, k, v, rows), torch.ops.detops.attention(q, k, v, rows, 0.25, 0.0) * 2)
 
 
 def test_bad_inputs_raise(device):
