@@ -23,17 +23,19 @@ constexpr const char* kOp = "matmul (tensor cores)";
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kTcAlignBytes == 0; }
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// x: (L, R, K). Returns a view or copy with unit stride along K, K zero-padded to kp, row and batch strides
-// multiples of kTcKAlign elements, base 16-byte aligned, and a positive batch stride. Zero padding adds
-// products that are exactly zero inside the last K tile, which TMA would zero-fill anyway: the number of
-// k-groups (ceil(K / kTcKBlock) * 4) is unchanged because kTcKBlock % kTcKAlign == 0.
-at::Tensor k_major(const at::Tensor& x, int64_t kp) {
+// x: (L, R, K). Returns a view or copy with unit stride along K, K zero-padded to kp (and rows zero-padded
+// to rp >= R), row and batch strides multiples of kTcKAlign elements, base 16-byte aligned, and a positive
+// batch stride. Zero padding of K adds products that are exactly zero inside the last K tile, which TMA
+// would zero-fill anyway: the number of k-groups (ceil(K / kTcKBlock) * 4) is unchanged because
+// kTcKBlock % kTcKAlign == 0. Padded rows only produce output elements that are cut off again.
+at::Tensor k_major(const at::Tensor& x, int64_t kp, int64_t rp) {
   const int64_t L = x.size(0), R = x.size(1), K = x.size(2);
   const bool rows_ok = R == 1 || (x.stride(1) % kTcKAlign == 0 && x.stride(1) >= K);
   const bool batch_ok = L == 1 || (x.stride(0) % kTcKAlign == 0 && x.stride(0) > 0);
-  if (kp == K && x.stride(2) == 1 && rows_ok && batch_ok && aligned16(x.data_ptr())) return x;
-  at::Tensor buf = kp == K ? at::empty({L, R, kp}, x.options()) : at::zeros({L, R, kp}, x.options());
-  buf.narrow(2, 0, K).copy_(x);
+  if (kp == K && rp == R && x.stride(2) == 1 && rows_ok && batch_ok && aligned16(x.data_ptr())) return x;
+  const bool pad = kp != K || rp != R;
+  at::Tensor buf = pad ? at::zeros({L, rp, kp}, x.options()) : at::empty({L, rp, kp}, x.options());
+  buf.narrow(1, 0, R).narrow(2, 0, K).copy_(x);
   return buf;
 }
 
@@ -87,14 +89,16 @@ at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std:
   if (!fold && (a3.stride(0) == 0)) act = a3.contiguous();
   const int64_t L = act.size(0), rows = act.size(1);
   const int64_t kp = round_up(K, kTcKAlign), np = round_up(N, kTcKAlign);
-  act = k_major(act, kp);
-  wt = k_major(wt, kp);
+  // The feature dimension N is the contiguous dimension of the output, so TMA needs it padded to a multiple
+  // of 8 too (odd vocabularies): the weights are then copied with zero rows (slow path, counted in the notes).
+  act = k_major(act, kp, act.size(1));
+  wt = k_major(wt, kp, np);
 
   const TcVariant variant = forced_variant >= 0 ? static_cast<TcVariant>(forced_variant) : tc_variant_for_rows(rows);
   const bool swapped = variant == TcVariant::kSwap64x16 || variant == TcVariant::kSwap64x64 ||
                        variant == TcVariant::kSwap64x128;
 
-  // Output (L, rows, np) row-major; np > N only when N is not a multiple of 8 (TMA row stride alignment).
+  // Output (L, rows, np) row-major; np > N only when N is not a multiple of 8 (TMA alignment).
   at::Tensor dst = np == N ? out.view({L, rows, N}) : at::empty({L, rows, np}, a3.options());
   at::Tensor bias_buf;
   if (bias.has_value()) {
