@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import requires_cuda
-from values import PROFILES, at_offset, make
+from tests.conftest import requires_cuda
+from tests.values import PROFILES, at_offset, make
 
 pytestmark = requires_cuda
 
