@@ -29,17 +29,24 @@ constexpr int kTcKBlock = 64;
 constexpr int kTcKAlign = 8;  // 16 bytes: TMA needs 16-byte aligned row strides and base pointers
 constexpr int kTcAlignBytes = 16;
 
-// Row-count thresholds of the tile choice (rows = tokens folded over the batch). Speed only: the per-element
-// chain is the same in every variant (proved by the test).
+// Tile choice from the rows (tokens folded over the batch) and the number of output features N. Speed only:
+// the per-element chain is the same in every variant (proved by tests/test_matmul_cuda.py), and neither the
+// SM count nor any batch-level metadata is read.
 constexpr int64_t kTcSwap16MaxRows = 16;
 constexpr int64_t kTcSwap64MaxRows = 64;
-constexpr int64_t kTcSwap128MaxRows = 256;
+constexpr int64_t kTcSwap128MaxRows = 128;
+// 129..256 rows: two 128-row token tiles re-read the weights and one consumer warpgroup is compute bound, so
+// wide layers (many 128-feature tiles already) take the cooperative 128x128 tile; narrow layers keep the
+// swap (N/64 CTAs). H100 v1: N=14336/128256 at 256 rows ran 1.8x cuBLAS with the swap, N=4096 ~1.0x.
+constexpr int64_t kTcSwap128MaxRowsNarrow = 256;
+constexpr int64_t kTcNarrowMaxN = 8192;
 constexpr int64_t kTcTile128MaxRows = 2048;
 
-inline TcVariant tc_variant_for_rows(int64_t rows) {
+inline TcVariant tc_variant_for(int64_t rows, int64_t n) {
   if (rows <= kTcSwap16MaxRows) return TcVariant::kSwap64x16;
   if (rows <= kTcSwap64MaxRows) return TcVariant::kSwap64x64;
   if (rows <= kTcSwap128MaxRows) return TcVariant::kSwap64x128;
+  if (rows <= kTcSwap128MaxRowsNarrow && n <= kTcNarrowMaxN) return TcVariant::kSwap64x128;
   if (rows <= kTcTile128MaxRows) return TcVariant::kTile128x128;
   return TcVariant::kTile128x256;
 }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "matmul_backends.h"
 #include "matmul_tc.h"
@@ -19,6 +20,15 @@ namespace detops {
 namespace {
 
 constexpr const char* kOp = "matmul (tensor cores)";
+
+// Error messages format numbers with std::to_string, not through an ostream: on the GPU box (torch 2.11,
+// /opt/gcc) streaming an integer or `t.sizes()` into TORCH_CHECK segfaulted while strings were fine.
+std::string num(int64_t v) { return std::to_string(v); }
+std::string shape(const at::Tensor& t) {
+  std::string out = "(";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + num(t.size(d));
+  return out + ")";
+}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kTcAlignBytes == 0; }
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -49,26 +59,28 @@ int sm_count() {
 at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std::optional<at::Tensor>& bias,
                           int64_t forced_variant) {
   TORCH_CHECK(a3.dim() == 3 && b3.dim() == 3, "detops.", kOp, ": expects (batch, M, K) and (batch, K, N), got ",
-              a3.sizes(), " and ", b3.sizes());
+              shape(a3), " and ", shape(b3));
   TORCH_CHECK(a3.is_cuda() && b3.is_cuda(), "detops.", kOp, ": operands must be CUDA tensors");
-  TORCH_CHECK(a3.device() == b3.device(), "detops.", kOp, ": operands on ", a3.device(), " and ", b3.device());
+  TORCH_CHECK(a3.device() == b3.device(), "detops.", kOp, ": operands on ", a3.device().str(), " and ",
+              b3.device().str());
   const auto dtype = a3.scalar_type();
   TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "detops.", kOp, ": dtype must be bfloat16 or float16, got ",
               dtype);
   TORCH_CHECK(b3.scalar_type() == dtype, "detops.", kOp, ": operand dtypes differ (", dtype, " vs ",
               b3.scalar_type(), ")");
   const int64_t batch = a3.size(0), M = a3.size(1), K = a3.size(2), N = b3.size(2);
-  TORCH_CHECK(b3.size(0) == batch && b3.size(1) == K, "detops.", kOp, ": shapes ", a3.sizes(), " and ", b3.sizes(),
+  TORCH_CHECK(b3.size(0) == batch && b3.size(1) == K, "detops.", kOp, ": shapes ", shape(a3), " and ", shape(b3),
               " do not multiply");
   if (bias.has_value()) {
     const auto& bv = *bias;
-    TORCH_CHECK(bv.dim() == 1 && bv.size(0) == N, "detops.", kOp, ": bias must have shape (", N, "), got ",
-                bv.sizes());
+    TORCH_CHECK(bv.dim() == 1 && bv.size(0) == N, "detops.", kOp, ": bias must have shape (", num(N), "), got ",
+                shape(bv));
     TORCH_CHECK(bv.scalar_type() == dtype && bv.device() == a3.device(), "detops.", kOp,
-                ": bias must be ", dtype, " on ", a3.device(), ", got ", bv.scalar_type(), " on ", bv.device());
+                ": bias must be ", dtype, " on ", a3.device().str(), ", got ", bv.scalar_type(), " on ",
+                bv.device().str());
   }
   TORCH_CHECK(forced_variant >= -1 && forced_variant < kTcVariantCount, "detops.", kOp, ": no variant ",
-              forced_variant);
+              num(forced_variant));
 
   c10::cuda::CUDAGuard guard(a3.device());
   at::Tensor out = at::empty({batch, M, N}, a3.options());
@@ -79,7 +91,7 @@ at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std:
     return out;
   }
   TORCH_CHECK(K <= INT32_MAX && N <= INT32_MAX && batch * M <= INT32_MAX, "detops.", kOp,
-              ": dimensions beyond 2^31 are not supported, got M=", batch * M, " N=", N, " K=", K);
+              ": dimensions beyond 2^31 are not supported, got M=", num(batch * M), " N=", num(N), " K=", num(K));
 
   // One GEMM over all rows when the weight is shared (batch 1 or batch stride 0): rows are independent, so
   // folding the batch into the rows changes no element's chain. Otherwise a batched GEMM (L = batch).
@@ -94,7 +106,7 @@ at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std:
   act = k_major(act, kp, act.size(1));
   wt = k_major(wt, kp, np);
 
-  const TcVariant variant = forced_variant >= 0 ? static_cast<TcVariant>(forced_variant) : tc_variant_for_rows(rows);
+  const TcVariant variant = forced_variant >= 0 ? static_cast<TcVariant>(forced_variant) : tc_variant_for(rows, N);
   const bool swapped = variant == TcVariant::kSwap64x16 || variant == TcVariant::kSwap64x64 ||
                        variant == TcVariant::kSwap64x128;
 
@@ -134,8 +146,8 @@ at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std:
   const char* why = "";
   const cudaError_t err = tc_gemm_launch(variant, args, ws_bytes ? ws.data_ptr() : nullptr,
                                          at::cuda::getCurrentCUDAStream(), &why);
-  TORCH_CHECK(err == cudaSuccess, "detops.", kOp, ": ", why, " (", cudaGetErrorString(err), ") for M=", rows,
-              " N=", N, " K=", K, " batch=", L);
+  TORCH_CHECK(err == cudaSuccess, "detops.", kOp, ": ", why, " (", cudaGetErrorString(err), ") for M=", num(rows),
+              " N=", num(N), " K=", num(K), " batch=", num(L));
   if (np != N) out.view({L, rows, N}).copy_(dst.narrow(2, 0, N));
   return out;
 }

@@ -17,6 +17,13 @@
 #ifndef NDEBUG
 #define NDEBUG
 #endif
+// TMA descriptors: call cuTensorMapEncodeTiled directly (the extension links libcuda) instead of looking the
+// driver entry point up by name on every call (host overhead at decode sizes).
+#ifndef CUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL
+#define CUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL 1
+#endif
+#include <atomic>
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include "cute/tensor.hpp"
@@ -107,20 +114,44 @@ struct TcGemm {
 
   static size_t workspace(const TcGemmArgs& a) { return Gemm::get_workspace_size(arguments(a)); }
 
+  // The kernel's dynamic shared memory opt-in, once per device (it is a per-context function attribute);
+  // the CUTLASS adapter would set it on every call.
+  static cudaError_t opt_in_shared_memory() {
+    static std::atomic<uint64_t> done_devices{0};
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    const uint64_t bit = device < 64 ? (uint64_t{1} << device) : 0;
+    if (bit && (done_devices.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+    constexpr int smem = Kernel::SharedStorageSize;
+    if (smem >= (48 << 10)) {
+      err = cudaFuncSetAttribute(cutlass::device_kernel<Kernel>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      if (err != cudaSuccess) return err;
+    }
+    done_devices.fetch_or(bit, std::memory_order_acq_rel);
+    return cudaSuccess;
+  }
+
   static cudaError_t launch(const TcGemmArgs& a, void* workspace, cudaStream_t stream, const char** why) {
-    Gemm gemm;
     auto args = arguments(a);
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
+    if (Gemm::can_implement(args) != cutlass::Status::kSuccess) {
       *why = "CUTLASS cannot implement this GEMM (alignment or shape)";
       return cudaErrorInvalidValue;
     }
-    if (gemm.initialize(args, workspace, stream) != cutlass::Status::kSuccess) {
-      *why = "CUTLASS GEMM initialisation failed";
+    if (Kernel::initialize_workspace(args, workspace, stream, nullptr) != cutlass::Status::kSuccess) {
+      *why = "CUTLASS workspace initialisation failed";
       return cudaErrorInvalidValue;
     }
-    if (gemm.run(stream) != cutlass::Status::kSuccess) {
+    cudaError_t err = opt_in_shared_memory();
+    if (err != cudaSuccess) {
+      *why = "cudaFuncSetAttribute (dynamic shared memory) failed";
+      return err;
+    }
+    typename Kernel::Params params = Kernel::to_underlying_arguments(args, workspace);
+    if (Gemm::run(params, stream) != cutlass::Status::kSuccess) {
       *why = "CUTLASS GEMM launch failed";
-      return cudaGetLastError() != cudaSuccess ? cudaGetLastError() : cudaErrorLaunchFailure;
+      err = cudaGetLastError();
+      return err != cudaSuccess ? err : cudaErrorLaunchFailure;
     }
     return cudaSuccess;
   }
