@@ -142,7 +142,8 @@ at::Tensor matmul_tc_impl(const at::Tensor& a3, const at::Tensor& b3, const std:
   args.batch_stride_q = batch_stride(q);
 
   const size_t ws_bytes = tc_gemm_workspace_bytes(variant, args);
-  at::Tensor ws = at::empty({static_cast<int64_t>(ws_bytes)}, a3.options().dtype(at::kByte));
+  at::Tensor ws;  // the persistent / plain schedulers need none; allocate only if CUTLASS asks
+  if (ws_bytes) ws = at::empty({static_cast<int64_t>(ws_bytes)}, a3.options().dtype(at::kByte));
   const char* why = "";
   const cudaError_t err = tc_gemm_launch(variant, args, ws_bytes ? ws.data_ptr() : nullptr,
                                          at::cuda::getCurrentCUDAStream(), &why);
