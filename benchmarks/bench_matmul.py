@@ -1,0 +1,174 @@
+"""detops tensor-core matmul vs cuBLAS (`F.linear`, nn.Linear's layout), bf16, on LLM shapes.
+
+For every (K, N) in PERFORMANCE.md and M in {1, 2, 4, ..., 8192}: CUDA-event medians of back-to-back calls
+with the weights rotated over enough copies to defeat the 50 MB L2 (eager), and for M <= 256 also the same
+calls captured in one CUDA graph (decode: launch overhead removed). Stock and detops run in the same process
+on the same inputs, interleaved. Writes CSV rows (op, provider, shape, dtype, median_us, tflops, gbps, ratio,
+gpu, torch, commit, flags) and a PNG of the ratio detops/cuBLAS vs M.
+
+    python benchmarks/bench_matmul.py --out benchmarks/results/matmul_h100.csv
+"""
+import argparse
+import csv
+import math
+import os
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+import detops
+
+SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (4096, 128256))  # (K, N)
+MS = tuple(2 ** i for i in range(14))  # 1 .. 8192
+L2_DEFEAT_BYTES = 160 * 2 ** 20  # rotate weight copies over > 3x the H100's 50 MB L2
+
+
+def detops_linear():
+    """detops.linear when its CUDA dispatch is registered, else the tensor-core entry it calls."""
+    x = torch.zeros((1, 16), device="cuda", dtype=torch.bfloat16)
+    try:
+        detops.linear(x, x, None)
+        return detops.linear, "detops.linear"
+    except (NotImplementedError, RuntimeError):
+        op = torch.ops.detops._matmul_tc
+        return (lambda a, w, b=None: op(a[None], w.t()[None], b, -1)[0]), "detops::_matmul_tc"
+
+
+def time_loop(fn, inputs, repeats, graph):
+    """Median over `repeats` of the mean time per call of one pass over `inputs` (µs)."""
+    if graph:
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for args in inputs:  # warm-up outside the capture
+                fn(*args)
+            with torch.cuda.graph(g, stream=s):
+                for args in inputs:
+                    fn(*args)
+        torch.cuda.current_stream().wait_stream(s)
+        run = g.replay
+    else:
+        def run():
+            for args in inputs:
+                fn(*args)
+    run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(inputs))
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="benchmarks/results/matmul_h100.csv")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--shapes", default="all", help="'all' or e.g. 4096x4096,14336x4096 (KxN)")
+    ap.add_argument("--plot-only", action="store_true", help="re-plot and summarise the CSV at --out")
+    args = ap.parse_args()
+    if args.plot_only:
+        with open(args.out) as f:
+            rows = [dict(r, ratio=float(r["ratio"])) for r in csv.DictReader(f)]
+        summarize(rows)
+        plot(rows, os.path.splitext(args.out)[0] + ".png", rows[0]["gpu"])
+        return
+    shapes = SHAPES if args.shapes == "all" else tuple(tuple(map(int, s.split("x"))) for s in args.shapes.split(","))
+    ours, entry = detops_linear()
+    gpu = torch.cuda.get_device_name()
+    commit = os.environ.get("DETOPS_COMMIT", "unknown")
+    build = detops.build_info().get("nvcc_flags", "")
+    rows = []
+    dtype = torch.bfloat16
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for k, n in shapes:
+        wbytes = k * n * 2
+        copies = max(1, math.ceil(L2_DEFEAT_BYTES / wbytes))
+        weights = [(torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(dtype) for _ in range(copies)]
+        for m in MS:
+            x = torch.randn((m, k), device="cuda", generator=g).to(dtype)
+            flops = 2.0 * m * n * k
+            # calls per pass: enough work per pass (~2 ms) for event resolution, whole rotations of the weights
+            est = max(flops / 600e12, wbytes / 2.5e12) * 1e6  # µs, rough
+            per_pass = copies * max(1, math.ceil(2000 / (est * copies)))
+            inputs = [(x, weights[i % copies]) for i in range(per_pass)]
+            modes = ("eager", "graph") if m <= 256 else ("eager",)
+            for mode in modes:
+                res = {}
+                for provider, fn in (("cublas", F.linear), ("detops", ours)):
+                    res[provider] = time_loop(fn, inputs, args.repeats, mode == "graph")
+                for provider, us in res.items():
+                    moved = (m * k + k * n + m * n) * 2
+                    rows.append(dict(op="linear", provider=provider, shape=f"M={m},K={k},N={n}", dtype="bf16",
+                                     median_us=round(us, 2), tflops=round(flops / us / 1e6, 1),
+                                     gbps=round(moved / us / 1e3, 1), ratio=round(us / res["cublas"], 3), gpu=gpu,
+                                     torch=torch.__version__, commit=commit, flags=f"{mode};{entry};{build}"))
+                print(f"K={k:6d} N={n:6d} M={m:5d} {mode:5s} cublas {res['cublas']:9.1f} us  detops "
+                      f"{res['detops']:9.1f} us  ratio {res['detops'] / res['cublas']:.3f}  "
+                      f"detops {(m * k + k * n + m * n) * 2 / res['detops'] / 1e3:7.0f} GB/s "
+                      f"{flops / res['detops'] / 1e6:6.1f} TFLOP/s", flush=True)
+            del x
+        del weights
+        torch.cuda.empty_cache()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summarize(rows)
+    plot(rows, os.path.splitext(args.out)[0] + ".png", gpu)
+
+
+def summarize(rows):
+    print("\nratio detops/cuBLAS (eager): worst, median per (K, N)")
+    by = {}
+    for r in rows:
+        if r["provider"] == "detops" and r["flags"].startswith("eager"):
+            kn = r["shape"].split(",", 1)[1]
+            by.setdefault(kn, []).append((r["ratio"], r["shape"]))
+    for kn, v in by.items():
+        worst = max(v)
+        print(f"  {kn:16s} worst {worst[0]:.3f} ({worst[1].split(',')[0]})  median {statistics.median(x for x, _ in v):.3f}")
+
+
+def plot(rows, path, gpu):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not available: no PNG")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series = {}
+    for r in rows:
+        if r["provider"] != "detops":
+            continue
+        m = int(r["shape"].split(",")[0][2:])
+        kn = r["shape"].split(",", 1)[1]
+        series.setdefault((kn, r["flags"].split(";")[0]), []).append((m, r["ratio"]))
+    for (kn, mode), pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if mode == "eager" else "x",
+                linestyle="-" if mode == "eager" else ":", label=f"{kn} {mode}")
+    for y, style in ((1.0, "-"), (1.05, "--"), (1.25, ":")):
+        ax.axhline(y, color="gray", linestyle=style, linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("M (rows)")
+    ax.set_ylabel("time ratio detops / cuBLAS (lower is better)")
+    ax.set_title(f"bf16 linear, batch-invariant tensor-core matmul vs cuBLAS ({gpu})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
