@@ -128,7 +128,7 @@ def test_strided_and_misaligned_inputs(dtype):
 
 
 def test_bad_head_dims_raise():
-    q, k, v = qkv(1, 2, 1, 4, 16, 32, torch.bfloat16, "normal", 0)
+    q, k, v = qkv(1, 2, 1, 4, 16, 48, torch.bfloat16, "normal", 0)
     with pytest.raises(RuntimeError, match="head dims"):
         _sdpa()(q, k, v, enable_gqa=True)
     q, k, _ = qkv(1, 2, 1, 4, 16, 128, torch.bfloat16, "normal", 0)

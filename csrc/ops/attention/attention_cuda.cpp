@@ -17,8 +17,9 @@ static bool vec_ok(const void* ptr, int64_t elem, int64_t s0, int64_t s1, int64_
 }
 
 void attention_cuda(const AttentionParams& p, at::ScalarType dtype) {
-  TORCH_CHECK(attention_cuda_supports(p.D, p.Dv), "detops.attention: the CUDA kernels support head dims D == Dv in "
-              "{64, 80, 96, 128, 256}; got D=", p.D, ", Dv=", p.Dv, " (the CPU backend takes any head dim)");
+  TORCH_CHECK(attention_cuda_supports(p.D, p.Dv), "detops.attention: unsupported head dims for the CUDA kernels: D=", p.D,
+              ", Dv=", p.Dv, "; supported: D == Dv in {16, 32, 64, 80, 96, 128, 256}, or Dv = 16 with D in {32, 64} "
+              "(the CPU backend takes any head dims)");
   TORCH_CHECK(p.Hk >= 1 && p.Hq % p.Hk == 0, "detops.attention: query heads (", p.Hq,
               ") must be a multiple of key/value heads (", p.Hk, ")");
   if (p.B == 0 || p.Q == 0 || p.Hq == 0) return;

@@ -413,9 +413,9 @@ __global__ void __launch_bounds__(kAttnMergeThreads) attention_merge_kernel(cons
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, int Dv>
 inline int launch_typed(const AttentionLaunch& L) {
-  using SM = ChunkSmem<T, D, D>;
+  using SM = ChunkSmem<T, D, Dv>;
   const AttentionParams& p = L.p;
   cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
   const int64_t G = p.Hq / p.Hk;
@@ -423,27 +423,25 @@ inline int launch_typed(const AttentionLaunch& L) {
   const int64_t QT = kRH / Gc;
   const int64_t head_tiles = (G + Gc - 1) / Gc;
   const int64_t qtiles = (p.Q + QT - 1) / QT;
-  auto chunk = attention_chunk_kernel<T, D, D>;
+  auto chunk = attention_chunk_kernel<T, D, Dv>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * qtiles), unsigned(p.Hk * head_tiles), unsigned(p.B < 65535 ? p.B : 65535));
   chunk<<<grid, kT, SM::bytes, stream>>>(L);
   const int64_t total = p.B * p.Q * p.Hq;
   const unsigned mgrid = unsigned(total < (int64_t(1) << 30) ? total : (int64_t(1) << 30));
-  attention_merge_kernel<T, D><<<mgrid, kAttnMergeThreads, 0, stream>>>(L);
+  attention_merge_kernel<T, Dv><<<mgrid, kAttnMergeThreads, 0, stream>>>(L);
   return int(cudaGetLastError());
 }
 
 template <typename T>
 int launch_dtype(const AttentionLaunch& L) {
-  switch (L.p.D) {
-    case 64: return launch_typed<T, 64>(L);
-    case 80: return launch_typed<T, 80>(L);
-    case 96: return launch_typed<T, 96>(L);
-    case 128: return launch_typed<T, 128>(L);
-    case 256: return launch_typed<T, 256>(L);
-    default: return int(cudaErrorInvalidValue);  // the glue refuses other head dims with a reason first
-  }
+  const int64_t D = L.p.D, Dv = L.p.Dv;
+#define DETOPS_ATTN_CASE(d, dv) \
+  if (D == d && Dv == dv) return launch_typed<T, d, dv>(L);
+  DETOPS_ATTN_HEAD_DIMS(DETOPS_ATTN_CASE)
+#undef DETOPS_ATTN_CASE
+  return int(cudaErrorInvalidValue);  // the glue refuses other head dims with a reason first
 }
 
 }  // namespace attn_cuda

@@ -27,9 +27,17 @@ struct AttentionLaunch {
   void* stream = nullptr;      // cudaStream_t
 };
 
-// Head dims with a compiled kernel (D == Dv in {64, 80, 96, 128, 256}).
+// (D, Dv) pairs with a compiled kernel: D == Dv in {16, 32, 64, 80, 96, 128, 256}, and Dv = 16 with D = 32 or
+// 64 (small value heads, as in the CPU test-suite). X(D, Dv) for each.
+#define DETOPS_ATTN_HEAD_DIMS(X) \
+  X(16, 16) X(32, 32) X(64, 64) X(80, 80) X(96, 96) X(128, 128) X(256, 256) X(32, 16) X(64, 16)
+
 inline bool attention_cuda_supports(int64_t D, int64_t Dv) {
-  return D == Dv && (D == 64 || D == 80 || D == 96 || D == 128 || D == 256);
+#define DETOPS_ATTN_SUPPORTS(d, dv) \
+  if (D == d && Dv == dv) return true;
+  DETOPS_ATTN_HEAD_DIMS(DETOPS_ATTN_SUPPORTS)
+#undef DETOPS_ATTN_SUPPORTS
+  return false;
 }
 
 // Chunks one row can touch: its keys lie in [0, K), so at most ceil(K / CK) + 1 anchored chunks.
