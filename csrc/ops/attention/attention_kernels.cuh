@@ -76,77 +76,103 @@ __device__ __forceinline__ void store_pack_f32(float* dst, const Pack<T>& v, boo
   }
 }
 
-// Stages keys [bs, bs + 64) of one kv head (W elements each) as fp32 rows of stride S; keys outside
-// [ls, le) (no row of the pass reads them) are written as zeros. Loads are issued before any store.
-template <typename T, int W, int S>
-__device__ __forceinline__ void stage_block(const T* base, int64_t row_stride, int64_t bs, int64_t ls, int64_t le,
-                                            float* dst, bool vec) {
-  constexpr int VE = Pack<T>::n;
+// V staging of one 64-key block through registers (load, then store after the previous block's readers are
+// done): keys [bs, bs + 64) of one kv head as fp32 rows of stride W; keys outside [ls, le) (no row of the
+// pass reads them) are stored as zeros.
+template <typename T, int W>
+struct BlockStage {
+  static constexpr int VE = Pack<T>::n;
   static_assert(W % VE == 0, "head dim is a multiple of the 16-byte pack");
-  constexpr int PR = W / VE;
-  constexpr int N = kBK * PR;
-  constexpr int PER = (N + kT - 1) / kT;
+  static constexpr int PR = W / VE;
+  static constexpr int N = kBK * PR;
+  static constexpr int PER = (N + kT - 1) / kT;
   Pack<T> buf[PER];
+  __device__ __forceinline__ void load(const T* base, int64_t row_stride, int64_t bs, int64_t ls, int64_t le,
+                                       bool vec) {
 #pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int v = threadIdx.x + kT * i;
-    const int64_t key = bs + v / PR;
-    if (v < N && key >= ls && key < le) buf[i] = load_pack(base + key * row_stride + (v % PR) * VE, vec);
+    for (int i = 0; i < PER; ++i) {
+      const int v = threadIdx.x + kT * i;
+      const int64_t key = bs + v / PR;
+      if (v < N && key >= ls && key < le) buf[i] = load_pack(base + key * row_stride + (v % PR) * VE, vec);
+    }
   }
+  __device__ __forceinline__ void store(float* dst, int64_t bs, int64_t ls, int64_t le) const {
 #pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int v = threadIdx.x + kT * i;
-    const int64_t key = bs + v / PR;
-    if (v < N) store_pack_f32(dst + (v / PR) * S + (v % PR) * VE, buf[i], key >= ls && key < le);
+    for (int i = 0; i < PER; ++i) {
+      const int v = threadIdx.x + kT * i;
+      const int64_t key = bs + v / PR;
+      if (v < N) store_pack_f32(dst + (v / PR) * W + (v % PR) * VE, buf[i], key >= ls && key < le);
+    }
+  }
+};
+
+// §6 step 1 for every key of the chunk the pass reads: thread <-> key (KPT keys at once), all RA pairs of the
+// pass per key (q broadcast from shared memory, k read once from global memory). Per (pair, key):
+// dot = ((0 + q_0*k_0) + q_1*k_1) + ... ascending d (as attn_dot), then attn_score; stored only where the key
+// is in the pair's row interval (phase B masks the rest).
+template <typename T, int D, int RA, int KPT>
+__device__ __forceinline__ void chunk_scores(const T* kb, int64_t k_ss, bool vec, const float* sQ, float* sS,
+                                             const int64_t* a_lo, const int64_t* a_hi, int Ra, int64_t chunk_lo,
+                                             int kfirst, int klast, float scale, float softcap) {
+  constexpr int VE = Pack<T>::n;
+  static_assert(D % VE == 0 && VE % 4 == 0, "");
+  int rq[RA];
+#pragma unroll
+  for (int r = 0; r < RA; ++r) rq[r] = r < Ra ? r : 0;
+  for (int k0 = kfirst + threadIdx.x; k0 < klast; k0 += kT * KPT) {
+    bool live[KPT];
+    const T* krow[KPT];
+    float acc[KPT][RA];
+#pragma unroll
+    for (int u = 0; u < KPT; ++u) {
+      live[u] = k0 + kT * u < klast;
+      krow[u] = kb + (chunk_lo + (live[u] ? k0 + kT * u : k0)) * k_ss;
+#pragma unroll
+      for (int r = 0; r < RA; ++r) acc[u][r] = 0.0f;
+    }
+#pragma unroll 1
+    for (int d0 = 0; d0 < D; d0 += VE) {
+      float kf[KPT][VE];
+#pragma unroll
+      for (int u = 0; u < KPT; ++u) {
+        const Pack<T> kp = load_pack(krow[u] + d0, vec);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) kf[u][e] = to_float(kp.e[e]);
+      }
+#pragma unroll
+      for (int e = 0; e < VE; e += 4) {
+#pragma unroll
+        for (int r = 0; r < RA; ++r) {
+          const float4 qv = *reinterpret_cast<const float4*>(sQ + rq[r] * D + d0 + e);
+#pragma unroll
+          for (int u = 0; u < KPT; ++u) {
+            acc[u][r] = acc[u][r] + qv.x * kf[u][e];
+            acc[u][r] = acc[u][r] + qv.y * kf[u][e + 1];
+            acc[u][r] = acc[u][r] + qv.z * kf[u][e + 2];
+            acc[u][r] = acc[u][r] + qv.w * kf[u][e + 3];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < KPT; ++u) {
+      const int kk = k0 + kT * u;
+      const int64_t key = chunk_lo + kk;
+#pragma unroll
+      for (int r = 0; r < RA; ++r)
+        if (live[u] && r < Ra && key >= a_lo[r] && key < a_hi[r])
+          sS[r * kCK + kk] = attn_score(acc[u][r], scale, softcap);
+    }
   }
 }
 
-// §6 step 1 for N (pair, slot) scores per thread: index tid + kT*i -> pair r = idx / 64, slot j = idx % 64.
-// dot(q, k_j) = ((0 + q_0*k_j0) + q_1*k_j1) + ... (as attn_dot), then attn_score; masked slots get -inf.
-template <int N, int D>
-__device__ __forceinline__ void block_scores(const float* sQ, const float* sK, float* sP, const int64_t* a_lo,
-                                             const int64_t* a_hi, int Ra, int64_t bs, float scale, float softcap) {
-  constexpr int KS = D + 4;
-  const int tid = threadIdx.x;
-  float acc[N];
-  int rr[N], jj[N];
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    const int idx = tid + kT * i;
-    rr[i] = idx / kBK < Ra ? idx / kBK : 0;
-    jj[i] = idx % kBK;
-    acc[i] = 0.0f;
-  }
-#pragma unroll 2
-  for (int d = 0; d < D; d += 4) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      const float4 qv = *reinterpret_cast<const float4*>(sQ + rr[i] * D + d);
-      const float4 kv = *reinterpret_cast<const float4*>(sK + jj[i] * KS + d);
-      acc[i] = acc[i] + qv.x * kv.x;
-      acc[i] = acc[i] + qv.y * kv.y;
-      acc[i] = acc[i] + qv.z * kv.z;
-      acc[i] = acc[i] + qv.w * kv.w;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    const int idx = tid + kT * i;
-    if (idx < Ra * kBK) {
-      const int r = idx / kBK;
-      const int64_t key = bs + jj[i];
-      const bool valid = key >= a_lo[r] && key < a_hi[r];
-      sP[r * kBK + jj[i]] = valid ? attn_score(acc[i], scale, softcap) : -kInf;
-    }
-  }
-}
-
-// §6 step 3, o, for the first N of the thread's M pairs (index tid + kT*i -> pair idx / Dv, dim idx % Dv):
-// o_d = o_d*α + t_d, t_d = ((0 + p_j0*v_j0d) + p_j1*v_j1d) + ..., j ascending over the row's keys in the block
-// (as attn_block_update). Pairs whose row skips the block keep o.
+// §6 step 3, o, of one block for the first N of the thread's M pairs (index tid + kT*i -> pair idx / Dv,
+// dim idx % Dv): o_d = o_d*α + t_d, t_d = ((0 + p_j0*v_j0d) + p_j1*v_j1d) + ..., j ascending over the row's keys
+// in the block (as attn_block_update). sP: the block's p, rows kCK apart; alpha/skip: the block's, rows
+// kBlocksPerChunk apart. Pairs whose row skips the block keep o.
 template <int N, int M, int Dv>
-__device__ __forceinline__ void block_pv(const float* sP, const float* sV, const float* sA, const int64_t* a_lo,
-                                         const int64_t* a_hi, const int* a_skip, int Ra, int64_t bs,
+__device__ __forceinline__ void block_pv(const float* sP, const float* sV, const float* alpha, const int* skip,
+                                         const int64_t* a_lo, const int64_t* a_hi, int Ra, int64_t bs,
                                          float (&o)[M]) {
   static_assert(N <= M, "");
   const int tid = threadIdx.x;
@@ -155,7 +181,7 @@ __device__ __forceinline__ void block_pv(const float* sP, const float* sV, const
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const int idx = tid + kT * i;
-    const bool live = idx < Ra * Dv && !a_skip[idx < Ra * Dv ? idx / Dv : 0];
+    const bool live = idx < Ra * Dv && !skip[(idx < Ra * Dv ? idx / Dv : 0) * kAttnBlocksPerChunk];
     rr[i] = live ? idx / Dv : 0;
     dd[i] = idx % Dv;
     jlo[i] = live ? static_cast<int>(max64(a_lo[rr[i]] - bs, 0)) : kBK;
@@ -166,53 +192,51 @@ __device__ __forceinline__ void block_pv(const float* sP, const float* sV, const
   for (int j = 0; j < kBK; ++j) {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      const float t = acc[i] + sP[rr[i] * kBK + j] * sV[j * Dv + dd[i]];
+      const float t = acc[i] + sP[rr[i] * kCK + j] * sV[j * Dv + dd[i]];
       acc[i] = (j >= jlo[i] && j < jhi[i]) ? t : acc[i];
     }
   }
 #pragma unroll
   for (int i = 0; i < N; ++i)
-    if (jlo[i] < jhi[i]) o[i] = attn_o_update(o[i], sA[rr[i]], acc[i]);
+    if (jlo[i] < jhi[i]) o[i] = attn_o_update(o[i], alpha[rr[i] * kAttnBlocksPerChunk], acc[i]);
 }
 
 template <typename T, int D, int Dv>
 struct ChunkSmem {
-  static constexpr int KS = D + 4;  // padded K row: 16-byte aligned, conflict-free float4 reads by key
-  static constexpr int q = 0;
-  static constexpr int k = q + kRH * D;
-  static constexpr int v = k + kBK * KS;
-  static constexpr int p = v + kBK * Dv;
-  static constexpr int m = p + kRH * kBK;
-  static constexpr int l = m + kRH;
-  static constexpr int alpha = l + kRH;
-  static constexpr int floats = alpha + kRH;
+  static constexpr int q = 0;                         // kRH x D      q rows of the pass, fp32
+  static constexpr int s = q + kRH * D;               // kRH x kCK    scores, then p, of the chunk
+  static constexpr int v = s + kRH * kCK;             // kBK x Dv     one V block, fp32
+  static constexpr int m = v + kBK * Dv;              // kRH          chunk state m
+  static constexpr int l = m + kRH;                   // kRH          chunk state l
+  static constexpr int alpha = l + kRH;               // kRH x 16     α of each block
+  static constexpr int skip = alpha + kRH * kAttnBlocksPerChunk;  // kRH x 16 (int) block not absorbed
+  static constexpr int floats = skip + kRH * kAttnBlocksPerChunk;
   static constexpr size_t bytes = floats * sizeof(float);
 };
 
 template <typename T, int D, int Dv>
-__global__ void __launch_bounds__(kT, D >= 256 ? 1 : 2) attention_chunk_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(kT, (D >= 256 || Dv >= 256) ? 1 : 2) attention_chunk_kernel(const AttentionLaunch L) {
   using SM = ChunkSmem<T, D, Dv>;
-  constexpr int KS = SM::KS;
   constexpr int VE = Pack<T>::n;
-  constexpr int kDots = kRH * kBK / kT;   // scores per thread per block
-  constexpr int kPairs = kRH * Dv / kT;   // (row-head, d) outputs per thread
+  constexpr int kPairs = kRH * Dv / kT;   // (pair, d) outputs per thread
   constexpr int kPairsHalf = (kPairs + 1) / 2, kPairsQuarter = (kPairs + 3) / 4;
-  static_assert(kRH * kBK % kT == 0 && kRH * Dv % kT == 0, "even split of the CTA's work");
-  static_assert(D % 4 == 0, "float4 dot");
+  constexpr int kBPC = kAttnBlocksPerChunk;
+  static_assert(kRH * Dv % kT == 0, "even split of the CTA's outputs");
+  static_assert(kRH == 16, "chunk_scores variants hold 16 accumulators");
 
   const AttentionParams& p = L.p;
   extern __shared__ float4 smem_f4[];
   float* smem = reinterpret_cast<float*>(smem_f4);
   float* sQ = smem + SM::q;
-  float* sK = smem + SM::k;
+  float* sS = smem + SM::s;
   float* sV = smem + SM::v;
-  float* sP = smem + SM::p;
   float* sM = smem + SM::m;
   float* sL = smem + SM::l;
-  float* sA = smem + SM::alpha;
+  float* sAlpha = smem + SM::alpha;
+  int* sSkip = reinterpret_cast<int*>(smem + SM::skip);
   __shared__ int64_t t_anchor[kRH], t_lo[kRH], t_hi[kRH];  // rows of the tile
   __shared__ int64_t a_lo[kRH], a_hi[kRH];                 // compact (row, head) pairs of the pass
-  __shared__ int a_row[kRH], a_head[kRH], a_skip[kRH];
+  __shared__ int a_row[kRH], a_head[kRH];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* qg = static_cast<const T*>(p.q);
@@ -281,72 +305,118 @@ __global__ void __launch_bounds__(kT, D >= 256 ? 1 : 2) attention_chunk_kernel(c
       if (Ra == 0) continue;
       __syncthreads();
 
-      // q rows of the pass (fp32) and the empty chunk state (-inf, 0, 0)
+      // q rows of the pass (fp32)
       for (int v = tid; v < Ra * (D / VE); v += kT) {
         const int r = v / (D / VE), dv = v % (D / VE);
         const T* src = qg + b * p.q_bs + (h0 + a_head[r]) * p.q_hs + (q0 + a_row[r]) * p.q_ss + dv * VE;
         store_pack_f32(sQ + r * D + dv * VE, load_pack(src, L.q_vec), true);
       }
-      if (tid < Ra) {
-        const AttnState empty;
-        sM[tid] = empty.m;
-        sL[tid] = empty.l;
+      __syncthreads();
+
+      // Phase A, §6 step 1: the scores of every key of the chunk the pass reads.
+      {
+        const int kfirst = static_cast<int>(klo - chunk_lo), klast = static_cast<int>(khi - chunk_lo);
+        if (Ra <= 4)
+          chunk_scores<T, D, 4, 4>(kb, p.k_ss, L.k_vec, sQ, sS, a_lo, a_hi, Ra, chunk_lo, kfirst, klast, p.scale, p.softcap);
+        else if (Ra <= 8)
+          chunk_scores<T, D, 8, 2>(kb, p.k_ss, L.k_vec, sQ, sS, a_lo, a_hi, Ra, chunk_lo, kfirst, klast, p.scale, p.softcap);
+        else
+          chunk_scores<T, D, 16, 1>(kb, p.k_ss, L.k_vec, sQ, sS, a_lo, a_hi, Ra, chunk_lo, kfirst, klast, p.scale, p.softcap);
       }
-      float o[kPairs];
+      __syncthreads();
+
+      // Phase B, §6 step 3 (m, l, p, α) of the chunk's blocks for pair r (warp w owns pairs w, w+8; lane t holds
+      // slots 2t and 2t+1 of every block). The per-block maxima and the p/tree of each block are independent
+      // work, done for all blocks at once; only the m chain and the l chain run block after block, exactly
+      // as attn_block_update: m' = max(m, max_b), skip if -inf, α = exp(m - m'), l = l*α + tree(p).
+      for (int r = warp; r < Ra; r += kWarps) {
+        const int64_t lo = a_lo[r], hi = a_hi[r];
+        float* sr = sS + r * kCK;
+        float blk_max[kBPC];
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) o[i] = 0.0f;
-      const int np_pv = (Ra * Dv + kT - 1) / kT;
-
-      const int64_t b_first = floor_div(klo - A, kBK), b_last = floor_div(khi - 1 - A, kBK);
-      for (int64_t blk = b_first; blk <= b_last; ++blk) {
-        const int64_t bs = A + blk * kBK;  // §6 step 2: block anchored at A
-        stage_block<T, D, KS>(kb, p.k_ss, bs, max64(bs, klo), min64(bs + kBK, khi), sK, L.k_vec);
-        stage_block<T, Dv, Dv>(vb, p.v_ss, bs, max64(bs, klo), min64(bs + kBK, khi), sV, L.v_vec);
-        __syncthreads();
-
-        // §6 step 1 for the pass's Ra * 64 (pair, slot) scores; the variant only sets how many a thread holds.
-        {
-          const int n = (Ra * kBK + kT - 1) / kT;
-          if (n <= 1) block_scores<1, D>(sQ, sK, sP, a_lo, a_hi, Ra, bs, p.scale, p.softcap);
-          else if (n <= 2) block_scores<2, D>(sQ, sK, sP, a_lo, a_hi, Ra, bs, p.scale, p.softcap);
-          else block_scores<kDots, D>(sQ, sK, sP, a_lo, a_hi, Ra, bs, p.scale, p.softcap);
-        }
-        __syncthreads();
-
-        // §6 step 3, (m, l) and p: warp w owns pairs w, w + 8, ...; lane t holds slots 2t and 2t + 1.
-        for (int r = warp; r < Ra; r += kWarps) {
-          const bool touches = bs < a_hi[r] && bs + kBK > a_lo[r];  // else the block is not visited
-          const float s0 = sP[r * kBK + 2 * lane], s1 = sP[r * kBK + 2 * lane + 1];
+        for (int bi = 0; bi < kBPC; ++bi) {
+          const int64_t key0 = chunk_lo + bi * kBK + 2 * lane;
+          const float s0 = (key0 >= lo && key0 < hi) ? sr[bi * kBK + 2 * lane] : -kInf;
+          const float s1 = (key0 + 1 >= lo && key0 + 1 < hi) ? sr[bi * kBK + 2 * lane + 1] : -kInf;
           float mb = det_max(s0, s1);
 #pragma unroll
           for (int off = 16; off >= 1; off /= 2) mb = det_max(mb, __shfl_xor_sync(0xffffffffu, mb, off));
-          const AttnBlockStep step = attn_block_step(sM[r], mb);
-          const bool skip = !touches || step.skip;
-          if (!skip) {
-            // masked slots: p = 0 (as attn_block_update), valid slots: exp(s - m')
-            const int64_t key0 = bs + 2 * lane;
-            const float p0 = (key0 >= a_lo[r] && key0 < a_hi[r]) ? attn_prob(s0, step.m_new) : 0.0f;
-            const float p1 = (key0 + 1 >= a_lo[r] && key0 + 1 < a_hi[r]) ? attn_prob(s1, step.m_new) : 0.0f;
-            sP[r * kBK + 2 * lane] = p0;
-            sP[r * kBK + 2 * lane + 1] = p1;
+          blk_max[bi] = mb;
+        }
+        AttnState st;  // empty (-inf, 0)
+        float m_after[kBPC], alpha[kBPC];
+        uint32_t absorbed = 0;  // bit bi: block bi is absorbed (visited and m' > -inf)
+#pragma unroll
+        for (int bi = 0; bi < kBPC; ++bi) {
+          const int64_t bs = chunk_lo + bi * kBK;
+          alpha[bi] = 1.0f;
+          if (bs < hi && bs + kBK > lo) {  // the row visits the block
+            const AttnBlockStep step = attn_block_step(st.m, blk_max[bi]);
+            if (!step.skip) {
+              absorbed |= 1u << bi;
+              alpha[bi] = step.alpha;
+              st.m = step.m_new;
+            }
+          }
+          m_after[bi] = st.m;
+        }
+        float tree[kBPC];
+#pragma unroll
+        for (int bi = 0; bi < kBPC; ++bi) {
+          tree[bi] = 0.0f;
+          if ((absorbed >> bi) & 1u) {
+            const int64_t key0 = chunk_lo + bi * kBK + 2 * lane;
+            float* sb = sr + bi * kBK;
+            const float p0 = (key0 >= lo && key0 < hi) ? attn_prob(sb[2 * lane], m_after[bi]) : 0.0f;  // masked: 0
+            const float p1 = (key0 + 1 >= lo && key0 + 1 < hi) ? attn_prob(sb[2 * lane + 1], m_after[bi]) : 0.0f;
+            sb[2 * lane] = p0;
+            sb[2 * lane + 1] = p1;
             // bottom-up pairwise tree over the 64 slots: pair sums in-lane, then XOR offsets 1..16
             float t = p0 + p1;
 #pragma unroll
             for (int off = 1; off < 32; off *= 2) t = t + __shfl_xor_sync(0xffffffffu, t, off);
-            if (lane == 0) {
-              sL[r] = attn_l_update(sL[r], step.alpha, t);
-              sM[r] = step.m_new;
-              sA[r] = step.alpha;
-            }
+            tree[bi] = t;
           }
-          if (lane == 0) a_skip[r] = skip;
         }
-        __syncthreads();
+#pragma unroll
+        for (int bi = 0; bi < kBPC; ++bi)
+          if ((absorbed >> bi) & 1u) st.l = attn_l_update(st.l, alpha[bi], tree[bi]);
+        if (lane < kBPC) {
+          float a = alpha[0];
+          int sk = !(absorbed & 1u);
+#pragma unroll
+          for (int bi = 1; bi < kBPC; ++bi)
+            if (lane == bi) { a = alpha[bi]; sk = !((absorbed >> bi) & 1u); }
+          sAlpha[r * kBPC + lane] = a;
+          sSkip[r * kBPC + lane] = sk;
+        }
+        if (lane == 0) {
+          sM[r] = st.m;
+          sL[r] = st.l;
+        }
+      }
+      __syncthreads();
 
-        // §6 step 3, o, for the pass's Ra * Dv (pair, d) outputs (a thread keeps its pairs for the whole chunk).
-        if (np_pv <= kPairsQuarter) block_pv<kPairsQuarter, kPairs, Dv>(sP, sV, sA, a_lo, a_hi, a_skip, Ra, bs, o);
-        else if (np_pv <= kPairsHalf) block_pv<kPairsHalf, kPairs, Dv>(sP, sV, sA, a_lo, a_hi, a_skip, Ra, bs, o);
-        else block_pv<kPairs, kPairs, Dv>(sP, sV, sA, a_lo, a_hi, a_skip, Ra, bs, o);
+      // Phase C, §6 step 3 (o): V block after block (the next one loads while this one is used).
+      float o[kPairs];
+#pragma unroll
+      for (int i = 0; i < kPairs; ++i) o[i] = 0.0f;
+      const int np_pv = (Ra * Dv + kT - 1) / kT;
+      const int64_t b_first = floor_div(klo - A, kBK), b_last = floor_div(khi - 1 - A, kBK);
+      BlockStage<T, Dv> stage;
+      stage.load(vb, p.v_ss, A + b_first * kBK, klo, khi, L.v_vec);
+      for (int64_t blk = b_first; blk <= b_last; ++blk) {
+        const int64_t bs = A + blk * kBK;  // §6 step 2: block anchored at A
+        const int bi = static_cast<int>(blk - c * kBPC);
+        stage.store(sV, bs, klo, khi);
+        __syncthreads();
+        if (blk < b_last) stage.load(vb, p.v_ss, bs + kBK, klo, khi, L.v_vec);
+        const float* sP = sS + bi * kBK;
+        const float* al = sAlpha + bi;
+        const int* sk = sSkip + bi;
+        if (np_pv <= kPairsQuarter) block_pv<kPairsQuarter, kPairs, Dv>(sP, sV, al, sk, a_lo, a_hi, Ra, bs, o);
+        else if (np_pv <= kPairsHalf) block_pv<kPairsHalf, kPairs, Dv>(sP, sV, al, sk, a_lo, a_hi, Ra, bs, o);
+        else block_pv<kPairs, kPairs, Dv>(sP, sV, al, sk, a_lo, a_hi, Ra, bs, o);
         __syncthreads();
       }
 
