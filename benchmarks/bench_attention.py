@@ -1,0 +1,90 @@
+"""Attention: detops (CUDA-core kernels, REDUCTION_ORDER.md §6) vs stock F.scaled_dot_product_attention, same
+process, same inputs, interleaved (benchmarks/harness.py). bf16, 32 query / 8 kv heads, head dim 128.
+
+  attn_prefill: causal, B = 1, seq 512 .. 16k; TFLOP/s with causal FLOPs 4 * B * Hq * S^2 * D / 2.
+  attn_decode:  Q = 1, KV 128 .. 32k, batch 1 .. 64; GB/s of the un-expanded K/V bytes (what a GQA-aware kernel
+                reads; the same byte count for every provider, so the GB/s ratio is the time ratio).
+Stock runs with K/V expanded to 32 heads (repeat_interleave, outside the timing): `F.sdpa` = torch's default
+backend choice (the harness's ratio reference), plus the flash and cuDNN backends forced. detops is timed at
+the op, `torch.ops.detops.attention` with the rows descriptor built once (a model builds it once per forward
+for all its layers). After the harness's summary, the detops speed over the BEST stock provider per case is
+printed too (PERFORMANCE.md's first bar: >= 0.5).
+
+    python benchmarks/bench_attention.py --filter prefill --reps 3 --warmup 1 --out benchmarks/results/attention_h100.csv
+    python benchmarks/bench_attention.py --filter decode --reps 30 --warmup 5 --append --out ...same csv...
+"""
+import os
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import detops  # noqa: E402,F401
+from detops.ops.attention import attention_rows  # noqa: E402
+from harness import Case, bench_main  # noqa: E402
+
+HQ, HK, D = 32, 8, 128
+PREFILL = (512, 1024, 2048, 4096, 8192, 16384)
+DECODE = ((1, 128), (1, 1024), (1, 4096), (1, 32768), (16, 4096), (64, 2048), (8, 16384), (64, 8192))
+
+
+def stock(q, ke, ve, causal, backend=None):
+    def f():
+        if backend is None:
+            return F.scaled_dot_product_attention(q, ke, ve, is_causal=causal)
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, ke, ve, is_causal=causal)
+    return f
+
+
+def make_case(op, B, S):
+    causal = op == "attn_prefill"
+    Q = S if causal else 1
+    q = torch.randn(B, HQ, Q, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, HK, S, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, HK, S, D, device="cuda", dtype=torch.bfloat16)
+    rows = attention_rows(B, HQ, Q, S, "cuda", is_causal=causal)
+    ke, ve = k.repeat_interleave(HQ // HK, 1), v.repeat_interleave(HQ // HK, 1)
+    providers = {"detops": lambda: torch.ops.detops.attention(q, k, v, rows, D ** -0.5, 0.0),
+                 "F.sdpa": stock(q, ke, ve, causal)}
+    for name, be in (("sdpa-flash", SDPBackend.FLASH_ATTENTION), ("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            stock(q, ke, ve, causal, be)()
+            providers[name] = stock(q, ke, ve, causal, be)
+        except RuntimeError:
+            pass
+    flops = 4 * B * HQ * S * S * D / 2 if causal else 4 * B * HQ * S * D
+    nbytes = (2 * B * HK * S * D + 2 * B * HQ * Q * D) * 2
+    return Case(op, (B, Q, S), "bf16", providers, stock="F.sdpa", bytes=nbytes, flops=flops, size=S * B,
+                flags=f"Hq={HQ};Hk={HK};D={D};stock K/V expanded")
+
+
+def cases(args):
+    for S in (PREFILL[:3] if args.quick else PREFILL):
+        yield make_case("attn_prefill", 1, S)
+    for B, S in (DECODE[:3] if args.quick else DECODE):
+        yield make_case("attn_decode", B, S)
+
+
+def vs_best_stock(rows):
+    """detops speed / best stock speed per case (>= 0.5: PERFORMANCE.md's first bar), worst and median per op."""
+    for op in ("attn_prefill", "attn_decode"):
+        ratios = []
+        for shape in sorted({r["shape"] for r in rows if r["op"] == op}):
+            sel = [r for r in rows if r["op"] == op and r["shape"] == shape and "timing=eager" in r["flags"]]
+            ours = [float(r["median_us"]) for r in sel if r["provider"] == "detops"]
+            best = [float(r["median_us"]) for r in sel if r["provider"] != "detops"]
+            if ours and best:
+                ratios.append((min(best) / ours[0], shape))
+                print(f"VS_BEST {op} {shape}: detops {ours[0]:.1f} us, best stock {min(best):.1f} us, "
+                      f"speed ratio {min(best) / ours[0]:.3f}")
+        if ratios:
+            print(f"VS_BEST_SUMMARY {op}: worst {min(ratios)[0]:.3f} at {min(ratios)[1]}, median "
+                  f"{statistics.median(r for r, _ in ratios):.3f}")
+
+
+if __name__ == "__main__":
+    vs_best_stock(bench_main(cases, "attention_h100"))
