@@ -6,6 +6,7 @@ Environment: DETOPS_CUDA_ARCH (default "90a") picks the CUDA target; DETOPS_NO_C
 """
 import glob
 import os
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -16,6 +17,43 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 HOST_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math"]
 NVCC_NUMERICS = ["--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false"]
+
+
+def _libstdcxx_of(compiler):
+    try:
+        out = subprocess.check_output([compiler, "-print-file-name=libstdc++.so.6"], stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = out.decode().strip()
+    return os.path.realpath(path) if os.path.isabs(path) else None
+
+
+def pick_host_compiler():
+    """Compile with a C++ compiler whose libstdc++ is the one this Python process (torch) runs with.
+
+    Seen on the GPU box: CXX=/opt/gcc/bin/g++ is newer than the system libstdc++ that torch loads; the
+    extension's inlined iostream code then crashes (SIGSEGV) whenever an error message formats a number, so
+    every refusal of bad input killed the process instead of raising. When CXX's libstdc++ differs from the
+    loaded one, we switch to a system compiler that matches and say so.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import torch  # noqa: F401  (loads the libstdc++ the extension will run against)
+    with open("/proc/self/maps") as maps:
+        loaded = next((line.split()[-1] for line in maps if "libstdc++.so" in line), None)
+    if loaded is None:
+        return
+    loaded = os.path.realpath(loaded)
+    current = os.environ.get("CXX", "c++")
+    if _libstdcxx_of(current) == loaded:
+        return
+    for cxx in ("/usr/bin/g++", "/usr/bin/c++", "g++", "c++"):
+        if _libstdcxx_of(cxx) == loaded:
+            cc = cxx[: -len("g++")] + "gcc" if cxx.endswith("g++") else cxx[: -len("c++")] + "cc"
+            print(f"detops setup: CXX={current} does not match the loaded {loaded}; building with {cxx} / {cc}")
+            os.environ["CXX"], os.environ["CC"] = cxx, cc
+            return
+    print(f"detops setup: warning: no C++ compiler found whose libstdc++ matches the loaded {loaded}")
 
 
 def cuda_wanted():
@@ -42,6 +80,7 @@ def sources(with_cuda):
 
 
 def extension():
+    pick_host_compiler()
     with_cuda = cuda_wanted()
     arch = os.environ.get("DETOPS_CUDA_ARCH", "90a")
     nvcc = ["-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}", "--expt-relaxed-constexpr",
