@@ -23,6 +23,51 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;
 
+// §5 matmul tiles. Speed only: every tile below computes each element with the same chain (the §5 K-block
+// chain on the CPU and CUDA cores, the wgmma k-group chain on tensor cores), so none may be chosen from M.
+// CPU (matmul_cpu.cpp): a task owns kMatmulCpuPanelRows x kMatmulCpuPanelCols of C; a micro-kernel call
+// computes kMatmulCpuMicroRows x kMatmulCpuMicroCols partials in vectors of kMatmulCpuVector floats (AVX2).
+constexpr int64_t kMatmulCpuVector = 8;
+constexpr int64_t kMatmulCpuMicroRows = 4;
+constexpr int64_t kMatmulCpuMicroCols = 2 * kMatmulCpuVector;
+constexpr int64_t kMatmulCpuPanelCols = 64;
+constexpr int64_t kMatmulCpuPanelRows = 128;
+static_assert(kMatmulCpuPanelCols % kMatmulCpuMicroCols == 0 && kMatmulCpuPanelRows % kMatmulCpuMicroRows == 0,
+              "CPU panels hold whole micro tiles");
+// fp32 on CUDA cores (matmul_fp32_kernels.cu): one block per kMatmulCudaTileRows x kMatmulCudaTileCols tile
+// of C, each thread kMatmulCudaMicro x kMatmulCudaMicro outputs.
+constexpr int kMatmulCudaTileRows = 64;
+constexpr int kMatmulCudaTileCols = 64;
+constexpr int kMatmulCudaMicro = 4;
+
+// bf16/fp16 on tensor cores (matmul_tc*.{h,cuh,cu}): K tile of every variant (elements); operands' K is
+// zero-padded to a multiple of kTcKAlign, which never changes the number of k-groups.
+constexpr int kTcKBlock = 64;
+constexpr int kTcKAlign = 8;       // 16 bytes: TMA needs 16-byte aligned row strides and base pointers
+constexpr int kTcAlignBytes = 16;
+static_assert(kTcKBlock % kTcKAlign == 0, "K padding to kTcKAlign never adds a K tile");
+// CTA tiles. Swapped variants (C^T = W . X^T): kTcSwapTileFeatures output features x {16, 64, 128} rows
+// (tokens); un-swapped cooperative variants: kTcTileRows rows x {128, 256} features, clusters of
+// kTcClusterRows CTAs along the rows.
+constexpr int kTcSwapTileFeatures = 64;
+constexpr int kTcSwap16TileRows = 16;
+constexpr int kTcSwap64TileRows = 64;
+constexpr int kTcSwap128TileRows = 128;
+constexpr int kTcTileRows = 128;
+constexpr int kTcTile128Features = 128;
+constexpr int kTcTile256Features = 256;
+constexpr int kTcClusterRows = 2;
+// Variant thresholds on the rows (tokens folded over the batch) and the output features N (matmul_tc.h
+// tc_variant_for). 129..256 rows: two 128-row token tiles re-read the weights and one consumer warpgroup is
+// compute bound, so wide layers (N > kTcNarrowMaxN) take the cooperative 128x128 tile; narrow layers keep
+// the swap (N/64 CTAs). H100 v1: N=14336/128256 at 256 rows ran 1.8x cuBLAS with the swap, N=4096 ~1.0x.
+constexpr int64_t kTcSwap16MaxRows = kTcSwap16TileRows;
+constexpr int64_t kTcSwap64MaxRows = kTcSwap64TileRows;
+constexpr int64_t kTcSwap128MaxRows = kTcSwap128TileRows;
+constexpr int64_t kTcSwap128MaxRowsNarrow = 2 * kTcSwap128TileRows;
+constexpr int64_t kTcNarrowMaxN = 8192;
+constexpr int64_t kTcTile128MaxRows = 2048;
+
 // §6: attention key blocks and chunks, measured from each sequence's anchor.
 constexpr int kAttnBlockKeys = 64;
 constexpr int kAttnChunkKeys = 1024;

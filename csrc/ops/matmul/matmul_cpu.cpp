@@ -19,14 +19,13 @@
 namespace detops {
 namespace {
 
-// CPU performance tiling (does not change any element's order; see the header comment).
-constexpr int64_t kVec = 8;                      // floats per vector (one AVX2 register)
-constexpr int64_t kMicroRows = 4;                // rows per micro-kernel call
-constexpr int64_t kMicroCols = 2 * kVec;         // columns per micro-kernel call
-constexpr int64_t kPanelCols = 64;               // columns of C per task (B panel width)
-constexpr int64_t kPanelRows = 128;              // rows of C per task
+// CPU performance tiling (constants.h; does not change any element's order, see the header comment).
+constexpr int64_t kVec = kMatmulCpuVector;
+constexpr int64_t kMicroRows = kMatmulCpuMicroRows;
+constexpr int64_t kMicroCols = kMatmulCpuMicroCols;
+constexpr int64_t kPanelCols = kMatmulCpuPanelCols;
+constexpr int64_t kPanelRows = kMatmulCpuPanelRows;
 constexpr int64_t kKB = kMatmulKBlock;
-static_assert(kPanelCols % kMicroCols == 0 && kPanelRows % kMicroRows == 0, "tiles hold whole micro tiles");
 
 // GCC vector extension: element-wise IEEE ops, no reassociation, no FMA (-ffp-contract=off; the AVX2 clone
 // below does not even enable the FMA instruction set).

@@ -13,9 +13,9 @@
 namespace detops {
 namespace {
 
-constexpr int kTileM = 64;                        // rows of C per block (fixed: never chosen from M)
-constexpr int kTileN = 64;                        // columns of C per block
-constexpr int kMicro = 4;                         // each thread: kMicro x kMicro outputs
+constexpr int kTileM = kMatmulCudaTileRows;       // constants.h (fixed: never chosen from M)
+constexpr int kTileN = kMatmulCudaTileCols;
+constexpr int kMicro = kMatmulCudaMicro;          // each thread: kMicro x kMicro outputs
 constexpr int kThreadsN = kTileN / kMicro;        // 16
 constexpr int kThreads = (kTileM / kMicro) * kThreadsN;  // 256
 constexpr int kKB = kMatmulKBlock;

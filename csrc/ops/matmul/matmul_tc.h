@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
+#include "../../common/constants.h"
+
 namespace detops {
 
 enum class TcDtype : int { kBFloat16 = 0, kFloat16 = 1 };
@@ -23,25 +25,11 @@ enum class TcDtype : int { kBFloat16 = 0, kFloat16 = 1 };
 //   kTile128x128 / kTile128x256: C = X · W^T; tile {128} rows x {128,256} output features.
 enum class TcVariant : int { kSwap64x16 = 0, kSwap64x64, kSwap64x128, kTile128x128, kTile128x256, kCount };
 constexpr int kTcVariantCount = static_cast<int>(TcVariant::kCount);
-// K tile of every variant (elements); operands' K is padded with zeros to a multiple of kTcKAlign, which
-// never changes the number of k-groups (kTcKBlock % kTcKAlign == 0).
-constexpr int kTcKBlock = 64;
-constexpr int kTcKAlign = 8;  // 16 bytes: TMA needs 16-byte aligned row strides and base pointers
-constexpr int kTcAlignBytes = 16;
+// Tile constants and variant thresholds: csrc/common/constants.h (kTc*).
 
 // Tile choice from the rows (tokens folded over the batch) and the number of output features N. Speed only:
 // the per-element chain is the same in every variant (proved by tests/test_matmul_cuda.py), and neither the
 // SM count nor any batch-level metadata is read.
-constexpr int64_t kTcSwap16MaxRows = 16;
-constexpr int64_t kTcSwap64MaxRows = 64;
-constexpr int64_t kTcSwap128MaxRows = 128;
-// 129..256 rows: two 128-row token tiles re-read the weights and one consumer warpgroup is compute bound, so
-// wide layers (many 128-feature tiles already) take the cooperative 128x128 tile; narrow layers keep the
-// swap (N/64 CTAs). H100 v1: N=14336/128256 at 256 rows ran 1.8x cuBLAS with the swap, N=4096 ~1.0x.
-constexpr int64_t kTcSwap128MaxRowsNarrow = 256;
-constexpr int64_t kTcNarrowMaxN = 8192;
-constexpr int64_t kTcTile128MaxRows = 2048;
-
 inline TcVariant tc_variant_for(int64_t rows, int64_t n) {
   if (rows <= kTcSwap16MaxRows) return TcVariant::kSwap64x16;
   if (rows <= kTcSwap64MaxRows) return TcVariant::kSwap64x64;

@@ -1,7 +1,7 @@
 // Variant swap64x128 (REDUCTION_ORDER.md §5): D^T = W · X^T, one CTA per 64 features x 128 rows tile, one consumer warpgroup.
 #include "matmul_tc_kernels.cuh"
 namespace {
-using Tile = cute::Shape<cute::_64, cute::_128, cute::_64>;
+using Tile = cute::Shape<cute::Int<detops::kTcSwapTileFeatures>, cute::Int<detops::kTcSwap128TileRows>, cute::Int<detops::kTcKBlock>>;
 using Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>;
 }  // namespace
 DETOPS_TC_DEFINE(swap64x128, Tile, Cluster, true, false)
