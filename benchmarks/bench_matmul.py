@@ -73,7 +73,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--shapes", default="all", help="'all' or e.g. 4096x4096,14336x4096 (KxN)")
     ap.add_argument("--plot-only", action="store_true", help="re-plot and summarise the CSV at --out")
+    ap.add_argument("--host-only", action="store_true", help="only the host time per call")
+    ap.add_argument("--variant-sweep", action="store_true",
+                    help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
     args = ap.parse_args()
+    if args.variant_sweep:
+        variant_sweep(args.repeats)
+        return
     if args.plot_only:
         with open(args.out) as f:
             rows = [dict(r, ratio=float(r["ratio"])) for r in csv.DictReader(f)]
@@ -82,6 +88,9 @@ def main():
         return
     shapes = SHAPES if args.shapes == "all" else tuple(tuple(map(int, s.split("x"))) for s in args.shapes.split(","))
     ours, entry = detops_linear()
+    host_overhead(ours)
+    if args.host_only:
+        return
     gpu = torch.cuda.get_device_name()
     commit = os.environ.get("DETOPS_COMMIT", "unknown")
     build = detops.build_info().get("nvcc_flags", "")
@@ -127,15 +136,64 @@ def main():
 
 
 def summarize(rows):
-    print("\nratio detops/cuBLAS (eager): worst, median per (K, N)")
-    by = {}
-    for r in rows:
-        if r["provider"] == "detops" and r["flags"].startswith("eager"):
-            kn = r["shape"].split(",", 1)[1]
-            by.setdefault(kn, []).append((r["ratio"], r["shape"]))
-    for kn, v in by.items():
-        worst = max(v)
-        print(f"  {kn:16s} worst {worst[0]:.3f} ({worst[1].split(',')[0]})  median {statistics.median(x for x, _ in v):.3f}")
+    for mode in ("eager", "graph"):
+        print(f"\nratio detops/cuBLAS ({mode}): worst, median per (K, N)")
+        by = {}
+        for r in rows:
+            if r["provider"] == "detops" and r["flags"].startswith(mode):
+                kn = r["shape"].split(",", 1)[1]
+                by.setdefault(kn, []).append((r["ratio"], r["shape"]))
+        for kn, v in by.items():
+            worst = max(v)
+            print(f"  {kn:16s} worst {worst[0]:.3f} ({worst[1].split(',')[0]})  "
+                  f"median {statistics.median(x for x, _ in v):.3f}")
+
+
+def variant_sweep(repeats, ms=(128, 192, 256, 384, 512)):
+    """Graph time ratio vs cuBLAS of each forced variant (0 swap64x16 .. 4 tile128x256) near the swap/tile
+    boundary. Speed only: tests/test_matmul_cuda.py proves every variant gives the same bits."""
+    op = torch.ops.detops._matmul_tc
+    names = ("swap64x16", "swap64x64", "swap64x128", "tile128x128", "tile128x256")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for k, n in SHAPES:
+        copies = max(1, math.ceil(L2_DEFEAT_BYTES / (k * n * 2)))
+        weights = [(torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+                   for _ in range(copies)]
+        for m in ms:
+            x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
+            inputs = [(x, weights[i % copies]) for i in range(copies * max(1, 40 // copies))]
+            base = time_loop(F.linear, inputs, repeats, True)
+            line = f"K={k:6d} N={n:6d} M={m:4d} cublas {base:8.1f} us"
+            for v in range(2, 5):
+                fn = (lambda a, w, v=v: op(a[None], w.t()[None], None, v))
+                line += f"  {names[v]} {time_loop(fn, inputs, repeats, True) / base:.3f}"
+            print(line, flush=True)
+        del weights
+        torch.cuda.empty_cache()
+
+
+def host_overhead(ours, calls=20000):
+    """Host time per call (µs) on a launch-bound shape (M=1, K=N=256: ~2 µs of GPU work), back to back
+    without synchronisation, so the CPU side of each call is what is timed. Best of 5."""
+    import time
+    x = torch.randn((1, 256), device="cuda", dtype=torch.bfloat16)
+    w = torch.randn((256, 256), device="cuda", dtype=torch.bfloat16)
+    b = torch.randn((256,), device="cuda", dtype=torch.bfloat16)
+    print("\nhost time per call (µs), M=1, K=N=256, bf16:")
+    for name, fn, args in (("F.linear", F.linear, (x, w)), ("detops.linear", ours, (x, w)),
+                           ("F.linear+bias", F.linear, (x, w, b)), ("detops.linear+bias", ours, (x, w, b))):
+        for _ in range(1000):
+            fn(*args)
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn(*args)
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            best = min(best, (t1 - t0) / calls * 1e6)
+        print(f"  {name:20s} {best:6.2f}")
 
 
 def plot(rows, path, gpu):

@@ -12,27 +12,34 @@ import torch
 
 from .._lib import ops
 
+# The overloads themselves: calling them skips the packet's overload resolution on every call (decode-sized
+# matmuls are host-bound, docs/MATMUL_NOTES.md).
+_mm = ops.mm.default
+_bmm = ops.bmm.default
+_linear = ops.linear.default
+_addmm = ops.addmm.default
+
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batch-invariant `torch.mm`. a: (M, K), b: (K, N) -> (M, N)."""
-    return ops.mm(a, b)
+    return _mm(a, b)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batch-invariant `torch.bmm`. a: (B, M, K), b: (B, K, N) -> (B, M, N); bmm(a, b)[i] == mm(a[i], b[i])."""
-    return ops.bmm(a, b)
+    return _bmm(a, b)
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batch-invariant `F.linear`: input @ weight.T + bias. input: (..., K), weight: (N, K), bias: (N,) or None
     -> (..., N)."""
-    return ops.linear(input, weight, bias)
+    return _linear(input, weight, bias)
 
 
 def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batch-invariant `torch.addmm(bias, a, b)` with beta = alpha = 1. bias: (N,), a: (M, K), b: (K, N)
     -> (M, N). Only the (N,) bias that nn.Linear passes is supported; other shapes raise."""
-    return ops.addmm(bias, a, b)
+    return _addmm(bias, a, b)
 
 
 @torch.library.register_fake("detops::mm")

@@ -1,7 +1,8 @@
 // detops::mm / bmm / linear / addmm: validation, shape handling (everything becomes a (batch, M, K) @
-// (batch, K, N) product with strides passed through, no copies), dispatch to the backend.
+// (batch, K, N) product described by pointers and strides: no views, no copies), dispatch to the backend.
 // Order: REDUCTION_ORDER.md §5.
 #include <c10/core/DeviceGuard.h>
+#include <c10/util/SmallVector.h>
 #include "matmul_backends.h"
 
 namespace detops {
@@ -30,50 +31,54 @@ static at::Tensor check_bias(const at::Tensor& bias, const at::Tensor& a, int64_
   return bias.contiguous();
 }
 
-// a3: (batch, M, K), b3: (batch, K, N), any strides; bias: (N,) contiguous or undefined.
-// Returns C (batch, M, N) contiguous in the operands' dtype.
-static at::Tensor matmul3(const at::Tensor& a3, const at::Tensor& b3, const at::Tensor& bias) {
-  const at::DeviceGuard guard(a3.device());
-  const int64_t batch = a3.size(0), M = a3.size(1), K = a3.size(2), N = b3.size(2);
-  const at::ScalarType dtype = a3.scalar_type();
-  at::Tensor c = at::empty({batch, M, N}, a3.options());
+// C = A @ B (+ bias) for the geometry in p (batch, M, N, K and the element strides of A (batch, M, K) and
+// B (batch, K, N), relative to a.data_ptr() / b.data_ptr()); bias: (N,) contiguous or undefined. Returns C
+// in `out_shape` (contiguous, i.e. (batch, M, N) in memory) in the operands' dtype. No views are made on the
+// way: at decode sizes every view or allocation is a visible share of the call (docs/MATMUL_NOTES.md).
+static at::Tensor run_matmul(MatmulParams p, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
+                             at::IntArrayRef out_shape) {
+  const at::DeviceGuard guard(a.device());
+  at::Tensor c = at::empty(out_shape, a.options());
   if (c.numel() == 0) return c;
-  if (K == 0) {
+  if (p.K == 0) {
     // Empty sum: acc = 0, y = 0 + bias[n] (REDUCTION_ORDER.md §5). Exact, so no kernel is needed.
     c.zero_();
     if (bias.defined()) c.add_(bias);
     return c;
   }
-#ifdef DETOPS_WITH_CUDA
-  if (a3.is_cuda() && dtype != at::kFloat) {
-    std::optional<at::Tensor> bias_opt;
-    if (bias.defined()) bias_opt = bias;
-    return matmul_cuda_tc(a3, b3, bias_opt);
-  }
-#endif
-  MatmulParams p;
-  p.batch = batch;
-  p.M = M;
-  p.N = N;
-  p.K = K;
-  p.a = a3.data_ptr();
-  p.a_bs = a3.stride(0);
-  p.a_rs = a3.stride(1);
-  p.a_cs = a3.stride(2);
-  p.b = b3.data_ptr();
-  p.b_bs = b3.stride(0);
-  p.b_rs = b3.stride(1);
-  p.b_cs = b3.stride(2);
   p.bias = bias.defined() ? bias.data_ptr() : nullptr;
   p.c = c.data_ptr();
 #ifdef DETOPS_WITH_CUDA
-  if (a3.is_cuda()) {
-    matmul_cuda_fp32(p);
+  if (a.is_cuda()) {
+    if (a.scalar_type() != at::kFloat) {
+      matmul_cuda_tc(p, a, b, bias, c);
+    } else {
+      matmul_cuda_fp32(p);
+    }
     return c;
   }
 #endif
-  matmul_cpu(p, dtype);
+  matmul_cpu(p, a.scalar_type());
   return c;
+}
+
+// A (M, K) or (B, M, K) and B (K, N) or (B, K, N) -> the geometry of a (batch, M, K) @ (batch, K, N) product.
+static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b) {
+  MatmulParams p;
+  const int64_t da = a.dim() - 2, db = b.dim() - 2;  // 1 for 3-D operands, 0 for 2-D ones
+  p.batch = da ? a.size(0) : 1;
+  p.M = a.size(da);
+  p.K = a.size(da + 1);
+  p.N = b.size(db + 1);
+  p.a = a.data_ptr();
+  p.a_bs = da ? a.stride(0) : 0;
+  p.a_rs = a.stride(da);
+  p.a_cs = a.stride(da + 1);
+  p.b = b.data_ptr();
+  p.b_bs = db ? b.stride(0) : 0;
+  p.b_rs = b.stride(db);
+  p.b_cs = b.stride(db + 1);
+  return p;
 }
 
 // a: (M, K), b: (K, N) -> (M, N).
@@ -84,7 +89,8 @@ at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
   check_pair(a, b, op, "a", "b");
   TORCH_CHECK(a.size(1) == b.size(0), "detops.mm: a ", a.sizes(), " and b ", b.sizes(),
               " cannot be multiplied (a.shape[1] != b.shape[0])");
-  return matmul3(a.unsqueeze(0), b.unsqueeze(0), at::Tensor()).squeeze(0);
+  const int64_t out_shape[2] = {a.size(0), b.size(1)};
+  return run_matmul(geometry(a, b), a, b, at::Tensor(), out_shape);
 }
 
 // a: (B, M, K), b: (B, K, N) -> (B, M, N).
@@ -96,10 +102,30 @@ at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.size(0) == b.size(0), "detops.bmm: batch sizes differ: a ", a.sizes(), ", b ", b.sizes());
   TORCH_CHECK(a.size(2) == b.size(1), "detops.bmm: a ", a.sizes(), " and b ", b.sizes(),
               " cannot be multiplied (a.shape[2] != b.shape[1])");
-  return matmul3(a, b, at::Tensor());
+  const int64_t out_shape[3] = {a.size(0), a.size(1), b.size(2)};
+  return run_matmul(geometry(a, b), a, b, at::Tensor(), out_shape);
 }
 
-// input: (..., K), weight: (N, K), bias: (N,) or None -> (..., N). weight.t() is used as a strided view.
+// Row stride of input (..., K) with its leading dims folded into rows, or -1 when they cannot be folded
+// without a copy. Dims of size 1 place no constraint.
+static int64_t folded_row_stride(const at::Tensor& input) {
+  const int64_t K = input.size(-1);
+  int64_t rs = -1;  // stride of the innermost leading dim of size > 1
+  int64_t span = 0;  // elements that dim's step must equal for the next-outer dim to fold
+  for (int64_t d = input.dim() - 2; d >= 0; --d) {
+    const int64_t n = input.size(d), s = input.stride(d);
+    if (n == 1) continue;
+    if (rs < 0) {
+      rs = s;
+    } else if (s != span) {
+      return -1;
+    }
+    span = s * n;
+  }
+  return rs < 0 ? K : rs;  // a single row: any stride will do
+}
+
+// input: (..., K), weight: (N, K), bias: (N,) or None -> (..., N). weight.t() is read through its strides.
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   const char* op = "linear";
   check_float_dtype(input, op, "input");
@@ -111,13 +137,25 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
   TORCH_CHECK(input.size(-1) == K, "detops.linear: input ", input.sizes(), " and weight ", weight.sizes(),
               " do not match (input.shape[-1] != weight.shape[1])");
   at::Tensor b = check_bias(bias.has_value() ? *bias : at::Tensor(), input, N, op);
-  // Fold the leading dims into rows; reshape copies only when they cannot be folded as a view.
+  // Fold the leading dims into rows: through the strides when they fold, else a contiguous copy.
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < input.dim(); ++d) rows *= input.size(d);
-  at::Tensor a2 = input.reshape({rows, K});  // explicit rows: -1 is ambiguous when K == 0
-  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
+  int64_t row_stride = folded_row_stride(input);
+  const at::Tensor a = row_stride >= 0 ? input : input.reshape({rows, K});
+  if (row_stride < 0) row_stride = a.stride(0);
+  MatmulParams p;
+  p.M = rows;
+  p.K = K;
+  p.N = N;
+  p.a = a.data_ptr();
+  p.a_rs = row_stride;
+  p.a_cs = a.stride(-1);
+  p.b = weight.data_ptr();  // B = weight.t(): B[k, n] = weight[n, k]
+  p.b_rs = weight.stride(1);
+  p.b_cs = weight.stride(0);
+  c10::SmallVector<int64_t, 5> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = N;
-  return matmul3(a2.unsqueeze(0), weight.t().unsqueeze(0), b).view(out_shape);
+  return run_matmul(p, a, weight, b, out_shape);
 }
 
 // bias: (N,), a: (M, K), b: (K, N) -> bias + a @ b (beta = alpha = 1), as aten.addmm gets it from nn.Linear.
@@ -130,7 +168,8 @@ at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& 
               " cannot be multiplied (a.shape[1] != b.shape[0])");
   check_device(bias, op, "bias");
   at::Tensor bc = check_bias(bias, a, b.size(1), op);
-  return matmul3(a.unsqueeze(0), b.unsqueeze(0), bc).squeeze(0);
+  const int64_t out_shape[2] = {a.size(0), b.size(1)};
+  return run_matmul(geometry(a, b), a, b, bc, out_shape);
 }
 
 TORCH_LIBRARY_IMPL(detops, CPU, m) {

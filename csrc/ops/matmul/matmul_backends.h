@@ -10,8 +10,11 @@ void matmul_cpu(const MatmulParams& p, at::ScalarType dtype);
 #ifdef DETOPS_WITH_CUDA
 // §5 fp32 order on CUDA cores: bitwise equal to matmul_cpu for fp32.
 void matmul_cuda_fp32(const MatmulParams& p);
-// §5 bf16/fp16 tensor-core path. a3: (batch, M, K), b3: (batch, K, N) (any strides, batch stride may be 0),
-// bias: (N,) or none. Returns (batch, M, N) contiguous in a3's dtype.
-at::Tensor matmul_cuda_tc(const at::Tensor& a3, const at::Tensor& b3, const std::optional<at::Tensor>& bias);
+// §5 bf16/fp16 tensor-core path. p: validated geometry (any strides, batch strides may be 0) whose A / B
+// pointers are a.data_ptr() / b.data_ptr() (the strides are relative to them, so the backend can view the
+// operands with as_strided when it must copy them); bias: (N,) contiguous or undefined; c: the output,
+// (batch, M, N) contiguous memory in the operands' dtype, p.c == c.data_ptr().
+void matmul_cuda_tc(const MatmulParams& p, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
+                    const at::Tensor& c);
 #endif
 }  // namespace detops
