@@ -454,7 +454,7 @@ def softmax_error_bound(input: torch.Tensor, dim: int = -1, dtype: Optional[torc
         err = _U * ((z.abs() + 1) + (rel_s + 1) + (E_LOG + 1) * log_s.abs() + 2 * y.abs())
     else:
         y = torch.exp(z - log_s)
-        err = _U * (z.abs() + E_EXP + 3 + rel_s) * y
+        err = torch.where(y > 0, _U * (z.abs() + E_EXP + 3 + rel_s) * y, 0.0)  # -inf entries: y == 0 exactly
     bound = err + _out_rounding(y, dtype or input.dtype)
     return bound.reshape(moved_shape).movedim(-1, dim)
 
