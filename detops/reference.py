@@ -95,16 +95,16 @@ def lane_sum(y: np.ndarray, compensated: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 
 _EXP_HI = f32(float.fromhex("0x1.62e430p+6"))     # 88.72283935546875: above -> +inf
-_EXP_LO = f32(-103.972084)                          # below -> 0
+_EXP_LO = f32(float.fromhex("-0x1.9fe36ap+6"))    # -103.972084: below -> 0
 _MAGIC = f32(12582912.0)                            # 1.5 * 2^23: x + magic - magic rounds x to an integer (RNE)
 _LOG2E = f32(float.fromhex("0x1.715476p+0"))       # 1.44269502162933349609375
 _LN2_HI = f32(float.fromhex("0x1.62e4p-1"))        # 0.693145751953125
-_LN2_LO = f32(1.428606765330187e-06)
+_LN2_LO = f32(float.fromhex("0x1.7f7d1cp-20"))    # 1.428606765330187e-06
 _EXP_POLY = [f32(1) / f32(5040), f32(1) / f32(720), f32(1) / f32(120), f32(1) / f32(24), f32(1) / f32(6),
              f32(0.5), f32(1), f32(1)]
 _LOG_POLY = [f32(1) / f32(11), f32(1) / f32(9), f32(1) / f32(7), f32(1) / f32(5), f32(1) / f32(3), f32(1)]
-_SQRT2 = f32(1.41421356)
-_MIN_NORMAL = f32(1.17549435e-38)
+_SQRT2 = f32(float.fromhex("0x1.6a09e6p+0"))      # 1.41421356
+_MIN_NORMAL = f32(float.fromhex("0x1p-126"))      # 1.17549435e-38
 
 
 def _pow2i(k: np.ndarray) -> np.ndarray:
@@ -243,17 +243,16 @@ _Shape = Union[int, Sequence[int]]
 
 
 def _norm_args(input, normalized_shape, eps):
-    shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
-    n = int(np.prod(shape))
-    eps = float(torch.finfo(input.dtype).eps) if eps is None else float(eps)
-    return shape, n, eps
+    n = int(np.prod([normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)))
+    eps = float(torch.finfo(input.dtype).eps) if eps is None else float(eps)  # F.rms_norm's default
+    return n, eps
 
 
 def rms_norm_same_order(input: torch.Tensor, normalized_shape: _Shape, weight: Optional[torch.Tensor] = None,
                         eps: Optional[float] = None, weight_mode: str = "plain", compensated: bool = False,
                         residual: Optional[torch.Tensor] = None):
     """REDUCTION_ORDER.md §3 in numpy float32. Returns y, or (y, x) when residual is given (add_rms_norm)."""
-    shape, n, eps = _norm_args(input, normalized_shape, eps)
+    n, eps = _norm_args(input, normalized_shape, eps)
     in_t = input.dtype
     x = _f32(input.reshape(-1, n))
     if residual is not None:  # §3 fused residual: x = round_to_input(float(input) + float(residual))
@@ -318,7 +317,7 @@ def rms_norm_f64(input: torch.Tensor, normalized_shape: _Shape, weight: Optional
     Llama semantics, whose one intermediate rounding (x * r to the input dtype) is part of the definition
     and so applied to the float64 value; 'offset': x * r * (1 + w) (Gemma). With residual, x is the input
     dtype's rounding of input + residual (what every implementation normalises)."""
-    shape, n, eps = _norm_args(input, normalized_shape, eps)
+    n, eps = _norm_args(input, normalized_shape, eps)
     x = input.detach().cpu()
     if residual is not None:
         x = (x.double() + residual.detach().cpu().double()).to(input.dtype)
@@ -403,7 +402,7 @@ def rms_norm_error_bound(input: torch.Tensor, normalized_shape: _Shape, weight: 
                          eps: Optional[float] = None, weight_mode: str = "plain",
                          residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-element bound on |detops.rms_norm - rms_norm_f64| (float64, shaped like input), from the table."""
-    shape, n, eps = _norm_args(input, normalized_shape, eps)
+    n, eps = _norm_args(input, normalized_shape, eps)
     x = input.detach().cpu()
     if residual is not None:
         x = (x.double() + residual.detach().cpu().double()).to(input.dtype)

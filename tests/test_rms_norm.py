@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import detops
 from detops import reference as R
 from conftest import requires_cuda
-from values import DTYPES, PROFILES, ROW_COUNTS, at_offset, make, profile_st, seed_st
+from values import DTYPES, ROW_COUNTS, at_offset, make, profile_st, seed_st
 
 MODES = ("plain", "cast_first", "offset")
 # Row lengths at every §2 lane threshold (read from the extension's constants) and a model hidden size.
@@ -235,6 +235,13 @@ def test_accuracy(device, c):
     err = (y.cpu().double() - oracle).abs()
     assert (err <= bound).all(), f"max err/bound {(err / bound).max().item():.3g}"
     stock_y = stock(x if res is None else x + res, w, c["eps"], c["mode"])
+    if c["mode"] == "cast_first" and y.dtype != x.dtype:
+        # A wider weight: the result carries one rounding to the input dtype by definition (HF Llama), and
+        # single flips of it (probability ~ the fp32 error of x*r, for either implementation) dominate an
+        # error at fp32 resolution: 0 flips against 1 makes any ratio (measured: infinite). Compare at the
+        # resolution the mode computes at (measured ratio <= 1.003 over 300 draws); the per-element bound
+        # above stays at fp32 resolution plus one input-dtype ulp.
+        y, stock_y = y.to(x.dtype), stock_y.to(x.dtype)
     e_detops, e_stock = R.normwise_error(y, oracle), R.normwise_error(stock_y, oracle)
     assert e_detops <= STOCK_FACTOR * e_stock, (e_detops, e_stock)
 
