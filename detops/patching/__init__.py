@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from .. import mode as _mode
+from ..mode import disable as _mode_disable, enable as _mode_enable
 from ..ops import linear as _linear, rms_norm as _rms_norm
 from .attention import NAME, detops_attention_forward
 
@@ -74,12 +74,16 @@ def _linear_forward(self, input):
     return _linear(input, self.weight, self.bias)
 
 
-def _enable_hook(module, args, kwargs=None):
-    _mode.enable()
+# Run eagerly under torch.compile (Dynamo cannot trace a Library registration); the graph then has a break at
+# the model's boundary only.
+@torch.compiler.disable
+def _enable_hook(module, args):
+    _mode_enable()
 
 
-def _disable_hook(module, args, output_or_kwargs=None, output=None):
-    _mode.disable()
+@torch.compiler.disable
+def _disable_hook(module, args, output):
+    _mode_disable()
 
 
 @dataclasses.dataclass
