@@ -8,6 +8,7 @@ from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, s
                   softmax)
 
 from .mode import disable, enable, is_enabled, mode
+from .verify import verify  # (imports transformers only when called)
 
 __version__ = build_info()["version"]
 
@@ -16,12 +17,6 @@ def patch(model, strict: bool = False, linear: bool = True):
     """Make a Hugging Face model's logits batch/padding/packing/chunking-invariant (detops.patching.patch)."""
     from .patching import patch as _patch  # imports transformers only when used
     return _patch(model, strict=strict, linear=linear)
-
-
-def verify(*args, **kwargs):
-    """The invariance matrix of a model, stock vs detops (detops.verify.verify)."""
-    from .verify import verify as _verify
-    return _verify(*args, **kwargs)
 
 
 def info() -> dict:
