@@ -139,7 +139,8 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
         out = _compiled_attention(query, key, value, attention_mask, pos, cu, scale, cap,
                                   -1 if window is None else window, bool(causal))
     else:
-        tensors = (_RowsMemo._sig(attention_mask), _RowsMemo._sig(pos), _RowsMemo._sig(cu))
+        # keyed on the tensors transformers passes (the same objects for every layer), not on derived views
+        tensors = (_RowsMemo._sig(attention_mask), _RowsMemo._sig(position_ids), _RowsMemo._sig(cu))
         scalars = (B, H, Q, K, str(query.device), bool(causal), window)
         rows = _memo.get(tensors, scalars)
         if rows is None:
