@@ -1,0 +1,118 @@
+// fp32 matmul on CUDA cores: REDUCTION_ORDER.md §5, bit for bit the order of matmul_cpu.cpp.
+//
+// Order of every output element (the tile shape below never enters it):
+//   acc = 0; for each K block kb of kMatmulKBlock (from k = 0): { t = 0; for k in kb ascending: t = t + a_k*b_k;
+//   acc = acc + t }; y = acc + bias[n] (if any).
+// Classic shared-memory tiled SGEMM: a block of kThreads threads owns a kTileM x kTileN tile of C; per K block
+// it stages the A and B slices in shared memory (loaded through the caller's strides), each thread keeps
+// kMicro x kMicro partials t and accumulators acc in registers. Every multiply and add is an explicit
+// __fmul_rn / __fadd_rn (never contracted into an FMA, whatever the flags).
+#include "../../common/constants.h"
+#include "matmul_fp32.h"
+
+namespace detops {
+namespace {
+
+constexpr int kTileM = 64;                        // rows of C per block (fixed: never chosen from M)
+constexpr int kTileN = 64;                        // columns of C per block
+constexpr int kMicro = 4;                         // each thread: kMicro x kMicro outputs
+constexpr int kThreadsN = kTileN / kMicro;        // 16
+constexpr int kThreads = (kTileM / kMicro) * kThreadsN;  // 256
+constexpr int kKB = kMatmulKBlock;
+constexpr int64_t kMaxGridYZ = 65535;
+
+__global__ void __launch_bounds__(kThreads) matmul_fp32_kernel(const MatmulParams p) {
+  __shared__ float a_s[kKB][kTileM + 1];  // a_s[k][m]; +1 avoids bank conflicts on the transposed store
+  __shared__ float b_s[kKB][kTileN];      // b_s[k][n]
+  const float* A = static_cast<const float*>(p.a);
+  const float* B = static_cast<const float*>(p.b);
+  const float* bias = static_cast<const float*>(p.bias);
+  float* C = static_cast<float*>(p.c);
+  const int tid = threadIdx.x;
+  // Thread (ty, tx) owns rows ty + 16*i and columns tx + 16*j of the tile.
+  const int tx = tid % kThreadsN, ty = tid / kThreadsN;
+  const int64_t n0 = int64_t(blockIdx.x) * kTileN;
+
+  // Grid-stride over batch (z) and row tiles (y) so that any batch / M fits the grid limits; the loop
+  // bounds are uniform across the block, so the __syncthreads below are reached by every thread.
+  for (int64_t bi = blockIdx.z; bi < p.batch; bi += gridDim.z) {
+    for (int64_t m0 = int64_t(blockIdx.y) * kTileM; m0 < p.M; m0 += int64_t(gridDim.y) * kTileM) {
+      const float* Ab = A + bi * p.a_bs;
+      const float* Bb = B + bi * p.b_bs;
+      float acc[kMicro][kMicro];
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) acc[i][j] = 0.f;
+
+      for (int64_t k0 = 0; k0 < p.K; k0 += kKB) {
+        const int kn = int(p.K - k0 < kKB ? p.K - k0 : kKB);
+        // Stage A[m0:m0+64, k0:k0+kn] (k fastest: coalesced for row-major A) and B[k0:k0+kn, n0:n0+64]
+        // (n fastest: coalesced for row-major B). Out-of-range entries are 0 and never reach a kept result.
+        for (int i = tid; i < kTileM * kKB; i += kThreads) {
+          const int k = i % kKB, m = i / kKB;
+          float v = 0.f;
+          if (m0 + m < p.M && k < kn) v = Ab[(m0 + m) * p.a_rs + (k0 + k) * p.a_cs];
+          a_s[k][m] = v;
+        }
+        for (int i = tid; i < kKB * kTileN; i += kThreads) {
+          const int n = i % kTileN, k = i / kTileN;
+          float v = 0.f;
+          if (n0 + n < p.N && k < kn) v = Bb[(k0 + k) * p.b_rs + (n0 + n) * p.b_cs];
+          b_s[k][n] = v;
+        }
+        __syncthreads();
+        float t[kMicro][kMicro];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) t[i][j] = 0.f;
+        for (int k = 0; k < kn; ++k) {  // t = t + a_k * b_k, ascending k
+          float a[kMicro], b[kMicro];
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i) a[i] = a_s[k][ty + i * (kTileM / kMicro)];
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) b[j] = b_s[k][tx + j * kThreadsN];
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+            for (int j = 0; j < kMicro; ++j) t[i][j] = __fadd_rn(t[i][j], __fmul_rn(a[i], b[j]));
+        }
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int j = 0; j < kMicro; ++j) acc[i][j] = __fadd_rn(acc[i][j], t[i][j]);  // acc = acc + t
+        __syncthreads();  // before the next K block overwrites a_s / b_s
+      }
+
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i) {
+        const int64_t m = m0 + ty + i * (kTileM / kMicro);
+#pragma unroll
+        for (int j = 0; j < kMicro; ++j) {
+          const int64_t n = n0 + tx + j * kThreadsN;
+          if (m < p.M && n < p.N) {
+            float y = acc[i][j];
+            if (bias) y = __fadd_rn(y, bias[n]);  // one rounded add after the K loop
+            C[(bi * p.M + m) * p.N + n] = y;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_matmul_fp32(const MatmulParams& p, cudaStream_t stream) {
+  if (p.batch == 0 || p.M == 0 || p.N == 0) return cudaSuccess;
+  const int64_t m_tiles = (p.M + kTileM - 1) / kTileM;
+  const int64_t n_tiles = (p.N + kTileN - 1) / kTileN;
+  // The grid only decides which block computes which tile; every element's order is the same.
+  const dim3 grid(unsigned(n_tiles), unsigned(m_tiles < kMaxGridYZ ? m_tiles : kMaxGridYZ),
+                  unsigned(p.batch < kMaxGridYZ ? p.batch : kMaxGridYZ));
+  matmul_fp32_kernel<<<grid, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace detops

@@ -1,0 +1,328 @@
+"""detops.mm / bmm / linear / addmm: REDUCTION_ORDER.md §5 (CONTRACT.md L0, L1, L5 for fp32).
+
+Oracles: a same-order float32 reference (`same_order_reference`, numpy, asserted with torch.equal) and a
+float64 reference (accuracy, bound derived in `error_bound`). On CUDA, bf16/fp16 run on tensor cores whose
+chain is the hardware's (§5), so the same-order test applies there to fp32 only.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import Phase, find, given, settings
+from hypothesis import strategies as st
+
+import detops
+from detops import ops as dops
+from tests.conftest import HAS_CUDA, requires_cuda
+from tests.values import DTYPES, PROFILES, ROW_COUNTS, at_offset, dtype_st, make, profile_st, rows_st, seed_st
+
+KB = detops._lib.constant("matmul_k_block")  # 32: the K block of §5, read from the extension
+# Reduction lengths around the K-block edges (and K = 1, RoPE's bmm), kept small so CI stays fast.
+K_ST = st.sampled_from((1, 2, KB - 1, KB, KB + 1, 2 * KB + 3, 100))
+N_ST = st.sampled_from((1, 3, 16, 63, 64, 65, 130))
+U_OUT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # unit roundoff
+
+
+def same_order_reference(a, b, bias=None):
+    """§5 in numpy float32, vectorised over (M, N), sequential over k: per K block t = 0; t = t + a_k*b_k;
+    acc = acc + t; then y = acc + bias; rounded to a's dtype. a: (M, K), b: (K, N), bias: (N,) or None."""
+    A = a.detach().cpu().float().numpy()
+    B = b.detach().cpu().float().numpy()
+    M, K = A.shape
+    acc = np.zeros((M, B.shape[1]), dtype=np.float32)
+    for k0 in range(0, K, KB):
+        t = np.zeros_like(acc)
+        for k in range(k0, min(k0 + KB, K)):
+            prod = np.multiply(A[:, k:k + 1], B[k:k + 1, :])  # rounded product (separate ufunc: no FMA)
+            t = np.add(t, prod)
+        acc = np.add(acc, t)
+    if bias is not None:
+        acc = np.add(acc, bias.detach().cpu().float().numpy()[None, :])
+    return torch.from_numpy(acc).to(a.dtype)
+
+
+def float64_reference(a, b, bias=None):
+    y = a.double().cpu() @ b.double().cpu()
+    return y if bias is None else y + bias.double().cpu()
+
+
+def error_bound(a, b, bias, dtype):
+    """Derived bound on |out - exact| for §5 (standard recursive-summation analysis, Higham §3.1):
+    each element does 1 rounded product per k, <= min(K, 32) adds inside a block, ceil(K/32) adds across
+    blocks and 1 bias add, so the fp32 value has |err| <= gamma_m * S with m = min(K, 32) + ceil(K/32) + 2,
+    gamma_m = m*u/(1 - m*u), u = 2^-24, S = sum_k |a_k b_k| + |bias|. Rounding to the output dtype adds
+    u_out * (|exact| + gamma_m * S), plus half a subnormal spacing (u_out * smallest normal) near zero."""
+    K = a.shape[-1]
+    m = min(K, KB) + math.ceil(K / KB) + 2
+    u = 2.0**-24
+    gamma = m * u / (1 - m * u)
+    S = a.double().abs().cpu() @ b.double().abs().cpu()
+    if bias is not None:
+        S = S + bias.double().abs().cpu()
+    exact = float64_reference(a, b, bias)
+    u_out = U_OUT[dtype]
+    return gamma * S + u_out * (exact.abs() + gamma * S) + u_out * torch.finfo(dtype).smallest_normal
+
+
+def nontrivial(y):
+    assert y.numel() == 0 or bool((y != 0).any()), "output is all zeros: the test would prove nothing"
+
+
+def on_tc(device, dtype):
+    return device == "cuda" and dtype != torch.float32
+
+
+# ---------------------------------------------------------------- L0 and the same-order reference
+
+@given(m=st.sampled_from((1, 5, 17)), k=K_ST, n=N_ST, dtype=dtype_st, profile=profile_st, seed=seed_st)
+def test_same_order_reference(device, m, k, n, dtype, profile, seed):
+    """Bitwise equal to the numpy §5 reference (CPU: every dtype; CUDA: fp32, the CUDA-core path)."""
+    if on_tc(device, dtype):
+        dtype = torch.float32
+    a = make((m, k), dtype, device, profile, seed)
+    b = make((k, n), dtype, device, profile, seed + 1)
+    bias = make((n,), dtype, device, profile, seed + 2)
+    ref = same_order_reference(a, b)
+    assert torch.equal(dops.mm(a, b).cpu(), ref)
+    assert torch.equal(dops.addmm(bias, a, b).cpu(), same_order_reference(a, b, bias))
+    nontrivial(ref)
+
+
+@given(dtype=dtype_st, seed=seed_st)
+def test_deterministic_repeat(device, dtype, seed):
+    a = make((33, 100), dtype, device, "normal", seed)
+    b = make((100, 65), dtype, device, "normal", seed + 1)
+    first = dops.mm(a, b)
+    for _ in range(3):
+        assert torch.equal(dops.mm(a, b), first)
+
+
+@given(m=st.sampled_from((1, 7, 64)), k=K_ST, n=N_ST, dtype=dtype_st, seed=seed_st)
+def test_integer_values_exact(device, m, k, n, dtype, seed):
+    """Integer-valued inputs: every order gives the exact sum, so any indexing bug shows up."""
+    a = make((m, k), dtype, device, "integer", seed)
+    b = make((k, n), dtype, device, "integer", seed + 1)
+    bias = make((n,), dtype, device, "integer", seed + 2)
+    assert torch.equal(dops.mm(a, b).cpu(), float64_reference(a, b).to(dtype))
+    assert torch.equal(dops.addmm(bias, a, b).cpu(), float64_reference(a, b, bias).to(dtype))
+    w = b.t().contiguous()  # (N, K): nn.Linear layout
+    assert torch.equal(dops.linear(a, w, bias).cpu(), float64_reference(a, b, bias).to(dtype))
+
+
+# ---------------------------------------------------------------- L1: rows, batch, layout
+
+@given(M=rows_st, k=K_ST, n=N_ST, dtype=dtype_st, profile=profile_st, seed=seed_st, data=st.data())
+def test_mm_row_invariance(device, M, k, n, dtype, profile, seed, data):
+    """mm(a)[i] == mm(a[i:i+1])[0] == mm(a')[j] where a' puts row i at j among other rows, across M."""
+    a = make((M, k), dtype, device, profile, seed)
+    b = make((k, n), dtype, device, profile, seed + 1)
+    full = dops.mm(a, b)
+    i = data.draw(st.integers(0, M - 1), label="row")
+    assert torch.equal(dops.mm(a[i:i + 1], b)[0], full[i])
+    M2 = data.draw(rows_st, label="other M")
+    j = data.draw(st.integers(0, M2 - 1), label="position")
+    other = make((M2, k), dtype, device, profile, seed + 7)
+    other[j] = a[i]
+    assert torch.equal(dops.mm(other, b)[j], full[i])
+    nontrivial(full)
+
+
+@given(M=st.sampled_from(ROW_COUNTS[:18]), B=st.sampled_from((1, 2, 5)), k=K_ST, n=N_ST, dtype=dtype_st,
+       seed=seed_st, data=st.data())
+def test_bmm_batch_and_row_invariance(device, M, B, k, n, dtype, seed, data):
+    """bmm(a, b)[i] == mm(a[i], b[i]); a row of one batch entry does not depend on M or on the other entries."""
+    a = make((B, M, k), dtype, device, "normal", seed)
+    b = make((B, k, n), dtype, device, "normal", seed + 1)
+    full = dops.bmm(a, b)
+    for i in range(B):
+        assert torch.equal(full[i], dops.mm(a[i], b[i]))
+    r = data.draw(st.integers(0, M - 1), label="row")
+    assert torch.equal(dops.bmm(a[:, r:r + 1], b)[:, 0], full[:, r])
+    assert torch.equal(dops.bmm(a[-1:], b[-1:])[0], full[-1])
+    nontrivial(full)
+
+
+@given(M=rows_st, k=K_ST, n=N_ST, dtype=dtype_st, bias_on=st.booleans(), seed=seed_st, data=st.data())
+def test_linear_row_invariance_weight_t_layout(device, M, k, n, dtype, bias_on, seed, data):
+    """linear with nn.Linear's (N, K) weight used as the strided view weight.t() (no copy): rows invariant
+    across M and leading-dim folding, and equal to mm/addmm on a contiguous copy of weight.t()."""
+    x = make((M, k), dtype, device, "normal", seed)
+    w = make((n, k), dtype, device, "normal", seed + 1)
+    bias = make((n,), dtype, device, "normal", seed + 2) if bias_on else None
+    full = dops.linear(x, w, bias)
+    i = data.draw(st.integers(0, M - 1), label="row")
+    assert torch.equal(dops.linear(x[i], w, bias), full[i])  # 1-D input
+    assert torch.equal(dops.linear(x[i:i + 1], w, bias)[0], full[i])
+    wt = w.t().contiguous()
+    assert torch.equal(full, dops.mm(x, wt) if bias is None else dops.addmm(bias, x, wt))
+    if bias is not None:
+        assert torch.equal(full, dops.addmm(bias, x, w.t()))  # what aten.addmm gets from nn.Linear
+    if M % 3 == 0:  # (..., K) input folded into rows
+        assert torch.equal(dops.linear(x.view(3, M // 3, k), w, bias), full.view(3, M // 3, n))
+    nontrivial(full)
+
+
+@given(dtype=dtype_st, offset=st.integers(1, 7), seed=seed_st)
+def test_layouts_and_offsets(device, dtype, offset, seed):
+    """Odd storage offsets, column-major, strided slices and expanded (stride-0) views: same bits as contiguous."""
+    M, k, n = 37, 70, 45
+    a = make((M, k), dtype, device, "normal", seed)
+    b = make((k, n), dtype, device, "normal", seed + 1)
+    ref = dops.mm(a, b)
+    a_big = make((M, 2 * k), dtype, device, "normal", seed + 5)
+    a_big[:, ::2] = a
+    b_big = make((2 * k, 3 * n), dtype, device, "normal", seed + 6)
+    b_big[::2, 1::3] = b
+    for a_v in (a, at_offset(a, offset), a.t().contiguous().t(), a_big[:, ::2]):
+        for b_v in (b, at_offset(b, offset), b.t().contiguous().t(), b_big[::2, 1::3]):
+            assert torch.equal(dops.mm(a_v, b_v), ref)
+    row = a[5:6]
+    assert torch.equal(dops.mm(row.expand(4, k), b), ref[5:6].expand(4, n))
+    a3 = torch.stack([a, a.flip(0)])
+    b3 = torch.stack([b, b])
+    assert torch.equal(dops.bmm(a3, b.unsqueeze(0).expand(2, k, n)), dops.bmm(a3, b3))
+    assert torch.equal(dops.bmm(a3.transpose(1, 2).contiguous().transpose(1, 2), b3)[1], ref.flip(0))
+
+
+# ---------------------------------------------------------------- edge sizes
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_k1_rope_bmm(device, dtype):
+    """RoPE's inv_freq @ position_ids: fp32 bmm with K = 1 (one exact product per element)."""
+    inv_freq = make((2, 8, 1), dtype, device, "normal", 1)
+    pos = torch.arange(13, dtype=dtype, device=device).expand(2, 1, 13)
+    out = dops.bmm(inv_freq, pos)
+    assert torch.equal(out.cpu(), (inv_freq.double().cpu() @ pos.double().cpu()).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_k0_and_empty(device, dtype):
+    a = torch.empty((4, 0), dtype=dtype, device=device)
+    b = torch.empty((0, 5), dtype=dtype, device=device)
+    bias = make((5,), dtype, device, "normal", 3)
+    assert torch.equal(dops.mm(a, b), torch.zeros(4, 5, dtype=dtype, device=device))
+    assert torch.equal(dops.addmm(bias, a, b), bias.expand(4, 5))
+    assert torch.equal(dops.linear(a, b.t(), bias), bias.expand(4, 5))
+    assert dops.mm(torch.empty((0, 3), dtype=dtype, device=device), make((3, 5), dtype, device)).shape == (0, 5)
+    assert dops.mm(make((3, 4), dtype, device), torch.empty((4, 0), dtype=dtype, device=device)).shape == (3, 0)
+    assert dops.bmm(torch.empty((0, 2, 3), dtype=dtype, device=device),
+                    torch.empty((0, 3, 4), dtype=dtype, device=device)).shape == (0, 2, 4)
+
+
+# ---------------------------------------------------------------- accuracy vs float64
+
+@given(k=st.sampled_from((7, 64, 257, 1000)), dtype=dtype_st, profile=st.sampled_from(("normal", "outliers", "mixed")),
+       seed=seed_st)
+@settings(max_examples=8)
+def test_accuracy_vs_float64(device, k, dtype, profile, seed):
+    """|out - exact| within the derived bound (error_bound) elementwise, and RMS error <= 2x stock torch's."""
+    if dtype == torch.float16:
+        profile = "normal"  # the wide profiles overflow fp16's range (65504): not an accuracy question
+    a = make((24, k), dtype, device, profile, seed)
+    b = make((k, 40), dtype, device, profile, seed + 1)
+    bias = make((40,), dtype, device, profile, seed + 2)
+    exact = float64_reference(a, b, bias)
+    ours = dops.addmm(bias, a, b).cpu().double()
+    stock = torch.addmm(bias, a, b).cpu().double()
+    assert bool(((ours - exact).abs() <= error_bound(a, b, bias, dtype)).all())
+    rms = lambda e: float(e.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(ours - exact) <= 2 * rms(stock - exact)
+    nontrivial(ours)
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_bad_inputs_raise(device):
+    f32 = make((4, 3), torch.float32, device)
+    w = make((3, 5), torch.float32, device)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        dops.mm(f32, w.to(torch.bfloat16))
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        dops.mm(f32.to(torch.int32), w.to(torch.int32))
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        dops.mm(f32.double(), w.double())
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        dops.mm(f32, f32)
+    with pytest.raises(RuntimeError, match="must be 2-D"):
+        dops.mm(f32[0], w)
+    with pytest.raises(RuntimeError, match="batch sizes differ"):
+        dops.bmm(f32.expand(2, 4, 3), w.expand(3, 3, 5))
+    with pytest.raises(RuntimeError, match="do not match"):
+        dops.linear(f32, w)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        dops.addmm(make((4, 5), torch.float32, device), f32, w)  # (M, N) bias: not what nn.Linear sends
+    with pytest.raises(RuntimeError, match="same dtype"):
+        dops.linear(f32, w.t(), make((5,), torch.bfloat16, device))
+
+
+@requires_cuda
+def test_device_mismatch_raises():
+    a = make((4, 3), torch.float32, "cuda")
+    b = make((3, 5), torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="is on"):
+        dops.mm(a, b)
+    with pytest.raises(RuntimeError, match="is on"):
+        dops.linear(a, b.t(), make((5,), torch.float32, "cuda").cpu())
+
+
+# ---------------------------------------------------------------- opcheck
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(device, dtype):
+    a = make((5, 33), dtype, device)
+    b = make((33, 7), dtype, device, seed=1)
+    bias = make((7,), dtype, device, seed=2)
+    torch.library.opcheck(torch.ops.detops.mm.default, (a, b))
+    torch.library.opcheck(torch.ops.detops.bmm.default, (a.expand(2, 5, 33), b.expand(2, 33, 7)))
+    torch.library.opcheck(torch.ops.detops.linear.default, (a.view(5, 1, 33), b.t(), bias))
+    torch.library.opcheck(torch.ops.detops.linear.default, (a, b.t(), None))
+    torch.library.opcheck(torch.ops.detops.addmm.default, (bias, a, b))
+
+
+# ---------------------------------------------------------------- L5: fp32 CUDA == CPU
+
+@requires_cuda
+@given(M=rows_st, k=K_ST, n=N_ST, profile=profile_st, seed=seed_st)
+def test_fp32_cuda_equals_cpu(M, k, n, profile, seed):
+    a = make((M, k), torch.float32, "cpu", profile, seed)
+    w = make((n, k), torch.float32, "cpu", profile, seed + 1)
+    bias = make((n,), torch.float32, "cpu", profile, seed + 2)
+    cpu = dops.linear(a, w, bias)
+    assert torch.equal(dops.linear(a.cuda(), w.cuda(), bias.cuda()).cpu(), cpu)
+    assert torch.equal(dops.mm(a.cuda(), w.t().contiguous().cuda()).cpu(), dops.mm(a, w.t().contiguous()))
+
+
+# ---------------------------------------------------------------- negative controls
+
+def test_stock_cpu_mm_row_dependence():
+    """Negative control: stock torch.mm's row 0 changes with M on this CPU. Measured on the CI box (torch
+    2.13 CPU wheel, MKL, AVX2 AMD EPYC, 2 threads): fp32 row 0 differs for M in {1, 2, 3} from M = 2049
+    (MKL's small-M path); bf16/fp16 stock mm rows were invariant on this shape, so only fp32 is asserted."""
+    a = make((2049, 512), torch.float32, "cpu", "normal", 0)
+    b = make((512, 256), torch.float32, "cpu", "normal", 1)
+    full = torch.mm(a, b)
+    changed = [M for M in ROW_COUNTS if not torch.equal(torch.mm(a[:M], b)[0], full[0])]
+    assert changed, "stock torch.mm rows did not change with M on this CPU"
+
+
+def _blocked_dot(x, y, block):
+    """float32 dot product of two lists, cut into blocks of `block`: sum of block partials, ascending."""
+    acc = np.float32(0)
+    for k0 in range(0, len(x), block):
+        t = np.float32(0)
+        for k in range(k0, min(k0 + block, len(x))):
+            t = np.float32(t + np.float32(x[k]) * np.float32(y[k]))
+        acc = np.float32(acc + t)
+    return acc
+
+
+def test_two_blockings_differ_in_float32():
+    """Negative control: hypothesis finds vectors whose float32 dot product differs between the §5 blocking
+    (blocks of 32) and a plain sequential loop (one block): the order must be fixed to get fixed bits."""
+    floats = st.floats(-1e3, 1e3, width=32, allow_nan=False, allow_infinity=False)
+    pair = st.integers(KB + 1, 3 * KB).flatmap(
+        lambda n: st.tuples(st.lists(floats, min_size=n, max_size=n), st.lists(floats, min_size=n, max_size=n)))
+    x, y = find(pair, lambda p: _blocked_dot(p[0], p[1], KB) != _blocked_dot(p[0], p[1], len(p[0])),
+                settings=settings(max_examples=2000, database=None, phases=(Phase.generate,)))  # no shrinking: slow
+    assert _blocked_dot(x, y, KB) != _blocked_dot(x, y, len(x))
