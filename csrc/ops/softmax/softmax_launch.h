@@ -1,0 +1,13 @@
+// Launcher of the softmax / log_softmax CUDA kernels (softmax_kernels.cu). Pure C++: no torch, no CUDA
+// headers, so the torch glue (softmax_cuda.cpp) and the nvcc-only kernel file share it.
+#pragma once
+#include "softmax.h"
+
+namespace detops {
+
+// Runs softmax / log_softmax (p.log) on `stream` (a cudaStream_t), In and Out in {float, bf16_t, fp16_t}.
+// Returns the cudaError_t of the launch (0 = ok).
+template <typename In, typename Out>
+int launch_softmax(const SoftmaxParams& p, void* stream);
+
+}  // namespace detops

@@ -1,0 +1,141 @@
+// Device-side driver of the §2 lane reduction (docs/REDUCTION_ORDER.md), the CUDA twin of lanes_cpu.h.
+// One row = lane_threads(N) threads (threadIdx.x); thread t owns lanes 8t..8t+7, the 8 adjacent elements it
+// loads as one 16-byte vector (bf16/fp16) or two (fp32). Plain CUDA only (no torch): compiled by nvcc alone.
+//
+// Scalar equivalent of row_tree (L = 8T lanes, acc[l] the lane values):
+//   for (w = L; w > 1; w /= 2) for (l = 0; l < w/2; ++l) acc[l] = acc[2l] (+) acc[2l+1];   // = tree_reduce
+// realised as: in-thread tree over 8 lanes, XOR butterflies with offsets 1,2,4,8,16 (each pair merged lower
+// index first), then the same butterfly over the per-warp values, then (rows split over a thread-block
+// cluster) over the per-block values. Every thread of the row ends with the result.
+#pragma once
+#include <cooperative_groups.h>
+#include <cstdint>
+#include <cstring>
+#include "reduce.h"
+
+namespace detops {
+
+constexpr int kWarpSize = 32;
+constexpr int kMaxWarpsPerRow = kMaxLaneThreads / kWarpSize;
+// Rows that share one block when a row needs fewer threads (small N): block = lane_threads(N) x rows.
+// Depends only on N; each row keeps its own order (its own warps, its own shared-memory slots).
+constexpr int kMinBlockThreads = 256;
+constexpr int kMaxRowsPerBlock = kMinBlockThreads / kMinLaneThreads;
+
+__host__ __device__ inline int rows_per_block(int64_t n) {
+  int64_t t = lane_threads(n);
+  return t >= kMinBlockThreads ? 1 : int(kMinBlockThreads / t);
+}
+
+// Long rows may be split over a cluster of blocks (more SMs per row: the compute-heavy softmax). Block rank b
+// of the cluster holds threads [b*T/C, (b+1)*T/C) of the row, i.e. the aligned lane range
+// [b*L/C, (b+1)*L/C): its block result is a node of the §2 tree. Depends only on N.
+constexpr int kClusterBlockThreads = 64;
+__host__ __device__ inline int cluster_blocks(int64_t n) {
+  int64_t t = lane_threads(n);
+  return t >= 2 * kClusterBlockThreads ? int(t / kClusterBlockThreads) : 1;
+}
+
+// Loads the 8 elements p[0..count) (count may be < 8 or <= 0 at the row's end). `vector_ok` says that p is
+// 16-byte aligned (the row start and stride allow it); otherwise scalar loads: same values, same lanes.
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, int64_t count, bool vector_ok, T (&v)[8]) {
+  if (vector_ok && count >= 8) {
+    static_assert(sizeof(T) == 2 || sizeof(T) == 4, "bf16/fp16/fp32 storage");
+    if constexpr (sizeof(T) == 2) {
+      uint4 a = *reinterpret_cast<const uint4*>(p);
+      memcpy(v, &a, 16);
+    } else {
+      uint4 a = reinterpret_cast<const uint4*>(p)[0];
+      uint4 b = reinterpret_cast<const uint4*>(p)[1];
+      memcpy(v, &a, 16);
+      memcpy(v + 4, &b, 16);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = j < count ? p[j] : T{};
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store8(T* p, int64_t count, bool vector_ok, const T (&v)[8]) {
+  if (vector_ok && count >= 8) {
+    if constexpr (sizeof(T) == 2) {
+      uint4 a;
+      memcpy(&a, v, 16);
+      *reinterpret_cast<uint4*>(p) = a;
+    } else {
+      uint4 a, b;
+      memcpy(&a, v, 16);
+      memcpy(&b, v + 4, 16);
+      reinterpret_cast<uint4*>(p)[0] = a;
+      reinterpret_cast<uint4*>(p)[1] = b;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j < count) p[j] = v[j];
+  }
+}
+
+// 16-byte vector access is possible for every row when the base pointer and the row stride (in bytes) are
+// multiples of 16. Decided per tensor; it changes only the load width, never the lanes or the order.
+__host__ __device__ inline bool vector_aligned(const void* base, int64_t row_stride_elems, int elem_bytes) {
+  return (reinterpret_cast<uintptr_t>(base) % 16 == 0) && ((row_stride_elems * elem_bytes) % 16 == 0);
+}
+
+__device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
+__device__ __forceinline__ SoftmaxState shfl_xor(SoftmaxState v, int off) {
+  SoftmaxState r;
+  r.m = __shfl_xor_sync(0xffffffffu, v.m, off);
+  r.s = __shfl_xor_sync(0xffffffffu, v.s, off);
+  return r;
+}
+
+// One butterfly level: both partners compute (lower lane's value) (+) (higher lane's value).
+template <typename V, typename Op>
+__device__ __forceinline__ V butterfly(V mine, int lane, int off, Op op) {
+  V other = shfl_xor(mine, off);
+  return (lane & off) ? op(other, mine) : op(mine, other);
+}
+
+// §2 step 3 for one row. v = the thread's 8 lane values (lanes 8t..8t+7); smem = this row's
+// kMaxWarpsPerRow slots; with clusters > 1 the row spans `clusters` blocks of a cluster and cluster_slot is
+// one shared slot of this block. Must be reached by every thread of the block (it synchronises the block,
+// and the cluster when clusters > 1).
+template <typename V, typename Op>
+__device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op, int clusters = 1, V* cluster_slot = nullptr) {
+  // in-thread: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
+  V a = op(op(op(v[0], v[1]), op(v[2], v[3])), op(op(v[4], v[5]), op(v[6], v[7])));
+  const int lane = threadIdx.x % kWarpSize;
+#pragma unroll
+  for (int off = 1; off < kWarpSize; off *= 2) a = butterfly(a, lane, off, op);
+  const int warps = blockDim.x / kWarpSize;
+  if (warps > 1) {  // same for the whole block (blockDim.x depends only on N)
+    if (lane == 0) smem[threadIdx.x / kWarpSize] = a;
+    __syncthreads();
+    a = smem[lane & (warps - 1)];  // lanes >= warps hold copies; lanes < warps never read them
+    for (int off = 1; off < warps; off *= 2) a = butterfly(a, lane, off, op);
+  }
+  if (clusters > 1) {  // block rank order == lane order
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    if (threadIdx.x == 0) *cluster_slot = a;
+    cluster.sync();
+    a = *cluster.map_shared_rank(cluster_slot, lane & (clusters - 1));
+    for (int off = 1; off < clusters; off *= 2) a = butterfly(a, lane, off, op);
+    cluster.sync();  // every remote slot has been read before any block reuses its slot or exits
+  }
+  return a;
+}
+
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return det_max(a, b); }
+};
+struct StateMergeOp {
+  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const { return merge(a, b); }
+};
+
+}  // namespace detops
