@@ -74,16 +74,19 @@ def _linear_forward(self, input):
     return _linear(input, self.weight, self.bias)
 
 
-# Run eagerly under torch.compile (Dynamo cannot trace a Library registration); the graph then has a break at
-# the model's boundary only.
-@torch.compiler.disable
+# Inside torch.compile the hooks trace to nothing (no graph break, so fullgraph=True works): a compiled graph
+# does not dispatch aten ops one by one, so the aten mode could not act there anyway. The invariance of a
+# compiled model rests on the detops custom ops bound above (linear, rms_norm, attention: opaque to the
+# compiler); what remains of aten there is elementwise work and RoPE's fp32 bmm with K = 1 (one product, no
+# sum: exact in any kernel).
 def _enable_hook(module, args):
-    _mode_enable()
+    if not torch.compiler.is_compiling():
+        _mode_enable()
 
 
-@torch.compiler.disable
 def _disable_hook(module, args, output):
-    _mode_disable()
+    if not torch.compiler.is_compiling():
+        _mode_disable()
 
 
 @dataclasses.dataclass
