@@ -9,6 +9,7 @@ from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, s
 
 from .mode import disable, enable, is_enabled, mode
 from .verify import verify  # (imports transformers only when called)
+from . import patching as _patching  # noqa: F401  registers "detops" with transformers when it loads (cheap)
 
 __version__ = build_info()["version"]
 

@@ -120,6 +120,21 @@ def test_attn_implementation_at_load_time():
     assert not any("scaled_dot_product" in k for k in audit.not_covered)
 
 
+def test_import_detops_alone_registers_for_from_config():
+    # A fresh interpreter: `import detops` (which must not import transformers), then transformers, then
+    # from_config(attn_implementation="detops").
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, detops; assert 'transformers' not in sys.modules; import torch, transformers as tf; "
+            "from detops.models import tiny_config; "
+            "m = tf.AutoModelForCausalLM.from_config(tiny_config('mistral'), attn_implementation='detops'); "
+            "assert m.config._attn_implementation == 'detops'; m(torch.randint(3, 100, (1, 4))); print('OK')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
 def test_register_rms_norm_validates():
     from detops.patching import register_rms_norm
     with pytest.raises(ValueError):

@@ -13,11 +13,15 @@ What it does to a loaded model (each step undone by `handle.undo()`):
    detops kernels too.
 
 `handle.report` lists what was patched and every module whose reductions detops does not cover.
-`from_pretrained(..., attn_implementation="detops")` / `from_config(...)` work after `import detops.patching`
-(or `detops.patch` / `detops.verify` use), because the registration happens at import.
+`from_pretrained(..., attn_implementation="detops")` / `from_config(...)` work after `import detops`: the
+"detops" attention is registered with transformers as soon as `transformers.modeling_utils` is loaded (now, if
+it already is; otherwise by a one-shot import hook), so importing detops never imports transformers itself.
 """
 import dataclasses
+import importlib.abc
+import sys
 import types
+import warnings
 from typing import Dict, List, Tuple
 
 import torch
@@ -229,4 +233,45 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True) -> PatchH
     return handle
 
 
-register_attention()
+
+class _RegisterOnLoad(importlib.abc.MetaPathFinder):
+    """One-shot import hook: once `transformers.modeling_utils` has executed (it defines AttentionInterface;
+    every model class imports it), register "detops" there. Wraps that one module's loader; touches nothing else."""
+    TARGET = "transformers.modeling_utils"
+
+    def find_spec(self, name, path, target=None):
+        if name != self.TARGET:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            loader_exec(module)
+            _uninstall_hook()
+            try:
+                register_attention()
+            except Exception as e:  # never break the user's transformers import; say why "detops" is missing
+                warnings.warn(f"detops could not register its attention with transformers: {e!r}")
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+_hook = _RegisterOnLoad()
+
+
+def _uninstall_hook():
+    if _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+
+
+if "transformers.modeling_utils" in sys.modules:
+    register_attention()
+elif _hook not in sys.meta_path:
+    sys.meta_path.insert(0, _hook)
