@@ -29,7 +29,7 @@ from torch import nn
 
 from ..mode import disable as _mode_disable, enable as _mode_enable
 from ..ops import linear as _linear, rms_norm as _rms_norm
-from .attention import NAME, detops_attention_forward
+from .attention import NAME, _memo as _rows_memo, detops_attention_forward
 
 __all__ = ["patch", "PatchHandle", "PatchReport", "RMS_NORMS", "register_rms_norm", "register_attention",
            "NAME"]
@@ -222,8 +222,7 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True) -> PatchH
 
         model._detops_patch = handle
         handle._undo.append(lambda: setattr(model, "_detops_patch", None))
-        _memo_clear = __import__("detops.patching.attention", fromlist=["_memo"])._memo.clear
-        handle._undo.append(_memo_clear)
+        handle._undo.append(_rows_memo.clear)  # drop cached rows (and the tensors they hold)
     except BaseException:
         handle.undo()
         raise
