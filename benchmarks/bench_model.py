@@ -38,6 +38,7 @@ def build_model(args):
     torch.manual_seed(0)
     with torch.device(args.device):
         model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
+    model.to(args.device)  # (a no-op when from_config honoured the device context)
     with torch.no_grad():  # random weights, never zeros (PERFORMANCE.md: never time on zeros)
         for p in model.parameters():
             p.normal_(0.0, 0.02 if p.dim() > 1 else 1.0)
