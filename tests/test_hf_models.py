@@ -255,3 +255,43 @@ def test_compiled_model(device):
     finally:
         handle.undo()
         torch._dynamo.reset()
+
+
+def test_generate_compiled_static_cache(device):
+    """transformers compiles the decode step itself when generate() uses a StaticCache (on CUDA: Inductor,
+    mode="reduce-overhead", i.e. CUDA graphs). Compiled, a prompt's tokens and per-step logits are the same
+    alone and in a left-padded batch (gemma2: sliding-window layers with a rolling static cache, softcaps).
+    CPU: forced with aot_eager, fullgraph=True, where the bits also equal eager's (same kernels); Inductor may
+    round fused elementwise ops differently from eager, which is not promised."""
+    import torch._dynamo
+    from transformers import CompileConfig
+    model = tiny_model("gemma2", dtype=torch.bfloat16, device=device)
+    model.generation_config.pad_token_id = 0
+    handle = patch(model, strict=True)
+    prompts = [tokens(1, 4), tokens(2, 7), tokens(3, 6)]
+    if device == "cuda":
+        config = CompileConfig()  # transformers' default: inductor, reduce-overhead
+    else:
+        config = CompileConfig(backend="aot_eager", mode=None, fullgraph=True)
+        config._compile_all_devices = True
+
+    def gen(seqs, **extra):
+        ids, mask, _ = pad_batch(seqs, "left")
+        with torch.no_grad():
+            return model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=30,
+                                  do_sample=False, cache_implementation="static", output_logits=True,
+                                  return_dict_in_generate=True, **extra)
+    try:
+        torch._dynamo.reset()
+        batch = gen(prompts, compile_config=config)
+        assert hasattr(model, "_compiled_call")  # the compiled decode path really ran
+        alone = gen([prompts[1]], compile_config=config)
+        assert torch.equal(alone.sequences[0, -30:], batch.sequences[1, -30:])
+        assert all(torch.equal(a[0], b[1]) for a, b in zip(alone.logits, batch.logits))
+        if device != "cuda":
+            eager = gen(prompts, disable_compile=True)
+            assert torch.equal(eager.sequences, batch.sequences)
+            assert all(torch.equal(a, b) for a, b in zip(eager.logits, batch.logits))
+    finally:
+        handle.undo()
+        torch._dynamo.reset()

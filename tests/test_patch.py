@@ -1,5 +1,6 @@
 """detops.patch: what it patches, its report, undo, strictness, registration at load time, the audit."""
 import pytest
+from hypothesis import given, strategies as st
 import torch
 from torch import nn
 
@@ -154,3 +155,42 @@ def test_dropout_refused():
             model(torch.randint(3, 128, (1, 4)))
     finally:
         handle.undo()
+
+
+@given(B=st.integers(1, 4), Q=st.integers(1, 20), extra=st.integers(0, 20), window=st.one_of(st.none(), st.integers(1, 12)),
+       use_mask=st.booleans(), reset=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_sync_free_rows_match_eager_rows(B, Q, extra, window, use_mask, reset, seed):
+    # The compiled-graph rows builder (no host sync, device asserts) == the eager one, on HF-shaped inputs:
+    # left padding, a KV cache offset, sliding windows, position-id resets (packed documents).
+    from detops.patching.attention import build_rows, build_rows_sync_free
+    g = torch.Generator().manual_seed(seed)
+    K = Q + extra
+    kq = torch.arange(K - Q, K)                                  # key index of each query
+    pad = torch.randint(0, K, (B,), generator=g)
+    pos = (kq[None] - pad[:, None]).clamp(min=0)
+    if reset and Q > 2:
+        cut = int(torch.randint(1, Q, (1,), generator=g))
+        pos[:, cut:] = torch.arange(Q - cut)
+    mask = None
+    if use_mask:
+        k = torch.arange(K)
+        m = (k[None, None] >= pad[:, None, None]) & (k[None, None] <= kq[None, :, None])
+        if window:
+            m &= k[None, None] > kq[None, :, None] - window
+        mask = m[:, None]
+    elif extra and Q > 1:
+        return  # transformers never passes mask None with a cache offset and Q > 1
+    eager = build_rows(B, 4, Q, K, "cpu", mask, True, pos, None, window)
+    free = build_rows_sync_free(B, Q, K, "cpu", mask, True, pos, None, window)
+    assert torch.equal(eager, free)
+
+
+def test_sync_free_rows_refuse_holes():
+    from detops.patching.attention import build_rows, build_rows_sync_free
+    mask = torch.ones(1, 1, 2, 6, dtype=torch.bool)
+    mask[..., 2] = False  # a hole: not one interval
+    pos = torch.tensor([[4, 5]])
+    with pytest.raises(ValueError, match="contiguous interval"):
+        build_rows(1, 4, 2, 6, "cpu", mask, True, pos, None, None)
+    with pytest.raises(RuntimeError, match="contiguous interval"):
+        build_rows_sync_free(1, 2, 6, "cpu", mask, True, pos, None, None)

@@ -21,7 +21,7 @@ import torch
 from .. import _lib
 from ..ops.attention import attention_rows
 
-__all__ = ["detops_attention_forward", "build_rows", "NAME"]
+__all__ = ["detops_attention_forward", "build_rows", "build_rows_sync_free", "NAME"]
 
 NAME = "detops"  # a plain name: '/', ':', 'flash', 'sdpa' in it would trigger special paths in transformers
 
@@ -150,15 +150,59 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
     return out.transpose(1, 2).contiguous(), None
 
 
-# torch.compile: the rows builder checks the mask on the host (a data-dependent branch). Inside a compiled
-# graph the whole function is one opaque custom op, so Dynamo neither breaks the graph nor traces the check.
+def build_rows_sync_free(B, Q, K, device, mask, causal, position_ids, cu_seqlens, sliding_window):
+    """The same rows as `build_rows` (a test asserts it), without a host synchronisation, for compiled graphs and
+    CUDA graph capture (transformers compiles the decode step with mode="reduce-overhead" when generate() uses
+    a StaticCache on CUDA). Value checks become device-side asserts (`torch._assert_async`): a mask row that
+    is not one interval still fails loudly, not silently."""
+    i = torch.arange(Q, device=device, dtype=torch.int64)
+    lo = torch.zeros(B, Q, dtype=torch.int64, device=device)
+    hi = torch.full((B, Q), K, dtype=torch.int64, device=device)
+    anchor = None
+    if mask is None and causal and Q > 1:
+        hi = torch.minimum(hi, (i + 1).expand(B, Q))
+    if mask is not None:
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.dtype != torch.bool or mask.shape[-2:] != (Q, K):
+            _fail(f"attention_mask must be None or a (B, 1, Q, K) bool tensor (the sdpa mask contract), got "
+                  f"{tuple(mask.shape)} {mask.dtype}")
+        m8 = mask[:, 0].expand(B, Q, K).to(torch.uint8)
+        count = m8.sum(-1, dtype=torch.int64)
+        m_lo = m8.argmax(-1)
+        m_hi = K - m8.flip(-1).argmax(-1)
+        has = count > 0
+        torch._assert_async((~has | (m_hi - m_lo == count)).all(),
+                            "detops attention: a mask row is not one contiguous interval of keys")
+        zero = torch.zeros_like(m_lo)
+        lo, hi = torch.maximum(lo, torch.where(has, m_lo, zero)), torch.minimum(hi, torch.where(has, m_hi, zero))
+    if cu_seqlens is not None:
+        cu = cu_seqlens.to(device=device, dtype=torch.int64)
+        torch._assert_async((cu[0] == 0) & (cu[-1] == Q) & (cu[1:] >= cu[:-1]).all(),
+                            "detops attention: cu_seq_lens must start at 0, be non-decreasing and end at Q")
+        doc_start = cu[torch.searchsorted(cu, i, right=True) - 1].expand(B, Q)
+        lo, hi = torch.maximum(lo, doc_start), torch.minimum(hi, (i + 1).expand(B, Q))
+        anchor = doc_start
+    if sliding_window is not None:
+        lo = torch.maximum(lo, hi - int(sliding_window))
+    if position_ids is not None:
+        anchor = hi - 1 - position_ids.to(device=device, dtype=torch.int64)
+        lo = torch.maximum(lo, anchor)  # packed documents: see build_rows
+    if anchor is None:
+        anchor = lo
+    empty = lo >= hi
+    zero = torch.zeros_like(lo)
+    return torch.stack([torch.where(empty, zero, anchor), torch.where(empty, zero, lo),
+                        torch.where(empty, zero, hi)], dim=-1).to(torch.int32).contiguous()
+
+
+# torch.compile: inside a compiled graph the whole function is one opaque custom op (Dynamo neither breaks the
+# graph on the eager builder's host-side mask check nor traces the rows arithmetic).
 @torch.library.custom_op("detops_hf::attention", mutates_args=())
 def _compiled_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                         position_ids: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
                         softcap: float, sliding_window: int, causal: bool) -> torch.Tensor:
-    B, H, Q, _ = query.shape
-    rows = build_rows(B, H, Q, key.shape[2], query.device, mask, causal, position_ids, cu_seqlens,
-                      None if sliding_window < 0 else sliding_window)
+    B, _, Q, _ = query.shape
+    rows = build_rows_sync_free(B, Q, key.shape[2], query.device, mask, causal, position_ids, cu_seqlens,
+                                None if sliding_window < 0 else sliding_window)
     return _lib.ops.attention(query, key, value, rows, scale, softcap)
 
 
