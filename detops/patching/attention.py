@@ -47,7 +47,8 @@ def _cu_seqlens(cu_q, cu_k, B, Q, K):
     if cu_q is None and cu_k is None:
         return None
     cu = cu_q if cu_q is not None else cu_k
-    if cu_q is not None and cu_k is not None and not torch.equal(cu_q, cu_k):
+    if cu_q is not None and cu_k is not None and cu_q is not cu_k and not torch.compiler.is_compiling() \
+            and not torch.equal(cu_q, cu_k):
         _fail("cu_seq_lens_q and cu_seq_lens_k differ (only packed self-attention without a cache is supported)")
     if B != 1 or Q != K:
         _fail(f"cu_seq_lens_* describe one packed row without a KV cache (B == 1, Q == K); got B={B}, Q={Q}, K={K}")
