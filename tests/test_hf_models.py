@@ -248,6 +248,15 @@ def test_compiled_model(device):
         compiled = torch.compile(model, backend=backend, fullgraph=True)
         assert seed_checks(compiled, device) == [True, True, True]
         assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+        # packed documents inside the compiled graph: position-id resets (default cache) and cu_seq_lens
+        docs = [tokens(11, 6), tokens(12, 9)]
+        batch = flattened(docs)
+        alone = logits(compiled, device, input_ids=torch.tensor([docs[1]]))[0]
+        packed = logits(compiled, device, input_ids=batch["input_ids"], position_ids=batch["position_ids"])[0]
+        packed_cu = logits(compiled, device, input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           use_cache=False, cu_seq_lens_q=batch["cu_seq_lens_q"],
+                           cu_seq_lens_k=batch["cu_seq_lens_k"])[0]
+        assert torch.equal(packed[6:], alone) and torch.equal(packed_cu[6:], alone)
         if backend == "aot_eager":  # same kernels as eager, so the same bits
             ids, mask, pos = seed_batch()
             kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
