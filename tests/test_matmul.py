@@ -216,7 +216,8 @@ def test_k0_and_empty(device, dtype):
        seed=seed_st)
 @settings(max_examples=8)
 def test_accuracy_vs_float64(device, k, dtype, profile, seed):
-    """|out - exact| within the derived bound (error_bound) elementwise, and RMS error <= 2x stock torch's."""
+    """|out - exact| within the derived bound (error_bound) elementwise (§5 paths), and RMS error <= 2x the
+    stock torch op's on the same inputs (every path)."""
     if dtype == torch.float16:
         profile = "normal"  # the wide profiles overflow fp16's range (65504): not an accuracy question
     a = make((24, k), dtype, device, profile, seed)
@@ -225,7 +226,8 @@ def test_accuracy_vs_float64(device, k, dtype, profile, seed):
     exact = float64_reference(a, b, bias)
     ours = dops.addmm(bias, a, b).cpu().double()
     stock = torch.addmm(bias, a, b).cpu().double()
-    assert bool(((ours - exact).abs() <= error_bound(a, b, bias, dtype)).all())
+    if not on_tc(device, dtype):  # the bound is derived for the §5 chain; tensor cores have their own
+        assert bool(((ours - exact).abs() <= error_bound(a, b, bias, dtype)).all())
     rms = lambda e: float(e.pow(2).mean().sqrt())  # noqa: E731
     assert rms(ours - exact) <= 2 * rms(stock - exact)
     nontrivial(ours)
@@ -263,7 +265,9 @@ def test_device_mismatch_raises():
     with pytest.raises(RuntimeError, match="is on"):
         dops.mm(a, b)
     with pytest.raises(RuntimeError, match="is on"):
-        dops.linear(a, b.t(), make((5,), torch.float32, "cuda").cpu())
+        dops.linear(a, b.t().cuda(), make((5,), torch.float32, "cpu"))  # bias on another device
+    with pytest.raises(RuntimeError, match="is on"):
+        dops.addmm(make((5,), torch.float32, "cpu"), a, b.cuda())
 
 
 # ---------------------------------------------------------------- opcheck

@@ -6,9 +6,9 @@
 //
 // Speed comes from register blocking across independent output elements only: a task owns a (rows x
 // kPanelCols) tile of C; it packs its (K x kPanelCols) panel of B and, per K block, the block's A rows as fp32
-// (this is where strides and dtypes are handled), then a micro-kernel computes kMicroRows x kMicroCols partials t in vector registers,
-// lanes = different columns, and adds them into the tile's acc. No element's chain depends on M, on the tile
-// or on the thread, so the tiles below are free performance choices.
+// (this is where strides and dtypes are handled); then a micro-kernel computes kMicroRows x kMicroCols partials
+// t in vector registers (lanes = different columns) and adds them into the tile's acc. No element's chain
+// depends on M, on the tile or on the thread, so the tiles below are free performance choices.
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cstring>

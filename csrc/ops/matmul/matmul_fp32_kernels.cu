@@ -21,9 +21,12 @@ constexpr int kThreads = (kTileM / kMicro) * kThreadsN;  // 256
 constexpr int kKB = kMatmulKBlock;
 constexpr int64_t kMaxGridYZ = 65535;
 
-__global__ void __launch_bounds__(kThreads) matmul_fp32_kernel(const MatmulParams p) {
-  __shared__ float a_s[kKB][kTileM + 1];  // a_s[k][m]; +1 avoids bank conflicts on the transposed store
-  __shared__ float b_s[kKB][kTileN];      // b_s[k][n]
+// a_m_fast / b_k_fast: which index the consecutive threads of the staging loops walk, chosen from the strides so
+// that global loads are coalesced (row-major A: k; column-major A: m; row-major B: n; nn.Linear's weight.t(): k).
+// It only decides who loads what; every element's arithmetic is unchanged.
+__global__ void __launch_bounds__(kThreads) matmul_fp32_kernel(const MatmulParams p, bool a_m_fast, bool b_k_fast) {
+  __shared__ float a_s[kKB][kTileM + 1];  // a_s[k][m]; +1: conflict-free stores along k and along m
+  __shared__ float b_s[kKB][kTileN + 1];  // b_s[k][n]; +1: same
   const float* A = static_cast<const float*>(p.a);
   const float* B = static_cast<const float*>(p.b);
   const float* bias = static_cast<const float*>(p.bias);
@@ -47,16 +50,16 @@ __global__ void __launch_bounds__(kThreads) matmul_fp32_kernel(const MatmulParam
 
       for (int64_t k0 = 0; k0 < p.K; k0 += kKB) {
         const int kn = int(p.K - k0 < kKB ? p.K - k0 : kKB);
-        // Stage A[m0:m0+64, k0:k0+kn] (k fastest: coalesced for row-major A) and B[k0:k0+kn, n0:n0+64]
-        // (n fastest: coalesced for row-major B). Out-of-range entries are 0 and never reach a kept result.
+        // Stage A[m0:m0+64, k0:k0+kn] and B[k0:k0+kn, n0:n0+64]; each (k, m) / (k, n) pair is loaded exactly
+        // once. Out-of-range entries are 0 and never reach a kept result.
         for (int i = tid; i < kTileM * kKB; i += kThreads) {
-          const int k = i % kKB, m = i / kKB;
+          const int k = a_m_fast ? i / kTileM : i % kKB, m = a_m_fast ? i % kTileM : i / kKB;
           float v = 0.f;
           if (m0 + m < p.M && k < kn) v = Ab[(m0 + m) * p.a_rs + (k0 + k) * p.a_cs];
           a_s[k][m] = v;
         }
         for (int i = tid; i < kKB * kTileN; i += kThreads) {
-          const int n = i % kTileN, k = i / kTileN;
+          const int n = b_k_fast ? i / kKB : i % kTileN, k = b_k_fast ? i % kKB : i / kTileN;
           float v = 0.f;
           if (n0 + n < p.N && k < kn) v = Bb[(k0 + k) * p.b_rs + (n0 + n) * p.b_cs];
           b_s[k][n] = v;
@@ -111,7 +114,9 @@ cudaError_t launch_matmul_fp32(const MatmulParams& p, cudaStream_t stream) {
   // The grid only decides which block computes which tile; every element's order is the same.
   const dim3 grid(unsigned(n_tiles), unsigned(m_tiles < kMaxGridYZ ? m_tiles : kMaxGridYZ),
                   unsigned(p.batch < kMaxGridYZ ? p.batch : kMaxGridYZ));
-  matmul_fp32_kernel<<<grid, kThreads, 0, stream>>>(p);
+  const bool a_m_fast = p.a_rs == 1 && p.a_cs != 1;
+  const bool b_k_fast = p.b_rs == 1 && p.b_cs != 1;
+  matmul_fp32_kernel<<<grid, kThreads, 0, stream>>>(p, a_m_fast, b_k_fast);
   return cudaGetLastError();
 }
 
