@@ -73,6 +73,13 @@ def forward_error_bound(q, k, v, ref):
     return 2 * delta * vmax + (K + 8) * u * vmax + torch.finfo(q.dtype).eps * ref.abs().max().item()
 
 
+def stock_floor(dtype, ref):
+    """Absolute slack of the 2x-stock accuracy bound. bf16/fp16: both round the output once (2 eps covers draws
+    where stock's error is ~0). fp32: §6's ascending-d dot and det_exp (<= 2 ulp, §7) cost a few ulp of the
+    output that stock's blocked dot and libm exp do not; measured <= 6 eps over 300 normal/integer draws."""
+    return (8 if dtype == torch.float32 else 2) * torch.finfo(dtype).eps * max(1.0, ref.abs().max().item())
+
+
 def max_err(y, ref):
     return (y.detach().cpu().double() - ref).abs().max().item()
 
@@ -115,8 +122,7 @@ def test_matches_float64(device, data):
     err = max_err(y, ref)
     assert err <= forward_error_bound(q, k, v, ref)
     if profile in WELL_CONDITIONED:
-        # Both round the output to `dtype` once; the 2-eps floor covers draws where stock's error is ~0.
-        assert err <= 2 * max_err(stock, ref) + 2 * torch.finfo(dtype).eps * max(1.0, ref.abs().max().item())
+        assert err <= 2 * max_err(stock, ref) + stock_floor(dtype, ref)
     if profile != "tiny" or dtype == torch.float32:
         assert_nontrivial(y)
 
@@ -127,7 +133,7 @@ def test_long_keys_match_float64(device, K):
     y = sdpa(q, k, v, enable_gqa=True)
     ref = ref64(q, k, v)
     stock = F.scaled_dot_product_attention(q.cpu(), k.cpu(), v.cpu(), enable_gqa=True)
-    assert max_err(y, ref) <= 2 * max_err(stock, ref) + 2 * torch.finfo(torch.bfloat16).eps * ref.abs().max().item()
+    assert max_err(y, ref) <= 2 * max_err(stock, ref) + stock_floor(torch.bfloat16, ref)
     assert max_err(y, ref) <= forward_error_bound(q, k, v, ref)
     assert_nontrivial(y)
 
@@ -410,6 +416,15 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.detops.attention, (q.to(dtype), k.to(dtype), v.to(dtype), rows, 0.25, 0.0))
 
 
+def test_compiled_op_is_opaque():
+    # torch.compile sees detops::attention through its fake kernel and keeps it as one opaque op
+    q, k, v = qkv(1, 2, 2, 5, 70, 16, seed=2)
+    rows = attention_rows(1, 2, 5, 70, "cpu", is_causal=True)
+    fn = torch.compile(lambda q, k, v, r: torch.ops.detops.attention(q, k, v, r, 0.25, 0.0) * 2,
+                       backend="aot_eager", fullgraph=True)
+    assert torch.equal(fn(q, k, v, rows), torch.ops.detops.attention(q, k, v, rows, 0.25, 0.0) * 2)
+
+
 def test_bad_inputs_raise(device):
     q, k, v = qkv(1, 2, 2, 4, 6, 16, device=device, seed=1)
     holes = torch.ones(1, 1, 4, 6, dtype=torch.bool, device=device)
@@ -563,7 +578,8 @@ def same_order_reference(q, k, v, rows, scale, softcap):
 
 @given(data=st.data())
 def test_same_order_reference_bitwise(device, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
+    # fp32 drawn more often: rounding the output to bf16/fp16 hides most order differences
+    dtype = data.draw(st.sampled_from((torch.float32,) + DTYPES))
     K = data.draw(st.sampled_from((1, 63, 64, 65, 130, 1025, 2049)))
     Q = data.draw(st.integers(1, 3))
     D = data.draw(st.sampled_from((16, 32)))
@@ -579,3 +595,15 @@ def test_same_order_reference_bitwise(device, data):
     rows = torch.cat([anchor, lo, hi], -1).to(torch.int32)
     y = torch.ops.detops.attention(q, k, v, rows.to(device), 0.3, cap)
     assert torch.equal(y.cpu(), same_order_reference(q, k, v, rows, 0.3, cap))
+
+
+@pytest.mark.parametrize("K", (1023, 1024, 1025, 2049))
+def test_same_order_reference_across_chunks(device, K):
+    # intervals and anchors that put chunk (1024) and block (64) boundaries inside the attended keys
+    q, k, v = qkv(1, 2, 1, 6, K, 32, 16, device=device, seed=K)
+    rows = torch.tensor([[[0, 0, K], [-513, 0, K], [-1, 1, K], [5, 5, K - 3], [K - 1030, K - 1000, K], [40, 7, K]]],
+                        dtype=torch.int32)
+    for cap in (0.0, 7.0):
+        y = torch.ops.detops.attention(q, k, v, rows.to(device), 0.3, cap)
+        assert torch.equal(y.cpu(), same_order_reference(q, k, v, rows, 0.3, cap))
+        assert_nontrivial(y)

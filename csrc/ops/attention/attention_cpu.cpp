@@ -37,8 +37,8 @@ static void attention_rows(const AttentionParams& p) {
       for (int64_t blk = rb.first_block; blk <= rb.last_block; ++blk) {
         const int64_t start = rb.block_start(blk);
         const int first = rb.first_slot(blk), last = rb.last_slot(blk);
-        for (int j = first; j < last; ++j)
-          s[j] = attn_score(attn_dot(qf.data(), k + (start + j) * p.k_ss, p.D), p.scale, p.softcap);
+        attn_dots(qf.data(), k + (start + first) * p.k_ss, p.k_ss, p.D, s + first, last - first);
+        for (int j = first; j < last; ++j) s[j] = attn_score(s[j], p.scale, p.softcap);
         attn_block_update(chunk, o.data(), t.data(), p.Dv, s, first, last, v + (start + first) * p.v_ss, p.v_ss);
         // Chunk boundary (or the row's last block): merge the chunk, ascending, and start an empty one.
         if (blk == rb.last_block || rb.chunk_of(blk + 1) != rb.chunk_of(blk)) {

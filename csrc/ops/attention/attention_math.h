@@ -53,6 +53,16 @@ DETOPS_HD float attn_dot(const TQ* q, const TK* k, int64_t D) {
   for (int64_t d = 0; d < D; ++d) t = t + to_float(q[d]) * to_float(k[d]);
   return t;
 }
+// attn_dot for the n keys k_0, k_stride, ... at once into s[0..n): the same ascending-d chain per key, with the
+// keys innermost so that the n independent chains overlap (and vectorise) instead of waiting on each other.
+template <typename TQ, typename TK>
+DETOPS_HD void attn_dots(const TQ* q, const TK* k, int64_t k_stride, int64_t D, float* s, int n) {
+  for (int j = 0; j < n; ++j) s[j] = 0.0f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float qd = to_float(q[d]);
+    for (int j = 0; j < n; ++j) s[j] = s[j] + qd * to_float(k[j * k_stride + d]);
+  }
+}
 // s = dot * scale; with softcap c > 0: s = c * tanh(s / c).
 DETOPS_HD float attn_score(float dot, float scale, float softcap) {
   float s = dot * scale;
