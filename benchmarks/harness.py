@@ -11,11 +11,16 @@ CSV schema (one row per case and provider, fixed column order):
   op, provider, shape, dtype, median_us, tflops, gbps, ratio_vs_stock, gpu, torch, commit, flags
 ratio_vs_stock = median_us / median_us of the case's stock provider (lower is better; 1.0 for the stock one).
 
-Usage from a bench script:
+Usage from a bench script (cases are generated lazily, so each case's tensors are freed after it ran):
     from harness import Case, bench_main
-    bench_main([Case("rms_norm", (rows, n), "bf16", {"detops": f1, "F.rms_norm": f2}, stock="F.rms_norm",
-                     bytes=..., flops=0, size=rows * n)])
-Command line of every script: --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --filter S
+    def cases(args):  # args.quick: a small subset
+        for rows in (1, 64, 4096):
+            x = ...
+            yield Case("rms_norm", (rows, n), "bf16", {"detops": f1, "F.rms_norm": f2}, stock="F.rms_norm",
+                       bytes=..., flops=0, size=rows * n)
+    bench_main(cases, "rms_norm")
+Command line of every script: --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --append
+--filter S. Re-plot a committed CSV: python benchmarks/harness.py CSV [PNG].
 """
 import argparse
 import csv
@@ -187,42 +192,49 @@ def read_csv(path: str) -> List[dict]:
 
 
 def plot(rows: Sequence[dict], path: str, title: str = "", copy_gbps: Optional[float] = None):
-    """Two panels per op/dtype group: ratio vs stock against size, and GB/s against size (log x)."""
+    """Two panels per op/dtype group: time / stock (log y) and GB/s, against total elements (log x). One colour
+    per provider, one line style per row length."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if "timing=eager" in r.get("flags", "timing=eager")]
     groups = sorted({(r["op"], r["dtype"]) for r in rows})
-    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 3.2 * max(1, len(groups))), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 3.4 * max(1, len(groups))), squeeze=False)
+    styles = ["-", "--", ":", "-."]
     for gi, (op, dt) in enumerate(groups):
         sel = [r for r in rows if r["op"] == op and r["dtype"] == dt]
-        # one line per provider and row length (the last dim), x = total elements
-        series = sorted({(r["provider"], str(r["shape"]).split("x")[-1]) for r in sel})
-        several = len({s[1] for s in series}) > 1
-        for prov, last in series:
-            label = f"{prov} n={last}" if several else prov
-            pts = sorted(((float(r.get("_size") or _size_of(r)), r) for r in sel
-                          if r["provider"] == prov and str(r["shape"]).split("x")[-1] == last), key=lambda p: p[0])
-            xs = [p[0] for p in pts]
-            if any(p[1]["ratio_vs_stock"] not in ("", None) for p in pts):
-                axes[gi][0].plot(xs, [float(p[1]["ratio_vs_stock"] or "nan") for p in pts], "o-", ms=3, label=label)
-            if any(p[1]["gbps"] not in ("", None) for p in pts):
-                axes[gi][1].plot(xs, [float(p[1]["gbps"] or "nan") for p in pts], "o-", ms=3, label=label)
+        providers = sorted({r["provider"] for r in sel})
+        lengths = sorted({str(r["shape"]).split("x")[-1] for r in sel}, key=int)
+        for pi, prov in enumerate(providers):
+            for li, last in enumerate(lengths):
+                pts = sorted(((float(r.get("_size") or _size_of(r)), r) for r in sel
+                              if r["provider"] == prov and str(r["shape"]).split("x")[-1] == last), key=lambda p: p[0])
+                if not pts:
+                    continue
+                label = f"{prov} n={last}" if len(lengths) > 1 else prov
+                kw = dict(color=f"C{pi}", ls=styles[li % len(styles)], marker="o", ms=3, label=label)
+                xs = [p[0] for p in pts]
+                if any(p[1]["ratio_vs_stock"] not in ("", None) for p in pts):
+                    axes[gi][0].plot(xs, [float(p[1]["ratio_vs_stock"] or "nan") for p in pts], **kw)
+                if any(p[1]["gbps"] not in ("", None) for p in pts):
+                    axes[gi][1].plot(xs, [float(p[1]["gbps"] or "nan") for p in pts], **kw)
         axes[gi][0].axhline(1.0, color="gray", lw=0.8)
-        axes[gi][0].set_ylabel("time / stock")
+        axes[gi][0].axhline(1.2, color="gray", lw=0.6, ls=":")
+        axes[gi][0].set_yscale("log")
+        axes[gi][0].set_ylabel("time / stock (log)")
         axes[gi][1].set_ylabel("GB/s")
         if copy_gbps:
             axes[gi][1].axhline(copy_gbps, color="gray", lw=0.8, ls="--", label="copy")
         for ax in axes[gi]:
             ax.set_xscale("log")
             ax.set_title(f"{op} {dt}", fontsize=9)
-            ax.legend(fontsize=7)
-            ax.set_xlabel("elements")
+            ax.set_xlabel("elements (rows x n)")
+        axes[gi][1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -280,3 +292,16 @@ def bench_main(cases_fn: Callable[[argparse.Namespace], Sequence[Case]], name: s
          title=f"{name} on {env['gpu']} (torch {env['torch']}, {env['commit']})", copy_gbps=copy)
     summarize(rows)
     return rows
+
+
+if __name__ == "__main__":
+    # Re-plot a committed CSV: python benchmarks/harness.py CSV [PNG]
+    src = sys.argv[1]
+    data = read_csv(src)
+    copy = next((float(r["gbps"]) for r in data if r["op"] == "copy"), None)
+    body = [r for r in data if r["op"] != "copy"]
+    env = body[0] if body else {}
+    plot(body, sys.argv[2] if len(sys.argv) > 2 else os.path.splitext(src)[0] + ".png",
+         title=f"{os.path.basename(src)} on {env.get('gpu')} (torch {env.get('torch')}, {env.get('commit')})",
+         copy_gbps=copy)
+    summarize(body)
