@@ -215,8 +215,8 @@ def _check_repeat(model, device, vocab, seed):
 
 def _check_generate(model, device, vocab, seed):
     prompts = [_tokens(n, vocab, seed + 90 + i) for i, n in enumerate((5, 17, 9))]
-    kw = dict(max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True,
-              pad_token_id=0)
+    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True,  # no early EOS stop
+              return_dict_in_generate=True, pad_token_id=0)
 
     def gen(seqs):
         ids, mask, _ = _pad(seqs, "left")

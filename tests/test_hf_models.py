@@ -218,7 +218,9 @@ def test_greedy_generation_across_batches(family, dtype, cache, n, data, seed, d
     lens = data.draw(st.lists(st.integers(1, 40), min_size=n, max_size=n), label="lengths")
     j = data.draw(st.integers(0, n - 1), label="row")
     prompts = [tokens(seed + i, L) for i, L in enumerate(lens)]
-    kw = dict(max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    # min_new_tokens: no early stop at EOS (the tiny vocabulary draws it often), so every step is compared
+    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True,
+              return_dict_in_generate=True)
     kw.update({"static": dict(cache_implementation="static"), "chunked_prefill": dict(prefill_chunk_size=5)}
               .get(cache, {}))
     model = patched_model(family, dtype, device)
@@ -288,6 +290,7 @@ def test_generate_compiled_static_cache(device):
         ids, mask, _ = pad_batch(seqs, "left")
         with torch.no_grad():
             return model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=30,
+                                  min_new_tokens=30,
                                   do_sample=False, cache_implementation="static", output_logits=True,
                                   return_dict_in_generate=True, **extra)
     try:
