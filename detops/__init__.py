@@ -7,7 +7,7 @@ from ._lib import build_info, has_cuda_kernels
 from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
                   softmax)
 
-from .mode import disable, enable, is_enabled, mode
+from .aten_mode import disable, enable, is_enabled, mode
 from .verify import verify  # (imports transformers only when called)
 from . import patching as _patching  # noqa: F401  registers "detops" with transformers when it loads (cheap)
 

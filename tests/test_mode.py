@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import detops
-from detops.mode import routed_count
+from detops.aten_mode import routed_count
 
 from values import make, profile_st, seed_st
 

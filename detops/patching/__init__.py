@@ -27,7 +27,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..mode import disable as _mode_disable, enable as _mode_enable
+from ..aten_mode import disable as _mode_disable, enable as _mode_enable
 from ..ops import linear as _linear, rms_norm as _rms_norm
 from .attention import NAME, _memo as _rows_memo, detops_attention_forward
 
