@@ -20,13 +20,24 @@ DETOPS_HD bool det_isnan(float a) { return a != a; }
 DETOPS_HD float pow2i(int k) { return bits_float(uint32_t(k + 127) << 23); }
 
 // §7 exp. exp(0) == 1 exactly (r == 0, polynomial == 1, scale 2^0).
+// Evaluation order, bit-identical to the reference form of §7 (kept in tests/det_exp_exhaustive.cpp and
+// compared over all 2^32 inputs): t = x*log2e + 1.5*2^23 is the reference's rounded sum, so whenever the
+// range checks pass (|k| <= 150) the bits of t minus the bits of 1.5*2^23 are k itself: no float->int
+// conversion. When -125 <= k <= 127 the result p * 2^k is normal and finite, so the reference's two exact
+// scalings by 2^(k/2) and 2^(k-k/2) equal one exact scaling by 2^k; that k range also excludes NaN, +-inf
+// and every x the range checks catch, so the common case runs no check but one unsigned compare.
 DETOPS_HD float det_exp(float x) {
-  if (det_isnan(x)) return x;
-  if (x > 88.72283935546875f) return kInf;
-  if (x < -103.972084f) return 0.0f;
   const float kMagic = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to an integer (RNE)
-  float kf = (x * 1.44269502162933349609375f + kMagic) - kMagic;
-  int k = int(kf);
+  const float t = x * 1.44269502162933349609375f + kMagic;
+  const uint32_t k_bits = float_bits(t) - float_bits(kMagic);  // == k (two's complement) when |k| < 2^22
+  const bool normal = k_bits + 125u <= 252u;        // -125 <= k <= 127
+  if (!normal) {
+    if (det_isnan(x)) return x;
+    if (x > 88.72283935546875f) return kInf;
+    if (x < -103.972084f) return 0.0f;
+  }
+  const int k = int(int32_t(k_bits));
+  const float kf = t - kMagic;
   float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -36,7 +47,8 @@ DETOPS_HD float det_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // two exact power-of-two scalings keep k = 128 and subnormal results in range
+  if (normal) return p * pow2i(k);
+  // k = 128 or a subnormal result: two exact power-of-two scalings keep both factors in range
   int k1 = k / 2;
   int k2 = k - k1;
   return (p * pow2i(k1)) * pow2i(k2);
