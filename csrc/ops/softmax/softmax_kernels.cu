@@ -1,10 +1,8 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
 // CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
-// One row = lane_threads(N) threads: short rows share a block (rows_per_block(N)), long rows are split over a
-// thread-block cluster (cluster_blocks(N) blocks, more SMs per row); both depend on N only and keep each row's
-// order. Plain CUDA only: the torch glue is softmax_cuda.cpp.
+// One row = one block of lane_threads(N) threads; short rows share a block (rows_per_block(N)); both depend on
+// N only and keep each row's order. Plain CUDA only: the torch glue is softmax_cuda.cpp.
 #include <cuda_runtime.h>
-#include <cstdlib>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
 
@@ -17,15 +15,30 @@ namespace {
 template <typename In>
 constexpr int kBatchChunks = 64 / (kLaneVector * int(sizeof(In)));
 
-// SoftmaxState::add (reduce.h, §4) without a divergent branch around det_exp: the same det_exp argument and
-// the same operations as its two branches, selected after the single det_exp call. Scalar equivalent:
-//   x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
+// SoftmaxState::add (reduce.h, §4) without a branch: the same det_exp argument and the same operations as its
+// two branches, selected after the single det_exp call; x == -inf leaves the state as it is (x > m is false
+// then, so m stays, and s is kept). Scalar equivalent:
+//   if (x != -inf) x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
 __device__ __forceinline__ void absorb(SoftmaxState& st, float x) {
-  if (x == -kInf) return;
   const bool up = x > st.m;
   const float e = det_exp(up ? st.m - x : x - st.m);
-  st.s = up ? st.s * e + 1.0f : st.s + e;
+  const float s = up ? st.s * e + 1.0f : st.s + e;
+  st.s = x == -kInf ? st.s : s;
   st.m = up ? x : st.m;
+}
+
+// f(j) for the lanes j < count of a chunk; whole chunks (count >= 8) without a per-lane test, so the 8
+// independent lane updates form one straight-line block the compiler can interleave.
+template <typename F>
+__device__ __forceinline__ void each_lane(int64_t count, F&& f) {
+  if (count >= 8) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f(j);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j < count) f(j);
+  }
 }
 
 template <typename In>
@@ -67,39 +80,16 @@ __device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t firs
   }
 }
 
-// Cluster split of long rows: blocks of kClusterBlockThreads threads (lanes_cuda.cuh). DETOPS_EXPERIMENT
-// only: the benchmark sweep of the cluster block size (removed before merge).
-int cluster_block_threads() {
-  static const int v = [] {
-    const char* e = getenv("DETOPS_SOFTMAX_CLUSTER_BLOCK_THREADS");
-    return e ? atoi(e) : kClusterBlockThreads;
-  }();
-  return v;
-}
-// Launch bounds (kMaxLaneThreads, MinBlocks): 2 caps registers at 64 (spills), 1 at 128. DETOPS_EXPERIMENT only.
-int min_blocks() {
-  static const int v = [] {
-    const char* e = getenv("DETOPS_SOFTMAX_MIN_BLOCKS");
-    return e ? atoi(e) : 2;
-  }();
-  return v;
-}
-
-template <typename In, typename Out, bool Compensated, int MinBlocks>
-__global__ void __launch_bounds__(kMaxLaneThreads, MinBlocks)
-softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
+template <typename In, typename Out, bool Compensated>
+__global__ void __launch_bounds__(kMaxLaneThreads, 2)
+softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   __shared__ SoftmaxState warp_states[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
-  __shared__ SoftmaxState cluster_state;
-  __shared__ float cluster_value;
-  // clusters > 1: one row per cluster, block rank = the row's thread slice; else blockDim.y rows per block.
-  const int64_t row = clusters > 1 ? int64_t(blockIdx.x) / clusters : int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
-  const int rank = clusters > 1 ? int(blockIdx.x % clusters) : 0;
+  const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < p.rows;  // invalid threads still reach the block barriers in row_tree
-  const int64_t L = int64_t(blockDim.x) * clusters * kLaneVector;
-  // element first + c*L + j sits in lane first + j
-  const int64_t first = (int64_t(rank) * blockDim.x + threadIdx.x) * kLaneVector;
+  const int64_t L = int64_t(blockDim.x) * kLaneVector;
+  const int64_t first = int64_t(threadIdx.x) * kLaneVector;  // element first + c*L + j sits in lane first + j
   const int64_t chunks = valid ? (p.n + L - 1) / L : 0;
   const In* x = static_cast<const In*>(p.x) + (valid ? row * p.x_stride : 0);
   Out* y = static_cast<Out*>(p.y) + (valid ? row * p.n : 0);
@@ -123,12 +113,9 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
     // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
     SoftmaxState st[8];
     all_chunks([&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) absorb(st[j], xs[j]);
+      each_lane(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
     });
-    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{}, clusters, &cluster_state);
+    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{});
     m = total.m;
     s = total.s;
   } else {
@@ -137,23 +124,17 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) mx[j] = -kInf;
     all_chunks([&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) mx[j] = det_max(mx[j], xs[j]);
+      each_lane(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
     });
-    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{}, clusters, &cluster_value);
+    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
     NeumaierLane acc[8];
     all_chunks([&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) acc[j].add(det_exp(xs[j] - m));
+      each_lane(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
     });
     float lane_values[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
-    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{}, clusters, &cluster_value);
+    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
   }
   const float log_s = p.log ? det_log(s) : 0.0f;
 
@@ -177,31 +158,13 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
 
 template <typename In, typename Out>
 int launch_softmax(const SoftmaxParams& p, void* stream) {
-  const int64_t t = lane_threads(p.n);
-  const int cluster_threads = cluster_block_threads();
-  const int clusters = t >= 2 * cluster_threads ? int(t / cluster_threads) : 1;
-  const int rpb = clusters > 1 ? 1 : rows_per_block(p.n);
-  const dim3 block(unsigned(lane_threads(p.n) / clusters), unsigned(rpb));
-  const dim3 grid(unsigned(clusters > 1 ? p.rows * clusters : (p.rows + rpb - 1) / rpb));
+  const int rpb = rows_per_block(p.n);
+  const dim3 block(unsigned(lane_threads(p.n)), unsigned(rpb));
+  const dim3 grid(unsigned((p.rows + rpb - 1) / rpb));
   const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
   const bool vec_y = vector_aligned(p.y, p.n, sizeof(Out));
-  auto kernel = min_blocks() == 1
-                    ? (p.compensated ? softmax_kernel<In, Out, true, 1> : softmax_kernel<In, Out, false, 1>)
-                    : (p.compensated ? softmax_kernel<In, Out, true, 2> : softmax_kernel<In, Out, false, 2>);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(clusters);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, vec_x, vec_y, clusters);
-  if (e != cudaSuccess) return int(e);
+  auto kernel = p.compensated ? softmax_kernel<In, Out, true> : softmax_kernel<In, Out, false>;
+  kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(p, vec_x, vec_y);
   return int(cudaGetLastError());
 }
 
