@@ -4,7 +4,7 @@
 //
 // Scalar equivalent of row_tree (L = 8T lanes, acc[l] the lane values):
 //   for (w = L; w > 1; w /= 2) for (l = 0; l < w/2; ++l) acc[l] = acc[2l] (+) acc[2l+1];   // = tree_reduce
-// realised as: in-thread tree over the thread's 8 (or 16) adjacent lanes, XOR butterflies with offsets
+// realised as: in-thread tree over the thread's 8 adjacent lanes, XOR butterflies with offsets
 // 1,2,4,8,16 (each pair merged lower index first), then the same butterfly over the per-warp values. Every
 // thread of the row ends with the result.
 #pragma once
@@ -66,20 +66,6 @@ __device__ __forceinline__ void store8(T* p, int64_t count, bool vector_ok, cons
     for (int j = 0; j < 8; ++j)
       if (j < count) p[j] = v[j];
   }
-}
-
-// K = 8 or 16 adjacent elements p[0..count): K/8 groups of load8 / store8.
-template <int K, typename T>
-__device__ __forceinline__ void loadk(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
-#pragma unroll
-  for (int g = 0; g < K / 8; ++g)
-    load8(p + 8 * g, count - 8 * g, vector_ok, *reinterpret_cast<T(*)[8]>(v + 8 * g));
-}
-template <int K, typename T>
-__device__ __forceinline__ void storek(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
-#pragma unroll
-  for (int g = 0; g < K / 8; ++g)
-    store8(p + 8 * g, count - 8 * g, vector_ok, *reinterpret_cast<const T(*)[8]>(v + 8 * g));
 }
 
 // 16-byte vector access is possible for every row when the base pointer and the row stride (in bytes) are
