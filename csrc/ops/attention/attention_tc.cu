@@ -33,7 +33,7 @@ constexpr int kSlots = kAttnTcSlots;
 constexpr int kThreads = kAttnTcThreads;
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
-static_assert(kThreads == 128 && kSlots == 64, "4 warps x 16 mma rows");
+static_assert(kThreads == 512 && kSlots == 64, "4 slot groups of 16 mma rows x 4 warps (key / column quarters)");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V");
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -121,31 +121,43 @@ __device__ __forceinline__ void stage_block(uint16_t* dst, const T* base, int64_
 
 __device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
+// Rows of the P exchange tile: 64 keys + 8 pad elements (144 bytes: the 8 rows an ldmatrix reads fall in 8
+// different bank groups).
+constexpr int kPRow = kBK + 8;
+
 template <typename T, int D>
 struct TcSmem {
-  static constexpr int q = 0;                   // kSlots x D   query rows of the tile
-  static constexpr int k = q + kSlots * D;      // 2 x kBK x D  K blocks (double buffer)
-  static constexpr int v = k + 2 * kBK * D;     // 2 x kBK x D  V blocks
-  static constexpr int elems = v + 2 * kBK * D;
-  static constexpr size_t bytes = size_t(elems) * 2;
+  static constexpr int q = 0;                    // kSlots x D       query rows of the tile (T)
+  static constexpr int k = q + kSlots * D;       // 2 x kBK x D      K blocks (double buffer)
+  static constexpr int v = k + 2 * kBK * D;      // 2 x kBK x D      V blocks
+  static constexpr int p = v + 2 * kBK * D;      // kSlots x kPRow   the block's rounded p
+  static constexpr int elems = p + kSlots * kPRow;
+  static constexpr size_t red = size_t(elems) * 2;          // byte offset of the float exchange arrays
+  static constexpr size_t bytes = red + 2 * kSlots * 4 * sizeof(float);  // block max and l partials
 };
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
-  constexpr int DC = D / 8;   // 16-byte chunks of a row
-  constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
-  constexpr int NT = D / 8;   // n8 tiles of o
+  constexpr int DC = D / 8;       // 16-byte chunks of a row
+  constexpr int KS = D / 16;      // k16 steps of S = Q Kᵀ
+  constexpr int NTW = D / 8 / 4;  // n8 tiles of o per warp (a quarter of the columns)
+  static_assert(NTW % 2 == 0, "V fragments are loaded for pairs of n8 tiles");
   using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
   uint16_t* sK = reinterpret_cast<uint16_t*>(smem_u4) + SM::k;
   uint16_t* sV = reinterpret_cast<uint16_t*>(smem_u4) + SM::v;
+  uint16_t* sP = reinterpret_cast<uint16_t*>(smem_u4) + SM::p;
+  float* sMax = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_u4) + SM::red);  // [slot][part]
+  float* sSum = sMax + kSlots * 4;                                                      // [slot][part]
   __shared__ int64_t t_anchor[kSlots], t_lo[kSlots], t_hi[kSlots];
   __shared__ int64_t t_qi[kSlots], t_h[kSlots];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int grp = warp >> 2;   // slot group: slots 16grp .. 16grp + 15 (the mma M)
+  const int part = warp & 3;   // keys 16part .. 16part + 15 of a block for S; columns part*D/4 .. for o
   const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
@@ -162,8 +174,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int sl0 = warp * 16 + (lane >> 2);  // the thread's two slots: accumulator rows lane/4 and lane/4 + 8
-  const int qd = lane & 3;                  // column pair within an n8 tile
+  const int sl0 = grp * 16 + (lane >> 2);  // the thread's two slots: accumulator rows lane/4 and lane/4 + 8
+  const int qd = lane & 3;                 // column pair within an n8 tile
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
@@ -180,9 +192,6 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       *reinterpret_cast<uint4*>(sQ + swz<D>(s, c)) = val;
     }
     __syncthreads();
-    uint32_t qf[KS][4];  // A fragments of the warp's 16 query rows, k16 step kk
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) ldmatrix_x4(qf[kk], sQ + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
     const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
     const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
 
@@ -220,12 +229,13 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         rlo[h] = in ? max64(t_lo[s], chunk_lo) : 0;
         rhi[h] = in ? min64(t_hi[s], chunk_hi) : 0;
       }
-      const bool warp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
+      // Uniform over the 4 warps of a group (they hold the same slots), so group barriers are not needed.
+      const bool grp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
 
       float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
-      float o[NT][4];
+      float o[NTW][4];
 #pragma unroll
-      for (int n = 0; n < NT; ++n)
+      for (int n = 0; n < NTW; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
 
@@ -243,91 +253,109 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (warp_busy) {
-          const uint16_t* sKb = sK + buf * kBK * D;
-          const uint16_t* sVb = sV + buf * kBK * D;
-          // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]) for kk ascending.
-          float s[8][4];
+        const uint16_t* sKb = sK + buf * kBK * D;
+        const uint16_t* sVb = sV + buf * kBK * D;
+        // The slots' keys of the block are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
+        int jlo[2], jhi[2];
 #pragma unroll
-          for (int j = 0; j < 8; ++j)
+        for (int h = 0; h < 2; ++h) {
+          jlo[h] = static_cast<int>(max64(min64(rlo[h] - bs, kBK), 0));
+          jhi[h] = static_cast<int>(max64(min64(rhi[h] - bs, kBK), 0));
+        }
+        float s[2][4];
+        if (grp_busy) {
+          // §6b S for keys 16part .. 16part+15: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending.
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
 #pragma unroll
           for (int kk = 0; kk < KS; ++kk) {
-#pragma unroll
-            for (int np = 0; np < 4; ++np) {
-              uint32_t kf[4];
-              ldmatrix_x4(kf, sKb + swz<D>(np * 16 + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-              mma16816<BF>(s[2 * np], qf[kk], kf[0], kf[1]);
-              mma16816<BF>(s[2 * np + 1], qf[kk], kf[2], kf[3]);
-            }
+            uint32_t qf[4], kf[4];  // A: the group's 16 query rows; B: the part's 16 keys; d = 16kk ..
+            ldmatrix_x4(qf, sQ + swz<D>(grp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+            ldmatrix_x4(kf, sKb + swz<D>(part * 16 + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
+            mma16816<BF>(s[0], qf, kf[0], kf[1]);
+            mma16816<BF>(s[1], qf, kf[2], kf[3]);
           }
-          // Scores, masks, block max: slot e>>1 of the thread, key bs + 8j + 2qd + (e&1); the slot's keys of
-          // the block are [jlo, jhi) (empty: the slot does not visit this block, as in §6 step 2).
-          int jlo[2], jhi[2];
+          // Scores and masks (slot e>>1 of the thread, key 16part + 8j + 2qd + (e&1) of the block); the part's
+          // max per slot (max is exact in any order), to shared memory.
+          float pmax[2] = {-kInf, -kInf};
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            jlo[h] = static_cast<int>(max64(min64(rlo[h] - bs, kBK), 0));
-            jhi[h] = static_cast<int>(max64(min64(rhi[h] - bs, kBK), 0));
-          }
-          float bmax[2] = {-kInf, -kInf};
-#pragma unroll
-          for (int j = 0; j < 8; ++j)
+          for (int j = 0; j < 2; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int h = e >> 1;
-              const int key = 8 * j + 2 * qd + (e & 1);
+              const int key = part * 16 + 8 * j + 2 * qd + (e & 1);
               const bool valid = key >= jlo[h] && key < jhi[h];
               s[j][e] = valid ? attn_score(s[j][e], p.scale, p.softcap) : -kInf;
-              bmax[h] = det_max(bmax[h], s[j][e]);
+              pmax[h] = det_max(pmax[h], s[j][e]);
             }
-          AttnBlockStep step[2];
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 1));
-            bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 2));
-            step[h] = attn_block_step(m[h], bmax[h]);
+            pmax[h] = det_max(pmax[h], __shfl_xor_sync(0xffffffffu, pmax[h], 1));
+            pmax[h] = det_max(pmax[h], __shfl_xor_sync(0xffffffffu, pmax[h], 2));
+            if (qd == 0) sMax[(sl0 + 8 * h) * 4 + part] = pmax[h];
+          }
+        }
+        __syncthreads();
+        AttnBlockStep step[2];
+        if (grp_busy) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float* mx = sMax + (sl0 + 8 * h) * 4;
+            const float bmax = det_max(det_max(mx[0], mx[1]), det_max(mx[2], mx[3]));
+            step[h] = attn_block_step(m[h], bmax);
             if (jlo[h] >= jhi[h]) step[h].skip = true;  // no key of the slot here: the block is not visited
           }
-          // p rounded to T (the P·V operand); l sums the rounded p: per thread ascending (j, e), then
-          // quad: t = t + t^1, t = t + t^2 (the same value in the 4 lanes).
-          uint16_t pr[8][4];
+          // p rounded to T (the P·V operand) to shared memory; l sums the rounded p: per thread ascending
+          // (j, e), quad t = (t + t^1) + t^2, then over the 4 parts (p0 + p1) + (p2 + p3).
           float lsum[2] = {0.0f, 0.0f};
 #pragma unroll
-          for (int j = 0; j < 8; ++j)
+          for (int j = 0; j < 2; ++j) {
+            uint16_t pr[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int h = e >> 1;
               const float pv = (s[j][e] == -kInf || step[h].skip) ? 0.0f : attn_prob(s[j][e], step[h].m_new);
               const T pt = from_float<T>(pv);
-              pr[j][e] = pt.x;
+              pr[e] = pt.x;
               lsum[h] = lsum[h] + to_float(pt);
             }
+            const int key = part * 16 + 8 * j + 2 * qd;
+            *reinterpret_cast<uint32_t*>(sP + sl0 * kPRow + key) = pack2(pr[0], pr[1]);
+            *reinterpret_cast<uint32_t*>(sP + (sl0 + 8) * kPRow + key) = pack2(pr[2], pr[3]);
+          }
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             lsum[h] = lsum[h] + __shfl_xor_sync(0xffffffffu, lsum[h], 1);
             lsum[h] = lsum[h] + __shfl_xor_sync(0xffffffffu, lsum[h], 2);
+            if (qd == 0) sSum[(sl0 + 8 * h) * 4 + part] = lsum[h];
+          }
+        }
+        __syncthreads();
+        if (grp_busy) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float* ps = sSum + (sl0 + 8 * h) * 4;
             if (!step[h].skip) {
-              l[h] = attn_l_update(l[h], step[h].alpha, lsum[h]);
+              l[h] = attn_l_update(l[h], step[h].alpha, (ps[0] + ps[1]) + (ps[2] + ps[3]));
               m[h] = step[h].m_new;
             }
           }
-          uint32_t pa[4][4];  // A fragments of P, k16 step ks = keys 16ks..16ks+15 of the block
+          // §6b o for columns part*D/4 ..: t = 0; t = mma_k16(t, p[16ks..], v[16ks..]), ks ascending;
+          // o = o*α + t.
+          uint32_t pa[4][4];
 #pragma unroll
-          for (int ks = 0; ks < 4; ++ks) {
-            pa[ks][0] = pack2(pr[2 * ks][0], pr[2 * ks][1]);
-            pa[ks][1] = pack2(pr[2 * ks][2], pr[2 * ks][3]);
-            pa[ks][2] = pack2(pr[2 * ks + 1][0], pr[2 * ks + 1][1]);
-            pa[ks][3] = pack2(pr[2 * ks + 1][2], pr[2 * ks + 1][3]);
-          }
-          // §6b o: t = 0; t = mma_k16(t, p[16ks..], v[16ks..]) for ks ascending; o = o*α + t.
+          for (int ks = 0; ks < 4; ++ks)
+            ldmatrix_x4(pa[ks], sP + (grp * 16 + (lane & 15)) * kPRow + (2 * ks + (lane >> 4)) * 8);
 #pragma unroll
-          for (int dp = 0; dp < NT / 2; ++dp) {
+          for (int dp = 0; dp < NTW / 2; ++dp) {
+            const int cpair = part * (NTW / 2) + dp;  // pair of n8 tiles = 16-byte chunks 2cpair, 2cpair+1
             float t0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, t1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
               uint32_t vf[4];
-              ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), dp * 2 + (lane >> 4)));
+              ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cpair * 2 + (lane >> 4)));
               mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
               mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
             }
@@ -341,11 +369,12 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
             }
           }
         }
-        __syncthreads();  // the buffer is restaged two blocks later
+        __syncthreads();  // the K/V buffer is restaged two blocks later; sP / sMax / sSum next block
       }
       cp_async_wait<0>();
 
       // Chunk done: workspace slot, or finish a slot whose keys all lie in this chunk (§6 steps 4-5).
+      // The warp's columns: n8 tile n <-> columns 8 * (part * NTW + n) + 2qd, +1.
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         if (!(rlo[h] < rhi[h])) continue;
@@ -359,7 +388,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
           chunk.m = m[h];
           chunk.l = l[h];
 #pragma unroll
-          for (int n = 0; n < NT; ++n) {
+          for (int n = 0; n < NTW; ++n) {
             uint16_t yy[2];
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
@@ -368,14 +397,15 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
               attn_merge_chunk(run, &O, chunk, &o[n][2 * h + e], 1);
               yy[e] = from_float<T>(attn_output(run, O)).x;
             }
-            *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
+            *reinterpret_cast<uint32_t*>(y + 8 * (part * NTW + n) + 2 * qd) = pack2(yy[0], yy[1]);
           }
         } else {
           float* slot = L.workspace + (((b * p.Q + qi) * p.Hq + hq) * Z + (c - cf)) * (D + 2);
 #pragma unroll
-          for (int n = 0; n < NT; ++n)
-            *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
-          if (qd == 0) {
+          for (int n = 0; n < NTW; ++n)
+            *reinterpret_cast<float2*>(slot + 2 + 8 * (part * NTW + n) + 2 * qd) =
+                make_float2(o[n][2 * h], o[n][2 * h + 1]);
+          if (qd == 0 && part == 0) {
             slot[0] = m[h];
             slot[1] = l[h];
           }
