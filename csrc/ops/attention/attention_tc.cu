@@ -1,16 +1,19 @@
 // attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 128 threads = 4 warps. A tile is 64 (query row, query head)
+// Grid (chunk slot x slot tile, kv head, batch), 512 threads = 16 warps. A tile is 64 (query row, query head)
 // slots of one kv head, slot s <-> pair P = tile*64 + s, query row P / G, head kvh*G + P % G (G = Hq / Hk), so
-// a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head. Warp w owns slots
-// 16w..16w+15 (the mma M), lane holds slots 16w + lane/4 and +8 (the mma accumulator rows).
+// a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head. Slot group g = warp / 4
+// holds slots 16g..16g+15 (the mma M; lane holds slots 16g + lane/4 and +8, the accumulator rows); its 4 warps
+// (part = warp % 4) split a 64-key block: part w computes the scores of keys 16w..16w+15 and o of columns
+// w*D/4 .. (w+1)*D/4 - 1, exchanging block maxima, rounded p and l partials through shared memory.
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (cp.async, double buffered; keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
-//   block max, α, p = det_exp(s - m') rounded to T, l = l*α + quad-sum(p), t = P·V (mma k16 steps over the
-//   block's keys ascending, from 0), o = o*α + t (fp32, no FMA); a slot whose block is all masked is untouched.
+//   block max, α, p = det_exp(s - m') rounded to T, l = l*α + rowsum(p̃) in the fixed §6b order, t = P·V (mma
+//   k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA); a slot with no key in the
+//   block is untouched.
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
 // here (merge into the empty state, y = O / L: the functions the merge kernel calls). No slot's arithmetic
 // depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and decode
