@@ -9,7 +9,7 @@
 // w*D/4 .. (w+1)*D/4 - 1, exchanging block maxima, rounded p and l partials through shared memory.
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
-// (cp.async ring of kAttnTcStages blocks; keys no slot of the pass reads are zero-filled), and each slot runs §6b:
+// (cp.async, double buffered; keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
 //   block max, α, p = det_exp(s - m') rounded to T, l = l*α + rowsum(p̃) in the fixed §6b order, t = P·V (mma
 //   k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA); a slot with no key in the
@@ -36,7 +36,6 @@ constexpr int kSlots = kAttnTcSlots;
 constexpr int kThreads = kAttnTcThreads;
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
-constexpr int kStages = kAttnTcStages;
 static_assert(kThreads == 512 && kSlots == 64, "4 slot groups of 16 mma rows x 4 warps (key / column quarters)");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V");
 
@@ -132,9 +131,9 @@ constexpr int kPRow = kBK + 8;
 template <typename T, int D>
 struct TcSmem {
   static constexpr int q = 0;                    // kSlots x D       query rows of the tile (T)
-  static constexpr int k = q + kSlots * D;             // kStages x kBK x D  K blocks (ring)
-  static constexpr int v = k + kStages * kBK * D;      // kStages x kBK x D  V blocks
-  static constexpr int p = v + kStages * kBK * D;      // kSlots x kPRow     the block's rounded p
+  static constexpr int k = q + kSlots * D;       // 2 x kBK x D      K blocks (double buffer)
+  static constexpr int v = k + 2 * kBK * D;      // 2 x kBK x D      V blocks
+  static constexpr int p = v + 2 * kBK * D;      // kSlots x kPRow   the block's rounded p
   static constexpr int elems = p + kSlots * kPRow;
   static constexpr size_t red = size_t(elems) * 2;          // byte offset of the float exchange arrays
   static constexpr size_t bytes = red + 2 * kSlots * 4 * sizeof(float);  // block max and l partials
@@ -244,27 +243,18 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
         for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
 
       const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
-      // K/V ring of kStages blocks: block b_first + i lives in buffer i % kStages, staged kStages - 1 blocks
-      // ahead (one cp.async group per block, empty groups past the end keep the count).
-#pragma unroll
-      for (int st = 0; st < kStages - 1; ++st) {
-        if (b_first + st <= b_last) {
-          const int64_t bs = A + (b_first + st) * kBK;
-          stage_block<T, D>(sK + st * kBK * D, kb, p.k_ss, bs, klo, khi, L.k_vec);
-          stage_block<T, D>(sV + st * kBK * D, vb, p.v_ss, bs, klo, khi, L.v_vec);
-        }
-        cp_async_commit();
-      }
+      stage_block<T, D>(sK, kb, p.k_ss, A + b_first * kBK, klo, khi, L.k_vec);
+      stage_block<T, D>(sV, vb, p.v_ss, A + b_first * kBK, klo, khi, L.v_vec);
+      cp_async_commit();
       for (int64_t blk = b_first; blk <= b_last; ++blk) {
-        const int buf = static_cast<int>((blk - b_first) % kStages);
+        const int buf = static_cast<int>((blk - b_first) & 1);
         const int64_t bs = A + blk * kBK;  // §6 step 2: the block anchored at A
-        if (blk + kStages - 1 <= b_last) {  // its buffer was last read in the previous iteration (barrier since)
-          const int nb = static_cast<int>((blk - b_first + kStages - 1) % kStages);
-          stage_block<T, D>(sK + nb * kBK * D, kb, p.k_ss, bs + (kStages - 1) * kBK, klo, khi, L.k_vec);
-          stage_block<T, D>(sV + nb * kBK * D, vb, p.v_ss, bs + (kStages - 1) * kBK, klo, khi, L.v_vec);
+        if (blk < b_last) {
+          stage_block<T, D>(sK + (buf ^ 1) * kBK * D, kb, p.k_ss, bs + kBK, klo, khi, L.k_vec);
+          stage_block<T, D>(sV + (buf ^ 1) * kBK * D, vb, p.v_ss, bs + kBK, klo, khi, L.v_vec);
         }
         cp_async_commit();
-        cp_async_wait<kStages - 1>();  // the group of block blk is complete
+        cp_async_wait<1>();
         __syncthreads();
         const uint16_t* sKb = sK + buf * kBK * D;
         const uint16_t* sVb = sV + buf * kBK * D;
@@ -382,7 +372,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
             }
           }
         }
-        __syncthreads();  // this K/V buffer is restaged in the next iteration; sP / sMax / sSum too
+        __syncthreads();  // the K/V buffer is restaged two blocks later; sP / sMax / sSum next block
       }
       cp_async_wait<0>();
 

@@ -13,8 +13,6 @@ namespace detops {
 // constants.h; kept here until that file's owner moves them.)
 constexpr int kAttnTcSlots = 64;
 constexpr int kAttnTcThreads = 512;
-// K/V blocks in flight per CTA (cp.async ring): how far ahead blocks are loaded; no effect on any order.
-constexpr int kAttnTcStages = 4;
 
 inline bool attention_tc_supports(AttnDtype dtype, int64_t D, int64_t Dv) {
   return (dtype == AttnDtype::BF16 || dtype == AttnDtype::F16) && D == Dv && (D == 64 || D == 128);
