@@ -19,22 +19,32 @@ HOST_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math"]
 NVCC_NUMERICS = ["--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false"]
 
 
-def _libstdcxx_of(compiler):
-    try:
-        out = subprocess.check_output([compiler, "-print-file-name=libstdc++.so.6"], stderr=subprocess.DEVNULL)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    path = out.decode().strip()
-    return os.path.realpath(path) if os.path.isabs(path) else None
+def _runtime_libstdcxx(compiler):
+    """The libstdc++ a shared library built by `compiler` loads at run time (None: static or no compiler)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        src, lib = os.path.join(tmp, "probe.cpp"), os.path.join(tmp, "probe.so")
+        with open(src, "w") as f:
+            f.write("#include <sstream>\nstd::string probe(int x) { std::ostringstream s; s << x; return s.str(); }\n")
+        try:
+            subprocess.check_call([compiler, "-shared", "-fPIC", "-O1", src, "-o", lib],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out = subprocess.check_output(["ldd", lib], stderr=subprocess.DEVNULL).decode()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    for line in out.splitlines():
+        if "libstdc++" in line and "=>" in line:
+            return os.path.realpath(line.split("=>")[1].split("(")[0].strip())
+    return None
 
 
 def pick_host_compiler():
-    """Compile with a C++ compiler whose libstdc++ is the one this Python process (torch) runs with.
+    """Build with a C++ compiler whose output links the libstdc++ that this Python process (torch) runs with.
 
-    Seen on the GPU box: CXX=/opt/gcc/bin/g++ is newer than the system libstdc++ that torch loads; the
-    extension's inlined iostream code then crashes (SIGSEGV) whenever an error message formats a number, so
-    every refusal of bad input killed the process instead of raising. When CXX's libstdc++ differs from the
-    loaded one, we switch to a system compiler that matches and say so.
+    Seen on the GPU box: CXX=/opt/gcc/bin/g++ is a wrapper that links libstdc++ statically into the
+    extension; the extension's own iostream copy then crashed (SIGSEGV) whenever an error message formatted a
+    number, so every refusal of bad input killed the process instead of raising. When CXX's output does not
+    load the same libstdc++ as torch, we switch to a system compiler whose output does, and say so.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -45,15 +55,15 @@ def pick_host_compiler():
         return
     loaded = os.path.realpath(loaded)
     current = os.environ.get("CXX", "c++")
-    if _libstdcxx_of(current) == loaded:
+    if _runtime_libstdcxx(current) == loaded:
         return
     for cxx in ("/usr/bin/g++", "/usr/bin/c++", "g++", "c++"):
-        if _libstdcxx_of(cxx) == loaded:
+        if _runtime_libstdcxx(cxx) == loaded:
             cc = cxx[: -len("g++")] + "gcc" if cxx.endswith("g++") else cxx[: -len("c++")] + "cc"
-            print(f"detops setup: CXX={current} does not match the loaded {loaded}; building with {cxx} / {cc}")
+            print(f"detops setup: CXX={current} does not link the loaded {loaded}; building with {cxx} / {cc}")
             os.environ["CXX"], os.environ["CC"] = cxx, cc
             return
-    print(f"detops setup: warning: no C++ compiler found whose libstdc++ matches the loaded {loaded}")
+    print(f"detops setup: warning: no C++ compiler found whose output links the loaded {loaded}")
 
 
 def cuda_wanted():

@@ -1,5 +1,8 @@
-"""Attention: detops (CUDA-core kernels, REDUCTION_ORDER.md §6) vs stock F.scaled_dot_product_attention, same
-process, same inputs, interleaved (benchmarks/harness.py). bf16, 32 query / 8 kv heads, head dim 128.
+"""Attention: detops vs stock F.scaled_dot_product_attention, same process, same inputs, interleaved
+(benchmarks/harness.py). 32 query / 8 kv heads, head dim 128 (env DETOPS_BENCH_HEAD_DIM=64 for the other
+tensor-core size).
+bf16 (or DETOPS_BENCH_DTYPE=fp16) with D 64/128 run the tensor-core path (REDUCTION_ORDER.md §6b, attention_tc.cu);
+DETOPS_BENCH_DTYPE=fp32 runs the CUDA-core path (§6): the path is chosen by dtype and head dim only.
 
   attn_prefill: causal, B = 1, seq 512 .. 16k; TFLOP/s with causal FLOPs 4 * B * Hq * S^2 * D / 2.
   attn_decode:  Q = 1, KV 128 .. 32k, batch 1 .. 64; GB/s of the un-expanded K/V bytes (what a GQA-aware kernel
@@ -10,8 +13,8 @@ the op, `torch.ops.detops.attention` with the rows descriptor built once (a mode
 for all its layers). After the harness's summary, the detops speed over the BEST stock provider per case is
 printed too (PERFORMANCE.md's first bar: >= 0.5).
 
-    python benchmarks/bench_attention.py --filter prefill --reps 3 --warmup 1 --out benchmarks/results/attention_h100.csv
-    python benchmarks/bench_attention.py --filter decode --reps 30 --warmup 5 --append --out ...same csv...
+    python benchmarks/bench_attention.py --filter prefill --reps 5 --warmup 2 --out benchmarks/results/attention_prefill_tc_h100.csv
+    python benchmarks/bench_attention.py --filter decode --reps 30 --warmup 5 --out benchmarks/results/attention_decode_tc_h100.csv
 """
 import os
 import statistics
@@ -26,7 +29,11 @@ import detops  # noqa: E402,F401
 from detops.ops.attention import attention_rows  # noqa: E402
 from harness import Case, bench_main  # noqa: E402
 
-HQ, HK, D = 32, 8, 128
+HQ, HK = 32, 8
+D = int(os.environ.get("DETOPS_BENCH_HEAD_DIM", "128"))
+DTYPE_NAME = os.environ.get("DETOPS_BENCH_DTYPE", "bf16")
+DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[DTYPE_NAME]
+PATH = "tensor-core §6b" if DTYPE != torch.float32 and D in (64, 128) else "CUDA-core §6"
 PREFILL = (512, 1024, 2048, 4096, 8192, 16384)
 DECODE = ((1, 128), (1, 1024), (1, 4096), (1, 32768), (16, 4096), (64, 2048), (8, 16384), (64, 8192))
 
@@ -43,9 +50,9 @@ def stock(q, ke, ve, causal, backend=None):
 def make_case(op, B, S):
     causal = op == "attn_prefill"
     Q = S if causal else 1
-    q = torch.randn(B, HQ, Q, D, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(B, HK, S, D, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(B, HK, S, D, device="cuda", dtype=torch.bfloat16)
+    q = torch.randn(B, HQ, Q, D, device="cuda", dtype=DTYPE)
+    k = torch.randn(B, HK, S, D, device="cuda", dtype=DTYPE)
+    v = torch.randn(B, HK, S, D, device="cuda", dtype=DTYPE)
     rows = attention_rows(B, HQ, Q, S, "cuda", is_causal=causal)
     ke, ve = k.repeat_interleave(HQ // HK, 1), v.repeat_interleave(HQ // HK, 1)
     providers = {"detops": lambda: torch.ops.detops.attention(q, k, v, rows, D ** -0.5, 0.0),
@@ -58,8 +65,10 @@ def make_case(op, B, S):
             pass
     flops = 4 * B * HQ * S * S * D / 2 if causal else 4 * B * HQ * S * D
     nbytes = (2 * B * HK * S * D + 2 * B * HQ * Q * D) * 2
-    return Case(op, (B, Q, S), "bf16", providers, stock="F.sdpa", bytes=nbytes, flops=flops, size=S * B,
-                flags=f"Hq={HQ};Hk={HK};D={D};stock K/V expanded")
+    esize = torch.finfo(DTYPE).bits // 8
+    nbytes = nbytes // 2 * esize
+    return Case(op, (B, Q, S), DTYPE_NAME, providers, stock="F.sdpa", bytes=nbytes,
+                flops=flops, size=S * B, flags=f"Hq={HQ};Hk={HK};D={D};stock K/V expanded;detops path={PATH}")
 
 
 def cases(args):

@@ -7,7 +7,17 @@ from ._lib import build_info, has_cuda_kernels
 from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
                   softmax)
 
+from .aten_mode import disable, enable, is_enabled, mode
+from .verify import verify  # (imports transformers only when called)
+from . import patching as _patching  # noqa: F401  registers "detops" with transformers when it loads (cheap)
+
 __version__ = build_info()["version"]
+
+
+def patch(model, strict: bool = False, linear: bool = True):
+    """Make a Hugging Face model's logits batch/padding/packing/chunking-invariant (detops.patching.patch)."""
+    from .patching import patch as _patch  # imports transformers only when used
+    return _patch(model, strict=strict, linear=linear)
 
 
 def info() -> dict:
@@ -21,4 +31,5 @@ def info() -> dict:
 
 
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
-           "scaled_dot_product_attention", "info", "build_info", "has_cuda_kernels"]
+           "scaled_dot_product_attention", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
+           "mode", "patch", "verify"]

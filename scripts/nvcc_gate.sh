@@ -10,9 +10,13 @@ inc=(-Icsrc)
 files=$(find csrc -name '*.cu' | sort)
 [ -n "$files" ] || { echo "nvcc gate: no .cu files"; exit 0; }
 out=$(mktemp -d)
-for f in $files; do
-  echo "nvcc gate: $f"
+export NVCC out
+compile_one() {
+  echo "nvcc gate: $1"
   "$NVCC" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-    --fmad=false -prec-div=true -prec-sqrt=true -ftz=false "${inc[@]}" -c "$f" -o "$out/$(basename "$f").o"
-done
+    --fmad=false -prec-div=true -prec-sqrt=true -ftz=false "${@:2}" -c "$1" -o "$out/$(basename "$1").o"
+}
+export -f compile_one
+# One nvcc per core; any failure fails the gate.
+printf '%s\n' $files | xargs -P "$(nproc)" -I{} bash -c 'compile_one "$@"' _ {} "${inc[@]}"
 echo "nvcc gate: all CUDA kernel files compile for sm_90a"

@@ -4,11 +4,10 @@
 //
 // Scalar equivalent of row_tree (L = 8T lanes, acc[l] the lane values):
 //   for (w = L; w > 1; w /= 2) for (l = 0; l < w/2; ++l) acc[l] = acc[2l] (+) acc[2l+1];   // = tree_reduce
-// realised as: in-thread tree over 8 lanes, XOR butterflies with offsets 1,2,4,8,16 (each pair merged lower
-// index first), then the same butterfly over the per-warp values, then (rows split over a thread-block
-// cluster) over the per-block values. Every thread of the row ends with the result.
+// realised as: in-thread tree over the thread's 8 adjacent lanes, XOR butterflies with offsets
+// 1,2,4,8,16 (each pair merged lower index first), then the same butterfly over the per-warp values. Every
+// thread of the row ends with the result.
 #pragma once
-#include <cooperative_groups.h>
 #include <cstdint>
 #include <cstring>
 #include "reduce.h"
@@ -25,15 +24,6 @@ constexpr int kMaxRowsPerBlock = kMinBlockThreads / kMinLaneThreads;
 __host__ __device__ inline int rows_per_block(int64_t n) {
   int64_t t = lane_threads(n);
   return t >= kMinBlockThreads ? 1 : int(kMinBlockThreads / t);
-}
-
-// Long rows may be split over a cluster of blocks (more SMs per row: the compute-heavy softmax). Block rank b
-// of the cluster holds threads [b*T/C, (b+1)*T/C) of the row, i.e. the aligned lane range
-// [b*L/C, (b+1)*L/C): its block result is a node of the §2 tree. Depends only on N.
-constexpr int kClusterBlockThreads = 64;
-__host__ __device__ inline int cluster_blocks(int64_t n) {
-  int64_t t = lane_threads(n);
-  return t >= 2 * kClusterBlockThreads ? int(t / kClusterBlockThreads) : 1;
 }
 
 // Loads the 8 elements p[0..count) (count may be < 8 or <= 0 at the row's end). `vector_ok` says that p is
@@ -99,14 +89,19 @@ __device__ __forceinline__ V butterfly(V mine, int lane, int off, Op op) {
   return (lane & off) ? op(other, mine) : op(mine, other);
 }
 
-// §2 step 3 for one row. v = the thread's 8 lane values (lanes 8t..8t+7); smem = this row's
-// kMaxWarpsPerRow slots; with clusters > 1 the row spans `clusters` blocks of a cluster and cluster_slot is
-// one shared slot of this block. Must be reached by every thread of the block (it synchronises the block,
-// and the cluster when clusters > 1).
-template <typename V, typename Op>
-__device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op, int clusters = 1, V* cluster_slot = nullptr) {
-  // in-thread: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
-  V a = op(op(op(v[0], v[1]), op(v[2], v[3])), op(op(v[4], v[5]), op(v[6], v[7])));
+// §2 step 3 for one row. v = the thread's K lane values (lanes K*t .. K*t+K-1, K a power of 2); smem = this
+// row's kMaxWarpsPerRow slots. Must be reached by every thread of the block (it synchronises the block).
+template <int K, typename V, typename Op>
+__device__ __forceinline__ V row_tree(const V (&v)[K], V* smem, Op op) {
+  // in-thread: the pairwise tree over the K lanes, e.g. K = 8: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
+  V t[K];
+#pragma unroll
+  for (int l = 0; l < K; ++l) t[l] = v[l];
+#pragma unroll
+  for (int width = K; width > 1; width /= 2)
+#pragma unroll
+    for (int l = 0; l < width / 2; ++l) t[l] = op(t[2 * l], t[2 * l + 1]);
+  V a = t[0];
   const int lane = threadIdx.x % kWarpSize;
 #pragma unroll
   for (int off = 1; off < kWarpSize; off *= 2) a = butterfly(a, lane, off, op);
@@ -116,14 +111,6 @@ __device__ __forceinline__ V row_tree(const V (&v)[8], V* smem, Op op, int clust
     __syncthreads();
     a = smem[lane & (warps - 1)];  // lanes >= warps hold copies; lanes < warps never read them
     for (int off = 1; off < warps; off *= 2) a = butterfly(a, lane, off, op);
-  }
-  if (clusters > 1) {  // block rank order == lane order
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    if (threadIdx.x == 0) *cluster_slot = a;
-    cluster.sync();
-    a = *cluster.map_shared_rank(cluster_slot, lane & (clusters - 1));
-    for (int off = 1; off < clusters; off *= 2) a = butterfly(a, lane, off, op);
-    cluster.sync();  // every remote slot has been read before any block reuses its slot or exits
   }
   return a;
 }

@@ -16,17 +16,20 @@ DETOPS_HD float det_max(float a, float b) { return a > b ? a : b; }
 DETOPS_HD float det_abs(float a) { return bits_float(float_bits(a) & 0x7fffffffu); }
 DETOPS_HD bool det_isnan(float a) { return a != a; }
 
-// 2^k for k in [-126, 127], exact.
-DETOPS_HD float pow2i(int k) { return bits_float(uint32_t(k + 127) << 23); }
-
 // §7 exp. exp(0) == 1 exactly (r == 0, polynomial == 1, scale 2^0).
+// Evaluation order, branch-free and bit-identical to the reference form of §7 (kept verbatim in
+// tests/det_exp_exhaustive.cpp, which compares the two over all 2^32 inputs):
+// - t = x*log2e + 1.5*2^23 is the reference's rounded sum; wherever the range checks pass (|k| <= 150) the bits
+//   of t minus the bits of 1.5*2^23 are k itself, so no float->int conversion is needed.
+// - 2^k is applied as 2^(k-c) then 2^c with c = 64 (k > 0) or -64 (k <= 0): for every k in [-150, 128] the first
+//   product is exact (normal), so the result is p * 2^k rounded once, as in the reference's two scalings.
+// - The special inputs select their results at the end (NaN, then +inf above, then 0 below), the reference's
+//   early returns in the same priority; no branch, so a thread's independent calls can interleave.
 DETOPS_HD float det_exp(float x) {
-  if (det_isnan(x)) return x;
-  if (x > 88.72283935546875f) return kInf;
-  if (x < -103.972084f) return 0.0f;
   const float kMagic = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to an integer (RNE)
-  float kf = (x * 1.44269502162933349609375f + kMagic) - kMagic;
-  int k = int(kf);
+  const float t = x * 1.44269502162933349609375f + kMagic;
+  const uint32_t k_bits = float_bits(t) - float_bits(kMagic);  // == k (two's complement) when |k| < 2^22
+  const float kf = t - kMagic;
   float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -36,10 +39,14 @@ DETOPS_HD float det_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // two exact power-of-two scalings keep k = 128 and subnormal results in range
-  int k1 = k / 2;
-  int k2 = k - k1;
-  return (p * pow2i(k1)) * pow2i(k2);
+  const bool k_positive = int32_t(k_bits) > 0;
+  const uint32_t c_bits = k_positive ? 64u : uint32_t(-64);
+  const float scale_a = bits_float((k_bits - c_bits + 127u) << 23);  // 2^(k-c) (garbage only for specials)
+  const float scale_c = bits_float(k_positive ? 0x5f800000u : 0x1f800000u);  // 2^64 or 2^-64
+  float y = (p * scale_a) * scale_c;
+  y = x < -103.972084f ? 0.0f : y;
+  y = x > 88.72283935546875f ? kInf : y;
+  return det_isnan(x) ? x : y;
 }
 
 // §7 log.

@@ -15,8 +15,11 @@ def _shape(normalized_shape) -> list:
 
 
 def _eps(input: torch.Tensor, eps: Optional[float]) -> float:
-    # F.rms_norm's default: the machine epsilon of the input dtype.
-    return float(torch.finfo(input.dtype).eps) if eps is None else float(eps)
+    # F.rms_norm's default: the machine epsilon of the input dtype. A non-float input gets a placeholder so
+    # that the op itself refuses it with the reason (torch.finfo would raise an unrelated TypeError).
+    if eps is None:
+        return float(torch.finfo(input.dtype).eps) if input.is_floating_point() else 0.0
+    return float(eps)
 
 
 def rms_norm(input: torch.Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[torch.Tensor] = None,

@@ -9,7 +9,9 @@ from .._lib import ops
 def softmax(input: torch.Tensor, dim: int = -1, dtype: Optional[torch.dtype] = None, *,
             compensated: bool = False) -> torch.Tensor:
     """Batch-invariant softmax along `dim`, like `F.softmax`. Any row length; -inf entries allowed
-    (an all -inf row gives NaN, as torch). dtype: output dtype (computation is fp32 either way)."""
+    (an all -inf row gives NaN, as torch). dtype: output dtype (computation is fp32 either way). For a
+    widening dtype this is F.softmax's result; for a narrowing one (fp32 input, dtype=bf16) F.softmax casts
+    the *input* to dtype first, detops rounds only the output (more accurate, not the same bits)."""
     return ops.softmax(input, dim, dtype, compensated)
 
 

@@ -1,10 +1,11 @@
 // attention, CUDA backend glue: device guard, stream, workspace, dtype, head-dim check; the kernels are in
-// attention_kernels.cu (REDUCTION_ORDER.md §6). attention.cpp has validated shapes, dtypes and devices.
+// attention_kernels.cu (REDUCTION_ORDER.md §6) and attention_tc.cu (§6b). attention.cpp has validated shapes, dtypes and devices.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 #include "attention_backends.h"
 #include "attention_launch.h"
+#include "attention_tc.h"
 
 namespace detops {
 
@@ -46,7 +47,9 @@ void attention_cuda(const AttentionParams& p, at::ScalarType dtype) {
   at::Tensor ws = at::empty({attention_workspace_floats(p)}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
   L.workspace = ws.data_ptr<float>();
   L.stream = c10::cuda::getCurrentCUDAStream(dev).stream();
-  const int err = attention_launch(L);
+  // bf16/fp16 with D == Dv in {64, 128}: tensor cores (REDUCTION_ORDER.md §6b); everything else: CUDA cores (§6).
+  // Chosen by dtype and head dim only, never by B, Q, K or the device.
+  const int err = attention_tc_supports(L.dtype, p.D, p.Dv) ? attention_tc_launch(L) : attention_launch(L);
   TORCH_CHECK(err == 0, "detops.attention: CUDA launch failed: ", cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 

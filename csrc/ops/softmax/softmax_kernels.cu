@@ -1,8 +1,7 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
 // CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
-// One row = lane_threads(N) threads: short rows share a block (rows_per_block(N)), long rows are split over a
-// thread-block cluster (cluster_blocks(N) blocks, more SMs per row); both depend on N only and keep each row's
-// order. Plain CUDA only: the torch glue is softmax_cuda.cpp.
+// One row = one block of lane_threads(N) threads; short rows share a block (rows_per_block(N)); both depend on
+// N only and keep each row's order. Plain CUDA only: the torch glue is softmax_cuda.cpp.
 #include <cuda_runtime.h>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
@@ -10,75 +9,113 @@
 namespace detops {
 namespace {
 
-// Row chunks of L = lanes(N) elements kept in registers between the reduction and the write pass.
-constexpr int kCachedChunks = 1;
+// Chunks loaded together: a thread issues the loads of kBatchChunks(In) chunks (64 bytes) before it uses the
+// first, so that many bytes are in flight per thread (a row's chunks are otherwise one dependent round trip
+// each). Load width and scheduling only: each lane still sees its elements in ascending order.
+template <typename In>
+constexpr int kBatchChunks = 64 / (kLaneVector * int(sizeof(In)));
 
-// SoftmaxState::add (reduce.h, §4) without a divergent branch around det_exp: the same det_exp argument and
-// the same operations as its two branches, selected after the single det_exp call. Scalar equivalent:
-//   x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
+// SoftmaxState::add (reduce.h, §4) without a branch: the same det_exp argument and the same operations as its
+// two branches, selected after the single det_exp call; x == -inf leaves the state as it is (x > m is false
+// then, so m stays, and s is kept). Scalar equivalent:
+//   if (x != -inf) x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
 __device__ __forceinline__ void absorb(SoftmaxState& st, float x) {
-  if (x == -kInf) return;
   const bool up = x > st.m;
   const float e = det_exp(up ? st.m - x : x - st.m);
-  st.s = up ? st.s * e + 1.0f : st.s + e;
+  const float s = up ? st.s * e + 1.0f : st.s + e;
+  st.s = x == -kInf ? st.s : s;
   st.m = up ? x : st.m;
+}
+
+// f(j) for the lanes j < count of a chunk; whole chunks (count >= 8) without a per-lane test, so the 8
+// independent lane updates form one straight-line block the compiler can interleave.
+template <typename F>
+__device__ __forceinline__ void each_lane(int64_t count, F&& f) {
+  if (count >= 8) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f(j);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (j < count) f(j);
+  }
+}
+
+template <typename In>
+__device__ __forceinline__ void widen(const In (&v)[8], float (&xs)[8]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) xs[j] = to_float(v[j]);
+}
+
+// The chunks c of [lo, hi) of one row, f(c, xs) for each; `descending` picks the visiting order (only for
+// elementwise passes). Loads are issued kBatchChunks at a time, before the calls.
+template <typename In, typename F>
+__device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t first, int64_t L, bool vec,
+                                            int64_t lo, int64_t hi, bool descending, F&& f) {
+  constexpr int U = kBatchChunks<In>;
+  for (int64_t b = 0; b < hi - lo; b += U) {
+    if (b + U <= hi - lo) {
+      In v[U][8];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = descending ? hi - 1 - (b + u) : lo + b + u;
+        load8(x + c * L + first, n - (c * L + first), vec, v[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float xs[8];
+        widen(v[u], xs);
+        f(descending ? hi - 1 - (b + u) : lo + b + u, xs);
+      }
+    } else {
+      for (int64_t u = b; u < hi - lo; ++u) {
+        const int64_t c = descending ? hi - 1 - u : lo + u;
+        In v[8];
+        load8(x + c * L + first, n - (c * L + first), vec, v);
+        float xs[8];
+        widen(v, xs);
+        f(c, xs);
+      }
+    }
+  }
 }
 
 template <typename In, typename Out, bool Compensated>
 __global__ void __launch_bounds__(kMaxLaneThreads, 2)
-softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
+softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   __shared__ SoftmaxState warp_states[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
-  __shared__ SoftmaxState cluster_state;
-  __shared__ float cluster_value;
-  // clusters > 1: one row per cluster, block rank = the row's thread slice; else blockDim.y rows per block.
-  const int64_t row = clusters > 1 ? int64_t(blockIdx.x) / clusters : int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
-  const int rank = clusters > 1 ? int(blockIdx.x % clusters) : 0;
+  const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < p.rows;  // invalid threads still reach the block barriers in row_tree
-  const int64_t L = int64_t(blockDim.x) * clusters * kLaneVector;
-  // element first + c*L + j sits in lane first + j
-  const int64_t first = (int64_t(rank) * blockDim.x + threadIdx.x) * kLaneVector;
+  const int64_t L = int64_t(blockDim.x) * kLaneVector;
+  const int64_t first = int64_t(threadIdx.x) * kLaneVector;  // element first + c*L + j sits in lane first + j
   const int64_t chunks = valid ? (p.n + L - 1) / L : 0;
   const In* x = static_cast<const In*>(p.x) + (valid ? row * p.x_stride : 0);
   Out* y = static_cast<Out*>(p.y) + (valid ? row * p.n : 0);
 
-  auto load_x = [&](int64_t c, float (&xs)[8]) {
-    const int64_t i = c * L + first;
-    In v[8];
-    load8(x + i, p.n - i, vec_x, v);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) xs[j] = to_float(v[j]);
-  };
-  // Runs f(c, xs) over the row's chunks in ascending order; the first kCachedChunks are loaded into `cache`
-  // when `fill`, else taken from it.
-  float cache[kCachedChunks][8];
-  auto ascending = [&](bool fill, auto&& f) {
-#pragma unroll
-    for (int c = 0; c < kCachedChunks; ++c)
-      if (c < chunks) {
-        if (fill) load_x(c, cache[c]);
-        f(c, cache[c]);
-      }
-#pragma unroll 4
-    for (int64_t c = kCachedChunks; c < chunks; ++c) {
-      float xs[8];
-      load_x(c, xs);
-      f(c, xs);
+  // Chunk 0 stays in registers (raw storage) from the first read to the write pass.
+  In cache[8];
+  float cache_xs[8];
+  if (chunks > 0) {
+    load8(x + first, p.n - first, vec_x, cache);
+  }
+  auto all_chunks = [&](auto&& f) {  // ascending: chunk 0 from the cache, then the rest
+    if (chunks > 0) {
+      widen(cache, cache_xs);
+      f(int64_t(0), cache_xs);
     }
+    chunk_range(x, p.n, first, L, vec_x, 1, chunks, false, f);
   };
 
   float m, s;
   if constexpr (!Compensated) {
     // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
     SoftmaxState st[8];
-    ascending(true, [&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) absorb(st[j], xs[j]);
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
     });
-    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{}, clusters, &cluster_state);
+    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{});
     m = total.m;
     s = total.s;
   } else {
@@ -86,29 +123,23 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
     float mx[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) mx[j] = -kInf;
-    ascending(true, [&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) mx[j] = det_max(mx[j], xs[j]);
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
     });
-    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{}, clusters, &cluster_value);
+    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
     NeumaierLane acc[8];
-    ascending(false, [&](int64_t c, const float (&xs)[8]) {
-      const int64_t count = p.n - (c * L + first);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < count) acc[j].add(det_exp(xs[j] - m));
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
     });
     float lane_values[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
-    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{}, clusters, &cluster_value);
+    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
   }
   const float log_s = p.log ? det_log(s) : 0.0f;
 
-  // Write pass, elementwise (§4). Uncached chunks go from the row's end backwards: those read last are the
-  // likeliest to still be in L2.
+  // Write pass, elementwise (§4). Chunks 1.. go from the row's end backwards (those read last are the likeliest
+  // to still be in L2), chunk 0 from the cache last.
   auto emit = [&](int64_t c, const float (&xs)[8]) {
     const int64_t i = c * L + first;
     Out o[8];
@@ -116,42 +147,24 @@ softmax_kernel(SoftmaxParams p, bool vec_x, bool vec_y, int clusters) {
     for (int j = 0; j < 8; ++j) o[j] = from_float<Out>(softmax_apply(xs[j], m, s, log_s, p.log));
     store8(y + i, p.n - i, vec_y, o);
   };
-#pragma unroll 2
-  for (int64_t c = chunks - 1; c >= kCachedChunks; --c) {
-    float xs[8];
-    load_x(c, xs);
-    emit(c, xs);
+  chunk_range(x, p.n, first, L, vec_x, 1, chunks, true, emit);
+  if (chunks > 0) {
+    widen(cache, cache_xs);
+    emit(0, cache_xs);
   }
-#pragma unroll
-  for (int c = 0; c < kCachedChunks; ++c)
-    if (c < chunks) emit(c, cache[c]);
 }
 
 }  // namespace
 
 template <typename In, typename Out>
 int launch_softmax(const SoftmaxParams& p, void* stream) {
-  const int clusters = cluster_blocks(p.n);
-  const int rpb = clusters > 1 ? 1 : rows_per_block(p.n);
-  const dim3 block(unsigned(lane_threads(p.n) / clusters), unsigned(rpb));
-  const dim3 grid(unsigned(clusters > 1 ? p.rows * clusters : (p.rows + rpb - 1) / rpb));
+  const int rpb = rows_per_block(p.n);
+  const dim3 block(unsigned(lane_threads(p.n)), unsigned(rpb));
+  const dim3 grid(unsigned((p.rows + rpb - 1) / rpb));
   const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
   const bool vec_y = vector_aligned(p.y, p.n, sizeof(Out));
   auto kernel = p.compensated ? softmax_kernel<In, Out, true> : softmax_kernel<In, Out, false>;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(clusters);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, vec_x, vec_y, clusters);
-  if (e != cudaSuccess) return int(e);
+  kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(p, vec_x, vec_y);
   return int(cudaGetLastError());
 }
 

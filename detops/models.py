@@ -1,0 +1,61 @@
+"""Tiny random-weight models of every supported family (tests, demo, verify; no hub weights needed).
+
+2 layers, hidden 64, 4 query heads / 2 kv heads (head dim 16), vocab 128. Norm weights are randomised
+(transformers initialises them to ones, or zeros for Gemma, which would hide weight-mode bugs); sliding
+windows are small so the window masks and rolling caches are exercised by short sequences.
+"""
+import torch
+
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3")
+
+_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-6,
+               tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+SLIDING_WINDOW = 24
+
+
+def tiny_config(family: str):
+    """The transformers config of the tiny `family` model."""
+    import transformers as tf
+    c = dict(_COMMON)
+    if family == "llama":
+        return tf.LlamaConfig(**c)
+    if family == "qwen2":
+        # bias on q/k/v; the second layer uses a sliding window (max_window_layers = 1).
+        return tf.Qwen2Config(**c, use_sliding_window=True, sliding_window=SLIDING_WINDOW, max_window_layers=1)
+    if family == "qwen3":
+        return tf.Qwen3Config(**c)  # q_norm / k_norm over head_dim
+    if family == "mistral":
+        return tf.MistralConfig(**c, sliding_window=SLIDING_WINDOW)
+    if family == "gemma":
+        return tf.GemmaConfig(**c, hidden_activation="gelu_pytorch_tanh")
+    if family == "gemma2":
+        # alternating sliding/full layers, attention logit softcap and final logit softcap.
+        return tf.Gemma2Config(**c, sliding_window=SLIDING_WINDOW, attn_logit_softcapping=50.0,
+                               final_logit_softcapping=30.0, query_pre_attn_scalar=16)
+    if family == "gemma3":
+        return tf.Gemma3TextConfig(**c, sliding_window=SLIDING_WINDOW, query_pre_attn_scalar=16,
+                                   layer_types=["sliding_attention", "full_attention"])
+    raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
+
+
+def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, attn_implementation="sdpa"):
+    """A tiny random `family` causal LM in eval mode, norm weights randomised (seeded, identical on every
+    device: weights are drawn on the CPU)."""
+    import transformers as tf
+    config = tiny_config(family)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
+                                                dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if type(module).__name__.endswith("RMSNorm"):
+                w = module.weight
+                # around the family's neutral weight (1 for x*w, 0 for x*(1+w))
+                base = 0.0 if type(module).__name__.startswith("Gemma") else 1.0
+                w.copy_(base + 0.5 * torch.randn(w.shape, generator=g))
+        for p in model.parameters():  # make sure nothing is trivially zero / constant
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (p.shape[-1] ** -0.5))
+    return model.to(device=device, dtype=dtype).eval()

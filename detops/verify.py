@@ -1,0 +1,321 @@
+"""`python -m detops verify`: the invariance matrix of a model, stock vs detops.
+
+For each check (CONTRACT.md L0–L4 at the logits) the same model runs twice, stock and patched by
+`detops.patch`; a cell says `equal` (torch.equal) or `differ` with the max abs difference. On a detops
+failure the first module whose output differs (forward hooks, execution order) is named. The coverage audit
+lists floating-point reductions that ran outside detops, and a deviation report compares the logits with a
+float64 run of the same weights (max abs diff and the Wasserstein-1 distance between the empirical
+distributions of logit values, W1 = mean |sort(a) - sort(b)|), for stock and for detops.
+Exit status: 0 if every detops check is equal (and, with --strict, nothing is uncovered); 1 otherwise.
+"""
+import copy
+import dataclasses
+import json
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+__all__ = ["verify", "VerifyResult", "CHECKS"]
+
+
+@dataclasses.dataclass
+class CheckResult:
+    name: str
+    stock_equal: bool
+    stock_max_diff: float
+    detops_equal: bool
+    detops_max_diff: float
+    first_divergent_module: Optional[str] = None  # detops (or stock, for information) on a difference
+    stock_first_divergent_module: Optional[str] = None
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    model: str
+    dtype: str
+    device: str
+    checks: List[CheckResult]
+    not_covered: Dict[str, int]
+    patch_report: str
+    deviation: Dict[str, Dict[str, float]]
+    build: Dict[str, object]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.detops_equal for c in self.checks)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self) | {"ok": self.ok}, indent=2, default=str)
+
+    def table(self) -> str:
+        def cell(eq, d):
+            return "equal" if eq else f"differ ({d:.2e})"
+        w = max(len(c.name) for c in self.checks) + 2
+        lines = [f"{'check':<{w}}{'stock':<22}detops", "-" * (w + 40)]
+        for c in self.checks:
+            lines.append(f"{c.name:<{w}}{cell(c.stock_equal, c.stock_max_diff):<22}"
+                         f"{cell(c.detops_equal, c.detops_max_diff)}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        out = [f"detops verify: {self.model} ({self.dtype}, {self.device}); detops {self.build.get('version')}, "
+               f"cuda kernels: {self.build.get('cuda')}", "", self.table(), ""]
+        for c in self.checks:
+            if not c.detops_equal:
+                out.append(f"FAIL {c.name}: first divergent module under detops: {c.first_divergent_module}")
+            if c.stock_first_divergent_module:
+                out.append(f"stock, {c.name}: first divergent module: {c.stock_first_divergent_module}")
+        out.append("uncovered ops (audit of a detops forward): " +
+                   (", ".join(f"{k} ×{v}" for k, v in self.not_covered.items()) or "none"))
+        if self.deviation:
+            out.append("deviation from a float64 run of the same weights (logits of the batch):")
+            for k, v in self.deviation.items():
+                out.append(f"  {k:<7} max abs diff {v['max_abs_diff']:.3e}   W1 {v['wasserstein1']:.3e}")
+        out.append("RESULT: " + ("PASS (every detops check bitwise equal)" if self.ok else "FAIL"))
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _tokens(n, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, max(4, min(vocab, 32000)), (n,), generator=g).tolist()
+
+
+def _pad(seqs, side):
+    L = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), L, dtype=torch.long)
+    mask = torch.zeros(len(seqs), L, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
+        ids[i, sl], mask[i, sl] = torch.tensor(s), 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _first_tensor(args, kwargs):
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dim() >= 2:
+            return a
+    return None
+
+
+class _Capture:
+    """Forward hooks recording, per module call (completion order), its first floating input and output."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.handles = [m.register_forward_hook(self._hook(n), with_kwargs=True)
+                        for n, m in model.named_modules() if n]
+
+    def _hook(self, name):
+        def hook(module, args, kwargs, output):
+            t = output[0] if isinstance(output, (tuple, list)) and output else output
+            if hasattr(t, "logits"):
+                t = t.logits
+            if isinstance(t, torch.Tensor) and t.dim() >= 2 and t.is_floating_point():
+                x = _first_tensor(args, kwargs)
+                self.calls.append((name, None if x is None else x.detach().clone(), t.detach().clone()))
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _rows(t, rows):
+    try:
+        return t[rows[0], rows[1]]
+    except IndexError:
+        return None
+
+
+def _first_divergent(model, run_a, rows_a, run_b, rows_b) -> Optional[str]:
+    """Re-run two layouts with hooks and name the module that introduces the difference: the first module
+    (completion order) whose input rows for the sequence are equal in both runs but whose output rows differ.
+    rows_*: (batch row, token slice) of the sequence in each run."""
+    caps = []
+    for run in (run_a, run_b):
+        cap = _Capture(model)
+        try:
+            run()
+        finally:
+            cap.close()
+        caps.append(cap.calls)
+    first_diff = None
+    for (name, xa, ya), (name_b, xb, yb) in zip(*caps):
+        if name != name_b:
+            return f"{name} (the two runs call different modules: {name_b})"
+        ra, rb = _rows(ya, rows_a), _rows(yb, rows_b)
+        if ra is None or rb is None or ra.shape != rb.shape or torch.equal(ra, rb):
+            continue
+        first_diff = first_diff or name
+        ia = None if xa is None else _rows(xa, rows_a)
+        ib = None if xb is None else _rows(xb, rows_b)
+        if ia is not None and ib is not None and ia.shape == ib.shape and torch.equal(ia, ib):
+            return name
+    return first_diff
+
+
+# Each check: fn(model, device, vocab, seed) -> (a, b, diag) where a, b are logits that must be bitwise equal;
+# diag (optional) = (run_a, rows_a, run_b, rows_b) for the first-divergent-module search.
+def _fwd(model, device, **kw):
+    with torch.no_grad():
+        return model(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}).logits
+
+
+def _check_seed(model, device, vocab, seed, row):
+    s1, s2 = _tokens(5, vocab, seed), _tokens(3, vocab, seed + 1)
+    ids = torch.tensor([s1 + s2, s1 + s2, s2 + s1, s2 + s1])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0], [1] * 8, [0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1]])
+    pos = torch.tensor([list(range(8))] * 3 + [[0, 1, 2, 0, 1, 2, 3, 4]])
+    sl = {0: slice(0, 5), 1: slice(0, 5), 3: slice(3, 8)}[row]
+    run_b = lambda: _fwd(model, device, input_ids=ids, attention_mask=mask, position_ids=pos)  # noqa: E731
+    run_a = lambda: _fwd(model, device, input_ids=torch.tensor([s1]))  # noqa: E731
+    return run_a()[0], run_b()[row, sl], (run_a, (0, slice(0, 5)), run_b, (row, sl))
+
+
+def _check_batch(model, device, vocab, seed, side, n=6, j=4):
+    seqs = [_tokens(7 + 13 * i, vocab, seed + 10 + i) for i in range(n)]
+    ids, mask, pos = _pad(seqs, side)
+    L = ids.shape[1]
+    sl = slice(L - len(seqs[j]), L) if side == "left" else slice(0, len(seqs[j]))
+    run_b = lambda: _fwd(model, device, input_ids=ids, attention_mask=mask, position_ids=pos)  # noqa: E731
+    run_a = lambda: _fwd(model, device, input_ids=torch.tensor([seqs[j]]))  # noqa: E731
+    return run_a()[0], run_b()[j, sl], (run_a, (0, slice(0, len(seqs[j]))), run_b, (j, sl))
+
+
+def _check_packed(model, device, vocab, seed):
+    docs = [_tokens(n, vocab, seed + 30 + i) for i, n in enumerate((11, 37, 6))]
+    ids = torch.tensor([sum(docs, [])])
+    pos = torch.tensor([sum([list(range(len(d))) for d in docs], [])])
+    run_b = lambda: _fwd(model, device, input_ids=ids, position_ids=pos)  # noqa: E731  (use_cache default)
+    run_a = lambda: _fwd(model, device, input_ids=torch.tensor([docs[1]]))  # noqa: E731
+    sl = slice(11, 48)
+    return run_a()[0], run_b()[0, sl], (run_a, (0, slice(0, 37)), run_b, (0, sl))
+
+
+def _check_decode(model, device, vocab, seed, chunks=None):
+    from transformers import DynamicCache
+    T = 40
+    ids = torch.tensor([_tokens(T, vocab, seed + 50)], device=device)
+    with torch.no_grad():
+        full = model(ids).logits[0]
+        cache, parts, t = DynamicCache(config=model.config), [], 0
+        for c in (chunks or []) + [1] * T:
+            if t >= T:
+                break
+            parts.append(model(ids[:, t:t + c], past_key_values=cache, use_cache=True).logits[0])
+            t += c
+    return full, torch.cat(parts), None
+
+
+def _check_repeat(model, device, vocab, seed):
+    ids = torch.tensor([_tokens(23, vocab, seed + 70)] * 3)
+    return _fwd(model, device, input_ids=ids)[0], _fwd(model, device, input_ids=ids)[0], None
+
+
+def _check_generate(model, device, vocab, seed):
+    prompts = [_tokens(n, vocab, seed + 90 + i) for i, n in enumerate((5, 17, 9))]
+    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True,  # no early EOS stop
+              return_dict_in_generate=True, pad_token_id=0)
+
+    def gen(seqs):
+        ids, mask, _ = _pad(seqs, "left")
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
+        return out
+
+    a, b = gen([prompts[2]]), gen(prompts)
+    la = torch.stack([s[0] for s in a.logits])
+    lb = torch.stack([s[2] for s in b.logits])
+    return la, lb, None
+
+
+CHECKS: Dict[str, Callable] = {
+    "seed: s1+s2 right-padded row vs s1 alone": lambda m, d, v, s: _check_seed(m, d, v, s, 0),
+    "seed: s1+s2 unpadded row vs s1 alone": lambda m, d, v, s: _check_seed(m, d, v, s, 1),
+    "seed: s2+s1 left-padded, positions reset": lambda m, d, v, s: _check_seed(m, d, v, s, 3),
+    "batch of 6, row 4, right padding (L1/L2)": lambda m, d, v, s: _check_batch(m, d, v, s, "right"),
+    "batch of 6, row 4, left padding (L1/L2)": lambda m, d, v, s: _check_batch(m, d, v, s, "left"),
+    "packed row, position-id resets (L3)": _check_packed,
+    "full forward vs decode, DynamicCache (L4)": lambda m, d, v, s: _check_decode(m, d, v, s),
+    "full forward vs chunked prefill (L4)": lambda m, d, v, s: _check_decode(m, d, v, s, [5, 11, 3, 16]),
+    "repeated run (L0)": _check_repeat,
+    "greedy generate, alone vs batch of 3": _check_generate,
+}
+
+
+def _run_checks(model, device, vocab, seed, names, with_diag):
+    results = {}
+    for name in names:
+        a, b, diag = CHECKS[name](model, device, vocab, seed)
+        eq = a.shape == b.shape and torch.equal(a, b)
+        diff = float((a.double() - b.double()).abs().max()) if a.shape == b.shape else float("inf")
+        div = None
+        if not eq and with_diag and diag is not None:
+            div = _first_divergent(model, *diag)
+        results[name] = (eq, diff, div)
+    return results
+
+
+def _deviation(model, ref64, device, vocab, seed):
+    seqs = [_tokens(9 + 7 * i, vocab, seed + 200 + i) for i in range(4)]
+    ids, mask, pos = _pad(seqs, "left")
+    with torch.no_grad():
+        got = _fwd(model, device, input_ids=ids, attention_mask=mask, position_ids=pos).double()
+        ref = _fwd(ref64, device, input_ids=ids, attention_mask=mask, position_ids=pos)
+    keep = mask.bool().to(device)
+    a, r = got[keep], ref[keep]
+    w1 = (a.flatten().sort().values - r.flatten().sort().values).abs().mean()
+    return {"max_abs_diff": float((a - r).abs().max()), "wasserstein1": float(w1)}
+
+
+def load_model(family=None, path=None, dtype=torch.float32, device="cpu"):
+    from .models import tiny_model
+    if path is not None:
+        import transformers as tf
+        model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                        local_files_only=True)
+        return model.to(device).eval(), str(path)
+    family = family or "llama"
+    return tiny_model(family, dtype=dtype, device=device), f"tiny {family} (random weights)"
+
+
+def verify(model=None, *, family: Optional[str] = None, path: Optional[str] = None, dtype=torch.float32,
+           device="cpu", seed: int = 0, checks: Optional[List[str]] = None, reference: bool = True,
+           diagnose: bool = True) -> VerifyResult:
+    """Run the invariance matrix (stock, then patched), the audit and the float64 deviation report.
+    The model (given, or loaded from `path`, or the tiny `family` model) is left unpatched afterwards."""
+    from . import build_info
+    from .audit import Audit
+    from .patching import patch
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    name = type(model).__name__ if model is not None else None
+    if model is None:
+        model, name = load_model(family, path, dtype, device)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    vocab = model.config.vocab_size
+    names = checks or list(CHECKS)
+    stock = _run_checks(model, device, vocab, seed, names, with_diag=diagnose)
+    deviation = {}
+    ref64 = None
+    if reference:
+        ref64 = copy.deepcopy(model).to(torch.float64)
+        deviation["stock"] = _deviation(model, ref64, device, vocab, seed)
+    handle = patch(model)
+    try:
+        det = _run_checks(model, device, vocab, seed, names, with_diag=diagnose)
+        with torch.no_grad(), Audit() as audit:
+            _check_seed(model, device, vocab, seed, 3)
+        if ref64 is not None:
+            deviation["detops"] = _deviation(model, ref64, device, vocab, seed)
+        report = str(handle.report)
+    finally:
+        handle.undo()
+    del ref64
+    results = [CheckResult(n, stock[n][0], stock[n][1], det[n][0], det[n][1], det[n][2], stock[n][2])
+               for n in names]
+    return VerifyResult(model=name, dtype=str(dtype).replace("torch.", ""), device=str(device), checks=results,
+                        not_covered=dict(audit.not_covered), patch_report=report, deviation=deviation,
+                        build=dict(build_info()))

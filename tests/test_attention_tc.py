@@ -1,0 +1,257 @@
+"""Tensor-core CUDA attention (bf16/fp16, D == Dv in {64, 128}; REDUCTION_ORDER.md §6b): contract L1-L4 with
+torch.equal on the GPU, accuracy against float64 bounded by stock SDPA's own error, and negative controls showing
+stock SDPA failing the same properties. The §6b order is not the CPU's §6 order (tensor-core chains, p rounded to
+the input dtype), so CPU == CUDA (L5) is not claimed here. Skipped without CUDA."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import requires_cuda
+
+pytestmark = requires_cuda
+
+TC_DTYPES = (torch.bfloat16, torch.float16)
+TC_DIMS = (64, 128)
+HEADS = ((1, 1), (4, 1), (8, 1), (32, 8), (8, 2))  # GQA ratios 1 / 4 / 8
+KEY_LENS = (1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3000, 8192)
+
+
+def _op(q, k, v, rows, scale, cap=0.0):
+    return torch.ops.detops.attention(q, k, v, rows, scale, cap)
+
+
+def _sdpa():
+    from detops.ops.attention import scaled_dot_product_attention
+    return scaled_dot_product_attention
+
+
+def gpu_qkv(B, Hq, Hk, Q, K, D, dtype, seed, scale=1.0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return tuple((torch.randn(s, generator=g, device="cuda") * scale).to(dtype)
+                 for s in ((B, Hq, Q, D), (B, Hk, K, D), (B, Hk, K, D)))
+
+
+def causal_rows(Q, K, past=0, window=None, anchor=0):
+    """(1, Q, 3) int32: row i is token past + i of a sequence starting at key `anchor`, attending the last
+    `window` keys up to itself."""
+    hi = torch.arange(Q, device="cuda") + past + anchor + 1
+    lo = torch.full_like(hi, anchor) if window is None else torch.clamp(hi - window, min=anchor)
+    return torch.stack([torch.full_like(hi, anchor), lo, hi.clamp(max=K)], -1)[None].to(torch.int32)
+
+
+# ---- the path is in use -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("D", TC_DIMS)
+def test_tensor_core_path_is_used(dtype, D):
+    """bf16/fp16 with D 64/128 run §6b: the bits differ from the CPU's §6 order on some draws (while fp32, a
+    CUDA-core case, equals the CPU bitwise) and the values agree to the dtype's precision."""
+    q, k, v = gpu_qkv(2, 4, 2, 70, 1100, D, torch.float32, 3)
+    rows = causal_rows(70, 1100, past=1030).expand(2, 70, 3).contiguous()
+    y32 = _op(q, k, v, rows, 0.1)
+    assert torch.equal(y32.cpu(), _op(q.cpu(), k.cpu(), v.cpu(), rows.cpu(), 0.1))
+    qh, kh, vh = (t.to(dtype) for t in (q, k, v))
+    y = _op(qh, kh, vh, rows, 0.1)
+    y_cpu = _op(qh.cpu(), kh.cpu(), vh.cpu(), rows.cpu(), 0.1)
+    assert not torch.equal(y.cpu(), y_cpu)
+    assert (y.cpu().float() - y_cpu.float()).abs().max().item() <= 4 * torch.finfo(dtype).eps * y_cpu.float().abs().max().item()
+
+
+# ---- L1: a row's bits do not depend on its tile, its batch-mates or its batch index -------------------------
+
+@given(heads=st.sampled_from(HEADS), B=st.sampled_from((1, 2, 3)), Q=st.sampled_from((1, 5, 16, 17, 64, 65, 200)),
+       K=st.sampled_from(KEY_LENS), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
+       cap=st.sampled_from((0.0, 0.0, 30.0)), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_each_row_alone_equals_in_tile(heads, B, Q, K, D, dtype, cap, seed):
+    """Arbitrary [anchor, lo, hi] per row (rows of one tile with different anchors, anchors before/after lo,
+    empty rows, rows spanning many chunks): every checked row computed alone (Q = 1, the decode tile) has the
+    bits it has inside the full launch."""
+    Hq, Hk = heads
+    q, k, v = gpu_qkv(B, Hq, Hk, Q, K, D, dtype, seed)
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randint(0, K + 1, (B, Q), generator=g)
+    hi = torch.minimum(lo + torch.randint(0, K + 1, (B, Q), generator=g), torch.tensor(K))
+    anchor = lo - torch.randint(-70, 2100, (B, Q), generator=g)
+    shared = torch.rand(B, Q, generator=g) < 0.5
+    anchor = torch.where(shared, anchor[:, :1].expand(B, Q), anchor)
+    rows = torch.stack([anchor, lo, hi], -1).to(torch.int32).cuda()
+    y = _op(q, k, v, rows, 1.0 / math.sqrt(D), cap)
+    checks = [(b, i) for b in range(B) for i in range(Q)]
+    if len(checks) > 24:
+        idx = torch.randperm(len(checks), generator=g)[:24].tolist()
+        checks = [checks[j] for j in idx]
+    for b, i in checks:
+        alone = _op(q[b:b + 1, :, i:i + 1], k[b:b + 1], v[b:b + 1], rows[b:b + 1, i:i + 1], 1.0 / math.sqrt(D), cap)
+        assert torch.equal(alone, y[b:b + 1, :, i:i + 1]), (b, i)
+    assert y.abs().sum() > 0 or bool((hi <= lo).all())
+
+
+@pytest.mark.parametrize("D", TC_DIMS)
+def test_batch_index_invariance_prefill_and_decode(D):
+    """L1: a sequence's prefill rows and its decode row alone == at drawn indices of batches up to 64."""
+    Hq, Hk = 32, 8
+    for S in (65, 1025, 2049):
+        q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, torch.bfloat16, S)
+        alone = _sdpa()(q, k, v, is_causal=True, enable_gqa=True)
+        dec = _sdpa()(q[:, :, -1:], k, v, enable_gqa=True)
+        assert torch.equal(dec, alone[:, :, -1:])
+        for B in (2, 5):
+            Q2, K2, V2 = gpu_qkv(B, Hq, Hk, S, S, D, torch.bfloat16, S + B)
+            j = (S + B) % B
+            Q2[j], K2[j], V2[j] = q[0], k[0], v[0]
+            assert torch.equal(_sdpa()(Q2, K2, V2, is_causal=True, enable_gqa=True)[j], alone[0]), (S, B)
+    for S in (1023, 1025, 8193, 32768):
+        q, k, v = gpu_qkv(1, Hq, Hk, 1, S, D, torch.bfloat16, S)
+        alone = _sdpa()(q, k, v, enable_gqa=True)
+        for B in (3, 64 if S <= 8193 else 16):
+            Q2, K2, V2 = gpu_qkv(B, Hq, Hk, 1, S, D, torch.bfloat16, S + B)
+            j = B // 2
+            Q2[j], K2[j], V2[j] = q[0], k[0], v[0]
+            assert torch.equal(_sdpa()(Q2, K2, V2, enable_gqa=True)[j], alone[0]), (S, B)
+
+
+# ---- L2 / L3 ------------------------------------------------------------------------------------------------
+
+@given(S=st.sampled_from((1, 17, 64, 65, 1000, 1025, 2100)), P=st.integers(0, 1100), left=st.booleans(),
+       B=st.sampled_from((1, 3, 8)), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
+       seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=20)
+def test_padding_invariance(S, P, left, B, D, dtype, seed):
+    """L2: a sequence's rows alone == padded left or right by P slots (pad keys hold NaN: never read) at a drawn
+    batch index, with position ids."""
+    Hq, Hk = 8, 2
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, seed)
+    alone = _sdpa()(q, k, v, is_causal=True, enable_gqa=True)
+    N, off = S + P, (P if left else 0)
+    Q2, K2, V2 = gpu_qkv(B, Hq, Hk, N, N, D, dtype, seed + 11)
+    idx = seed % B
+    K2[idx], V2[idx] = float("nan"), float("nan")
+    Q2[idx, :, off:off + S], K2[idx, :, off:off + S], V2[idx, :, off:off + S] = q[0], k[0], v[0]
+    i = torch.arange(N, device="cuda")
+    valid = (i >= off) & (i < off + S)
+    mask = (valid[None, :] & (i[None, :] <= i[:, None]) & valid[:, None])[None, None].expand(B, 1, N, N).clone()
+    pos = torch.where(valid, i - off, torch.zeros_like(i))[None].expand(B, N).clone()
+    for b in range(B):
+        if b != idx:
+            mask[b, 0] = i[None, :] <= i[:, None]
+            pos[b] = i
+    out = _sdpa()(Q2, K2, V2, attn_mask=mask, enable_gqa=True, position_ids=pos)
+    assert torch.equal(out[idx, :, off:off + S], alone[0])
+    assert not out.isnan().any()
+
+
+@given(S=st.sampled_from((1, 63, 64, 65, 1025, 2049)), before=st.integers(0, 1500), after=st.integers(0, 300),
+       D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=20)
+def test_packing_invariance(S, before, after, D, dtype, seed):
+    """L3: a document alone == packed between others, via cu_seqlens and via position-id resets (with a
+    matching document-causal mask)."""
+    Hq, Hk = 8, 1
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, seed)
+    alone = _sdpa()(q, k, v, is_causal=True, enable_gqa=True)
+    N = before + S + after
+    P, Kp, Vp = gpu_qkv(1, Hq, Hk, N, N, D, dtype, seed + 5)
+    P[:, :, before:before + S], Kp[:, :, before:before + S], Vp[:, :, before:before + S] = q, k, v
+    cuts = sorted({0, before // 2, before, before + S, N})
+    cu = torch.tensor(cuts, dtype=torch.int32, device="cuda")
+    packed = _sdpa()(P, Kp, Vp, enable_gqa=True, cu_seqlens=cu)
+    assert torch.equal(packed[:, :, before:before + S], alone)
+    i = torch.arange(N, device="cuda")
+    start = cu[torch.searchsorted(cu, i, right=True) - 1]
+    pos = (i - start)[None]
+    mask = ((i[None, :] >= start[:, None]) & (i[None, :] <= i[:, None]))[None, None]
+    by_pos = _sdpa()(P, Kp, Vp, attn_mask=mask, enable_gqa=True, position_ids=pos)
+    assert torch.equal(by_pos, packed)
+
+
+# ---- L4: full prefill == chunked prefill == token-by-token decode, every token ------------------------------
+
+def check_l4(S, D, heads, dtype, window, cap, cuts, seed, static=True):
+    Hq, Hk = heads
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, seed)
+    sc = 1.0 / math.sqrt(D)
+    full = _op(q, k, v, causal_rows(S, S, window=window), sc, cap)
+    bounds = [0] + sorted(set(c for c in cuts if 0 < c < S)) + [S]
+    for a, b in zip(bounds[:-1], bounds[1:]):  # chunk [a, b) against the cache [0, b)
+        y = _op(q[:, :, a:b], k[:, :, :b], v[:, :, :b], causal_rows(b - a, b, past=a, window=window), sc, cap)
+        assert torch.equal(y, full[:, :, a:b]), f"chunk [{a}, {b})"
+    for t in range(S):  # decode: the cache holds [0, t] (growing), or the whole buffer with later keys masked
+        y = _op(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], causal_rows(1, t + 1, past=t, window=window), sc, cap)
+        assert torch.equal(y, full[:, :, t:t + 1]), f"decode token {t}"
+        if static:
+            y = _op(q[:, :, t:t + 1], k, v, causal_rows(1, S, past=t, window=window), sc, cap)
+            assert torch.equal(y, full[:, :, t:t + 1]), f"static-cache decode token {t}"
+    assert full.abs().sum() > 0
+
+
+@given(S=st.sampled_from((63, 64, 65, 200, 1023, 1024, 1025, 2047, 2048, 2049)), D=st.sampled_from(TC_DIMS),
+       heads=st.sampled_from(HEADS), dtype=st.sampled_from(TC_DTYPES),
+       window=st.sampled_from((None, None, 1, 100, 1500)), cap=st.sampled_from((0.0, 0.0, 20.0)),
+       seed=st.integers(0, 2**31 - 1), data=st.data())
+@settings(max_examples=12)
+def test_prefill_chunked_decode(S, D, heads, dtype, window, cap, seed, data):
+    cuts = data.draw(st.lists(st.integers(1, S - 1), max_size=6))
+    check_l4(S, D, heads, dtype, window, cap, cuts, seed)
+
+
+@pytest.mark.parametrize("D,heads,window", ((128, (4, 1), None), (64, (8, 1), 3000)))
+def test_prefill_chunked_decode_8192(D, heads, window):
+    check_l4(8192, D, heads, torch.bfloat16, window, 0.0, [1, 63, 1000, 1024, 4097, 8000], 8192 + D, static=False)
+
+
+# ---- accuracy ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("D", TC_DIMS)
+@pytest.mark.parametrize("S", (100, 1100, 4096))
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_accuracy_vs_float64(D, S, dtype):
+    """|detops - float64| <= 2 x |stock SDPA (CUDA) - float64| + 2 eps (both round the output once)."""
+    Hq, Hk = 8, 2
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, S + D)
+    y = _sdpa()(q, k, v, is_causal=True, enable_gqa=True)
+    stock = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    qd, kd, vd = (t.double() for t in (q, k, v))
+    kd, vd = kd.repeat_interleave(Hq // Hk, 1), vd.repeat_interleave(Hq // Hk, 1)
+    s = (qd @ kd.transpose(-1, -2)) / math.sqrt(D)
+    s = s.masked_fill(torch.ones(S, S, dtype=torch.bool, device="cuda").triu(1), float("-inf"))
+    ref = torch.softmax(s, -1) @ vd
+    err = (y.double() - ref).abs().max().item()
+    err_stock = (stock.double() - ref).abs().max().item()
+    print(f"S={S} D={D} {dtype}: detops {err:.3g}, stock {err_stock:.3g}")
+    assert err <= 2 * err_stock + 2 * torch.finfo(dtype).eps * max(1.0, ref.abs().max().item())
+
+
+# ---- negative controls: stock SDPA is not invariant ---------------------------------------------------------
+
+def test_stock_sdpa_padding_differs():
+    """Stock SDPA (bf16, CUDA, boolean mask): a sequence's rows change when P pad keys precede it."""
+    Hq, D, S = 8, 128, 1000
+    q, k, v = gpu_qkv(1, Hq, Hq, S, S, D, torch.bfloat16, 1)
+    mask = torch.ones(S, S, dtype=torch.bool, device="cuda").tril()
+    alone = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    found = 0.0
+    for P in (1, 7, 33, 100):
+        z = torch.zeros(1, Hq, P, D, dtype=torch.bfloat16, device="cuda")
+        kp, vp = torch.cat([z, k], 2), torch.cat([z, v], 2)
+        mp = torch.cat([torch.zeros(S, P, dtype=torch.bool, device="cuda"), mask], 1)
+        out = F.scaled_dot_product_attention(q, kp, vp, attn_mask=mp)
+        found = max(found, (out.float() - alone.float()).abs().max().item())
+    assert found > 0.0
+    print(f"stock SDPA alone vs left-padded max |diff| = {found:.3g}")
+
+
+def test_stock_sdpa_prefill_vs_decode_differs():
+    """Stock SDPA (bf16, CUDA, GQA 4): a token's output differs between prefill and decode."""
+    Hq, Hk, D = 32, 8, 128
+    found = 0.0
+    for S in (1000, 2048, 4100):
+        q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, torch.bfloat16, S)
+        full = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        dec = F.scaled_dot_product_attention(q[:, :, -1:], k, v, enable_gqa=True)
+        found = max(found, (dec.float() - full[:, :, -1:].float()).abs().max().item())
+    assert found > 0.0

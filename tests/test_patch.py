@@ -1,0 +1,196 @@
+"""detops.patch: what it patches, its report, undo, strictness, registration at load time, the audit."""
+import pytest
+from hypothesis import given, strategies as st
+import torch
+from torch import nn
+
+import detops
+from detops.audit import Audit
+from detops.models import FAMILIES, tiny_config, tiny_model
+from detops.patching import RMS_NORMS, patch
+
+pytest.importorskip("transformers")
+
+# RMSNorm modules per tiny model (2 layers): Llama-like 2/layer + final; Qwen3 + q_norm/k_norm;
+# Gemma2/3 4/layer + final (+ q_norm/k_norm for Gemma3).
+EXPECTED_NORMS = {"llama": 5, "qwen2": 5, "qwen3": 9, "mistral": 5, "gemma": 5, "gemma2": 9, "gemma3": 13}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_report_and_undo(family):
+    model = tiny_model(family)
+    classes = {id(m): type(m) for m in model.modules()}
+    ids = torch.randint(3, 128, (2, 7))
+    with torch.no_grad():
+        stock = model(ids).logits
+    handle = patch(model)
+    rep = handle.report
+    assert len(rep.norms) == EXPECTED_NORMS[family], rep.norms
+    assert len(rep.linears) == 2 * 7 + 1  # q k v o gate up down per layer + lm_head
+    assert rep.attention == "detops" and rep.previous_attention == "sdpa"
+    assert rep.ok and not rep.not_covered, str(rep)
+    if family in ("qwen3", "gemma3"):
+        assert any(n.endswith("q_norm") for n in rep.norms) and any(n.endswith("k_norm") for n in rep.norms)
+    assert "forward" in model.model.norm.__dict__
+    assert {id(m): type(m) for m in model.modules()} == classes  # classes kept
+    with torch.no_grad(), Audit() as audit:
+        model(ids)
+    assert audit.ok, audit.summary()  # every floating-point reduction ran in detops
+    assert audit.detops["detops::attention.default"] == 2
+    with pytest.raises(RuntimeError, match="already patched"):
+        patch(model)
+    handle.undo()
+    assert model.config._attn_implementation == "sdpa"
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, stock)
+    handle.undo()  # idempotent
+
+
+def test_stock_audit_lists_uncovered():
+    model = tiny_model("llama")
+    with torch.no_grad(), Audit() as audit:
+        model(torch.randint(3, 128, (2, 7)))
+    assert not audit.ok
+    names = set(audit.not_covered)
+    assert "aten::mm.default" in names and "aten::mean.dim" in names
+    assert "not covered" in audit.summary()
+
+
+def test_loss_reduction_is_listed():
+    model = tiny_model("llama")
+    handle = patch(model)
+    try:
+        ids = torch.randint(3, 128, (2, 7))
+        with torch.no_grad(), Audit() as audit:
+            model(ids, labels=ids)
+        # cross_entropy = log_softmax (detops, through the aten mode) + nll_loss (a sum, torch's)
+        assert audit.covered["aten::_log_softmax.default"] == 1
+        assert set(audit.not_covered) == {"aten::nll_loss_forward.default"}
+    finally:
+        handle.undo()
+
+
+class _Wrapper(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.extra_norm = nn.LayerNorm(128)
+
+    def forward(self, ids):
+        return self.extra_norm(self.inner(ids).logits)
+
+
+def test_not_covered_and_strict():
+    wrapper = _Wrapper(tiny_model("llama"))
+    handle = patch(wrapper)
+    try:
+        names = [n for n, _, _ in handle.report.not_covered]
+        assert "extra_norm" in names
+        assert "" in names  # a plain nn.Module: attention not replaced at this level
+    finally:
+        handle.undo()
+    with pytest.raises(RuntimeError, match="strict"):
+        patch(wrapper, strict=True)
+    assert all("forward" not in m.__dict__ for m in wrapper.modules())  # strict failure undid everything
+
+
+def test_exception_in_forward_turns_mode_off():
+    model = tiny_model("llama")
+    handle = patch(model)
+    try:
+        with pytest.raises(Exception):
+            model(torch.tensor([[500]]))  # token id outside the vocabulary
+        assert not detops.is_enabled()
+    finally:
+        handle.undo()
+
+
+def test_attn_implementation_at_load_time():
+    import transformers as tf
+    import detops.patching  # noqa: F401  (registers "detops")
+    config = tiny_config("qwen3")
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="detops").eval()
+    assert model.config._attn_implementation == "detops"
+    calls = []
+    with torch.no_grad(), Audit() as audit:
+        model(torch.randint(3, 128, (1, 6)))
+    calls = audit.detops["detops::attention.default"]
+    assert calls == 2  # one per layer, no stock attention
+    assert not any("scaled_dot_product" in k for k in audit.not_covered)
+
+
+def test_import_detops_alone_registers_for_from_config():
+    # A fresh interpreter: `import detops` (which must not import transformers), then transformers, then
+    # from_config(attn_implementation="detops").
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, detops; assert 'transformers' not in sys.modules; import torch, transformers as tf; "
+            "from detops.models import tiny_config; "
+            "m = tf.AutoModelForCausalLM.from_config(tiny_config('mistral'), attn_implementation='detops'); "
+            "assert m.config._attn_implementation == 'detops'; m(torch.randint(3, 100, (1, 4))); print('OK')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
+def test_register_rms_norm_validates():
+    from detops.patching import register_rms_norm
+    with pytest.raises(ValueError):
+        register_rms_norm("MyNorm", "weird", "eps")
+    assert "LlamaRMSNorm" in RMS_NORMS
+
+
+def test_dropout_refused():
+    model = tiny_model("llama")
+    handle = patch(model)
+    try:
+        model.train()
+        model.config.attention_dropout = 0.1
+        for layer in model.model.layers:
+            layer.self_attn.attention_dropout = 0.1
+        with pytest.raises(ValueError, match="dropout"):
+            model(torch.randint(3, 128, (1, 4)))
+    finally:
+        handle.undo()
+
+
+@given(B=st.integers(1, 4), Q=st.integers(1, 20), extra=st.integers(0, 20), window=st.one_of(st.none(), st.integers(1, 12)),
+       use_mask=st.booleans(), reset=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_sync_free_rows_match_eager_rows(B, Q, extra, window, use_mask, reset, seed):
+    # The compiled-graph rows builder (no host sync, device asserts) == the eager one, on HF-shaped inputs:
+    # left padding, a KV cache offset, sliding windows, position-id resets (packed documents).
+    from detops.patching.attention import build_rows, build_rows_sync_free
+    g = torch.Generator().manual_seed(seed)
+    K = Q + extra
+    kq = torch.arange(K - Q, K)                                  # key index of each query
+    pad = torch.randint(0, K, (B,), generator=g)
+    pos = (kq[None] - pad[:, None]).clamp(min=0)
+    if reset and Q > 2:
+        cut = int(torch.randint(1, Q, (1,), generator=g))
+        pos[:, cut:] = torch.arange(Q - cut)
+    mask = None
+    if use_mask:
+        k = torch.arange(K)
+        m = (k[None, None] >= pad[:, None, None]) & (k[None, None] <= kq[None, :, None])
+        if window:
+            m &= k[None, None] > kq[None, :, None] - window
+        mask = m[:, None]
+    elif extra and Q > 1:
+        return  # transformers never passes mask None with a cache offset and Q > 1
+    eager = build_rows(B, 4, Q, K, "cpu", mask, True, pos, None, window)
+    free = build_rows_sync_free(B, Q, K, "cpu", mask, True, pos, None, window)
+    assert torch.equal(eager, free)
+
+
+def test_sync_free_rows_refuse_holes():
+    from detops.patching.attention import build_rows, build_rows_sync_free
+    mask = torch.ones(1, 1, 2, 6, dtype=torch.bool)
+    mask[..., 2] = False  # a hole: not one interval
+    pos = torch.tensor([[4, 5]])
+    with pytest.raises(ValueError, match="contiguous interval"):
+        build_rows(1, 4, 2, 6, "cpu", mask, True, pos, None, None)
+    with pytest.raises(RuntimeError, match="contiguous interval"):
+        build_rows_sync_free(1, 2, 6, "cpu", mask, True, pos, None, None)
