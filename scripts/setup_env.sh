@@ -17,6 +17,13 @@ have transformers || missing+=("transformers>=5.17")
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then have cutlass_library || missing+=(nvidia-cutlass==4.2.0.0); fi
 if [ ${#missing[@]} -gt 0 ]; then "$PY" -m pip install -q "${missing[@]}"; fi
 
-# Build against the installed torch (no build isolation: it would download another torch).
-MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "Running pip as the 'root' user" || true
+# Build against the installed torch (no build isolation: it would download another torch); skipped when the
+# installed build is newer than every source file.
+so=$(ls detops/_C*.so 2>/dev/null | head -n 1 || true)
+if [ -n "$so" ] && [ -z "$(find csrc setup.py -newer "$so" -print -quit)" ] && "$PY" -m pip show -q detops >/dev/null 2>&1; then
+  echo "detops build is up to date"
+else
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 \
+    | { grep -v "Running pip as the 'root' user" || true; }
+fi
 "$PY" -c "import detops; print('detops', detops.__version__, 'cuda kernels:', detops.has_cuda_kernels())"
