@@ -73,4 +73,13 @@ constexpr int kAttnBlockKeys = 64;
 constexpr int kAttnChunkKeys = 1024;
 static_assert(kAttnChunkKeys % kAttnBlockKeys == 0, "chunks hold whole blocks");
 
+// CUDA attention CTA shapes. They decide only which (query row, query head) pairs share a staged K/V tile,
+// never the order of any row's arithmetic (§6 / §6b: each row runs its own sequence); fixed, depending on
+// nothing at run time.
+constexpr int kAttnThreads = 256;       // CUDA-core chunk kernel: threads per CTA (8 warps)
+constexpr int kAttnRowHeads = 16;       // CUDA-core chunk kernel: (row, head) pairs per CTA, one kv head
+constexpr int kAttnMergeThreads = 128;  // chunk-merge kernel: threads per CTA
+constexpr int kAttnTcSlots = 64;        // tensor-core kernel: (row, head) slots per CTA, 4 groups of mma M = 16
+constexpr int kAttnTcThreads = 512;     // tensor-core kernel: 4 warps per group of 16 slots
+
 }  // namespace detops

@@ -7,14 +7,6 @@
 
 namespace detops {
 
-// CTA shape of the chunk kernel. These decide only which (row, head) pairs share a staged K/V tile, never
-// the order of any row's arithmetic (each row runs the §6 sequence on its own), so they may be anything;
-// they are fixed here and depend on nothing at run time. (They belong with the constants of constants.h;
-// kept here until that file's owner moves them.)
-constexpr int kAttnThreads = 256;   // threads of a chunk-kernel CTA (8 warps)
-constexpr int kAttnRowHeads = 16;   // (query row, query head) pairs per CTA, all of one kv head
-constexpr int kAttnMergeThreads = 128;
-
 // Storage dtype of q/k/v/out.
 enum class AttnDtype : int { F32 = 0, BF16 = 1, F16 = 2 };
 

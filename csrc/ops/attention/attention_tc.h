@@ -7,13 +7,6 @@
 
 namespace detops {
 
-// CTA shape of the tensor-core chunk kernel: 64 (query row, query head) slots in 4 groups of 16 (the mma
-// M = 16); each group has 4 warps, splitting a key block's scores by 16-key quarters and o by column quarters. Like kAttnThreads these decide only which slots share a staged K/V block, never
-// the order of any slot's arithmetic (§6b); fixed, depending on nothing at run time. (They belong with
-// constants.h; kept here until that file's owner moves them.)
-constexpr int kAttnTcSlots = 64;
-constexpr int kAttnTcThreads = 512;
-
 inline bool attention_tc_supports(AttnDtype dtype, int64_t D, int64_t Dv) {
   return (dtype == AttnDtype::BF16 || dtype == AttnDtype::F16) && D == Dv && (D == 64 || D == 128);
 }
