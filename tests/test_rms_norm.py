@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import detops
 from detops import reference as R
 from conftest import requires_cuda
-from values import DTYPES, ROW_COUNTS, at_offset, make, profile_st, seed_st
+from values import DTYPES, ROW_COUNTS, at_offset, make, profile_st, row_layouts, seed_st
 
 MODES = ("plain", "cast_first", "offset")
 # Row lengths at every §2 lane threshold (read from the extension's constants) and a model hidden size.
@@ -136,16 +136,7 @@ def test_layouts_equal_contiguous(device, c, rows, offset):
     x, res = inputs(c, rows, device)
     w = weight_of(c, device)
     want = outs(run(c, x, w, res))
-    wide = torch.zeros(rows, n + 3, dtype=x.dtype, device=device)
-    wide[:, 1:n + 1] = x
-    every_other = torch.zeros(2 * rows, n, dtype=x.dtype, device=device)
-    every_other[::2] = x
-    views = {
-        "odd storage offset": at_offset(x, offset),
-        "column-major storage": x.t().contiguous().t(),
-        "row stride > n (slice of a wider tensor)": wide[:, 1:n + 1],
-        "every other row": every_other[::2],
-    }
+    views = row_layouts(x, offset)
     for name, v in views.items():
         assert torch.equal(v, x)
         r = None if res is None else at_offset(res, offset)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import detops
 from detops import reference as R
 from conftest import requires_cuda
-from values import DTYPES, ROW_COUNTS, at_offset, make, profile_st, seed_st
+from values import DTYPES, ROW_COUNTS, make, profile_st, row_layouts, seed_st
 
 # Row lengths at every §2 lane threshold (from the extension's constants), plus vocabulary sizes, drawn
 # rarely (2 of ~25 entries) so the 'ci' profile stays fast.
@@ -149,17 +149,7 @@ def test_layouts_equal_contiguous(device, c, rows, offset):
     n = c["n"]
     x = inputs(c, rows, device)
     want = run(c, x).nan_to_num()
-    wide = torch.zeros(rows, n + 3, dtype=x.dtype, device=device)
-    wide[:, 1:n + 1] = x
-    every_other = torch.zeros(2 * rows, n, dtype=x.dtype, device=device)
-    every_other[::2] = x
-    views = {
-        "odd storage offset": at_offset(x, offset),
-        "column-major storage": x.t().contiguous().t(),
-        "row stride > n (slice of a wider tensor)": wide[:, 1:n + 1],
-        "every other row": every_other[::2],
-        "broadcast row": None,
-    }
+    views = {**row_layouts(x, offset), "broadcast row": None}
     for name, v in views.items():
         if v is None:
             got = run(c, x[:1].expand(4, n)).nan_to_num()

@@ -41,3 +41,18 @@ def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
     out = buf[offset:].view(t.shape)
     out.copy_(t)
     return out
+
+
+def row_layouts(x: torch.Tensor, offset: int) -> dict:
+    """The same (rows, n) values in other storage layouts: each must give the contiguous result's bits."""
+    rows, n = x.shape
+    wide = torch.zeros(rows, n + 3, dtype=x.dtype, device=x.device)
+    wide[:, 1:n + 1] = x
+    every_other = torch.zeros(2 * rows, n, dtype=x.dtype, device=x.device)
+    every_other[::2] = x
+    return {
+        "odd storage offset": at_offset(x, offset),
+        "column-major storage": x.t().contiguous().t(),
+        "row stride > n (slice of a wider tensor)": wide[:, 1:n + 1],
+        "every other row": every_other[::2],
+    }
