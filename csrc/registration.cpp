@@ -53,6 +53,9 @@ TORCH_LIBRARY(detops, m) {
   // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");
+  // CPU elementwise functions evaluated per element (§8): fn in exp, sin, cos, tanh, sigmoid, silu, gelu,
+  // gelu_tanh. Used by the aten mode on CPU tensors.
+  m.def("elementwise(Tensor input, str fn) -> Tensor");
 }
 
 }  // namespace detops

@@ -7,6 +7,10 @@ model reaches from `nn.Linear`, eager attention's `matmul`, `F.softmax`/`F.log_s
     aten::mm, aten::bmm                 -> detops.mm / detops.bmm        (REDUCTION_ORDER.md §5)
     aten::addmm                         -> detops.addmm                  (bias (N,), beta = alpha = 1)
     aten::_softmax, aten::_log_softmax  -> detops.softmax / log_softmax  (§4)
+    CPU only: aten::exp, sin, cos, tanh, sigmoid, silu, gelu (+ in-place forms)
+                                        -> detops::elementwise           (§8: one element at a time; torch's
+                                           SIMD body and scalar tail give different bits, so a token's SiLU
+                                           or RoPE cos/sin would depend on its place in the batch)
 
 Mechanism: a `torch.library.Library("aten", "IMPL")` registration on the CPU and CUDA dispatch keys, created
 when the mode turns on and destroyed when it turns off (the dispatcher then restores torch's own kernel).
@@ -40,6 +44,9 @@ ROUTED_OPS = {
     "_softmax": "detops.softmax",
     "_log_softmax": "detops.log_softmax",
 }
+# CPU only (REDUCTION_ORDER.md §8): torch's CUDA elementwise kernels already evaluate every element alike.
+ELEMENTWISE_OPS = ("exp", "sin", "cos", "tanh", "sigmoid", "silu", "gelu")
+ROUTED_OPS.update({name: "detops.elementwise (CPU)" for name in ELEMENTWISE_OPS})
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _DISPATCH_KEYS = ("CPU", "CUDA")
 
@@ -129,6 +136,37 @@ def _log_softmax(x, dim, half_to_float):
     return _ops.log_softmax(x, dim, torch.float32 if half_to_float else None)
 
 
+def _elementwise(fn, x):
+    if x.is_complex() or (x.is_floating_point() and x.dtype not in _KERNEL_DTYPES + (torch.float64,)):
+        _unsupported(fn, x)
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())  # torch's type promotion for these functions of integers
+    _served()
+    return _ops.elementwise(x, fn)
+
+
+def _elementwise_override(name):
+    def functional(x):
+        return _elementwise(name, x)
+
+    def in_place(x):
+        return x.copy_(_elementwise(name, x))
+    return functional, in_place
+
+
+def _gelu(x, *, approximate="none"):
+    return _elementwise("gelu_tanh" if approximate == "tanh" else "gelu", x)
+
+
+def _gelu_(x, *, approximate="none"):
+    return x.copy_(_gelu(x, approximate=approximate))
+
+
+_CPU_OVERRIDES = {"gelu": _gelu, "gelu_": _gelu_}
+for _name in ELEMENTWISE_OPS:
+    if _name != "gelu":
+        _CPU_OVERRIDES[_name], _CPU_OVERRIDES[_name + "_"] = _elementwise_override(_name)
+
 _OVERRIDES = {"mm": _mm, "addmm": _addmm, "bmm": _bmm, "_softmax": _softmax, "_log_softmax": _log_softmax}
 
 
@@ -138,6 +176,8 @@ def _register():
         for key in _DISPATCH_KEYS:
             for name, fn in _OVERRIDES.items():
                 lib.impl(name, fn, key)
+        for name, fn in _CPU_OVERRIDES.items():
+            lib.impl(name, fn, "CPU")
     except BaseException:
         lib._destroy()
         raise

@@ -1,6 +1,7 @@
 """Tiny random-weight models of every supported family (tests, demo, verify; no hub weights needed).
 
-2 layers, hidden 64, 4 query heads / 2 kv heads (head dim 16), vocab 128. Norm weights are randomised
+2 layers, hidden 64, MLP 88 (not a multiple of the SIMD width: CPU elementwise tails are exercised, §8), 4 query
+heads / 2 kv heads (head dim 16), vocab 128. Norm weights are randomised
 (transformers initialises them to ones, or zeros for Gemma, which would hide weight-mode bugs); sliding
 windows are small so the window masks and rolling caches are exercised by short sequences.
 """
@@ -8,16 +9,16 @@ import torch
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3")
 
-_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+_COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=88, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-6,
                tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 SLIDING_WINDOW = 24
 
 
-def tiny_config(family: str):
-    """The transformers config of the tiny `family` model."""
+def tiny_config(family: str, **overrides):
+    """The transformers config of the tiny `family` model (`overrides` replace sizes, e.g. a wider model)."""
     import transformers as tf
-    c = dict(_COMMON)
+    c = dict(_COMMON, **overrides)
     if family == "llama":
         return tf.LlamaConfig(**c)
     if family == "qwen2":
@@ -39,11 +40,12 @@ def tiny_config(family: str):
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
 
 
-def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, attn_implementation="sdpa"):
+def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, attn_implementation="sdpa",
+               **overrides):
     """A tiny random `family` causal LM in eval mode, norm weights randomised (seeded, identical on every
-    device: weights are drawn on the CPU)."""
+    device: weights are drawn on the CPU). `overrides`: config sizes to change (see tiny_config)."""
     import transformers as tf
-    config = tiny_config(family)
+    config = tiny_config(family, **overrides)
     torch.manual_seed(seed)
     model = tf.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
                                                 dtype=torch.float32)

@@ -116,3 +116,60 @@ def test_addmm_other_broadcasts(device):
         row = torch.addmm(bias[3:4], a[3:4], b, beta=0.5, alpha=2.0)
     assert torch.equal(got, detops.mm(a, b) * 2.0 + bias * 0.5)
     assert torch.equal(got[3:4], row)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CPU elementwise functions (REDUCTION_ORDER.md §8): torch's SIMD body and scalar tail disagree in the last bit,
+# so a row's SiLU/GELU/cos/sin depends on where the row sits. Under the mode every element is computed alike.
+ELEMENTWISE = {
+    "exp": torch.exp, "sin": torch.sin, "cos": torch.cos, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    "silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+IN_PLACE = ("exp", "sin", "cos", "tanh", "sigmoid")  # Tensor.<fn>_
+
+
+@given(fn=st.sampled_from(sorted(ELEMENTWISE)), rows=st.sampled_from((1, 2, 3, 5, 17, 33)),
+       n=st.integers(1, 70), dtype=st.sampled_from((torch.float32, torch.bfloat16, torch.float16)),
+       profile=profile_st, seed=seed_st, data=st.data())
+def test_cpu_elementwise_rows_invariant_under_mode(fn, rows, n, dtype, profile, seed, data):
+    f = ELEMENTWISE[fn]
+    x = make((rows, n), dtype, "cpu", profile, seed, scale=4.0)
+    i = data.draw(st.integers(0, rows - 1), label="row")
+    lo = data.draw(st.integers(0, n - 1), label="first column")
+    with detops.mode():
+        before = routed_count()
+        full = f(x)
+        assert routed_count() == before + 1
+        part = f(x[i:i + 1, lo:].contiguous())   # the row's tail alone: other flat indices, other SIMD lanes
+        if fn in IN_PLACE:
+            in_place = x.clone()
+            getattr(in_place, fn + "_")()
+            assert torch.equal(in_place, full)
+    assert torch.equal(part, full[i:i + 1, lo:])
+    # accuracy: within what torch itself achieves against float64, plus one rounding of the dtype
+    ref = f(x.double())
+    stock_err = (f(x).double() - ref).abs().max()
+    ours_err = (full.double() - ref).abs().max()
+    assert ours_err <= 2 * stock_err + ref.abs().max() * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "silu"])
+def test_cpu_elementwise_stock_control(fn):
+    # Negative control: stock torch computes the same values with other bits when they sit in the scalar tail
+    # (one element at a time) than in the SIMD body (measured on AVX2 and AVX-512 builds).
+    f = ELEMENTWISE[fn]
+    x = make((4096,), torch.float32, "cpu", "normal", 7, scale=8.0)
+    body = f(x)
+    tail = torch.cat([f(x[j:j + 1]) for j in range(x.numel())])
+    assert not torch.equal(body, tail)
+    with detops.mode():
+        assert torch.equal(f(x), torch.cat([f(x[j:j + 1]) for j in range(x.numel())]))
+
+
+def test_cpu_elementwise_refusals_and_cuda_untouched():
+    with pytest.raises(RuntimeError, match="unknown function"):
+        detops.ops.elementwise(torch.ones(3), "log")
+    with detops.mode(), pytest.raises(NotImplementedError, match="complex"):
+        torch.exp(torch.ones(2, dtype=torch.complex64))
+    with detops.mode():  # integers promote like torch
+        assert torch.equal(torch.exp(torch.zeros(3, dtype=torch.long)), torch.ones(3))

@@ -3,6 +3,7 @@ from .norm import rms_norm, add_rms_norm
 from .softmax import softmax, log_softmax
 from .matmul import mm, bmm, linear, addmm
 from .attention import scaled_dot_product_attention
+from .elementwise import elementwise
 
 __all__ = ["rms_norm", "add_rms_norm", "softmax", "log_softmax", "mm", "bmm", "linear", "addmm",
-           "scaled_dot_product_attention"]
+           "scaled_dot_product_attention", "elementwise"]
