@@ -98,6 +98,8 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompt", type=int, default=128, help="prompt length of the decode runs")
     p.add_argument("--quick", action="store_true", help="prefill 2x128, decode 16 tokens at batch 1/4")
+    p.add_argument("--static", action="store_true",
+                   help="decode with a StaticCache: transformers compiles the step (CUDA graphs); skips the prefill row")
     p.add_argument("--out", default="benchmarks/results/bench_model.csv")
     p.add_argument("--png", default=None)
     args = p.parse_args(argv)
@@ -126,10 +128,16 @@ def main(argv=None):
         return run
 
     def generate_fn(ids):
+        extra = {}
+        if args.static:
+            # transformers compiles the decode step (Inductor, mode="reduce-overhead": CUDA graphs) when the
+            # cache is static; the prefill stays eager.
+            extra = dict(cache_implementation="static")
+
         def run():
             with torch.no_grad():
                 model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                               max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+                               max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **extra)
         return run
 
     decode_batches = [int(b) for b in args.decode_batches.split(",")]
@@ -139,16 +147,22 @@ def main(argv=None):
         if provider == "detops":
             handle = detops.patch(model, strict=True)
         try:
-            s = timed(prefill_fn(prefill_ids), dev, args.reps, args.warmup)
-            results.append(("prefill", f"{B}x{T}", provider, s, B * T))
-            print(f"{shape_tag} prefill {B}x{T} {provider:>7}: {s * 1e3:9.2f} ms  ({B * T / s:,.0f} tok/s)",
-                  flush=True)
+            if args.static:
+                import torch._dynamo as dynamo
+                dynamo.reset()  # the stock pass's compiled step must not serve the patched model
+            else:
+                s = timed(prefill_fn(prefill_ids), dev, args.reps, args.warmup)
+                results.append(("prefill", f"{B}x{T}", provider, s, B * T))
+                print(f"{shape_tag} prefill {B}x{T} {provider:>7}: {s * 1e3:9.2f} ms  ({B * T / s:,.0f} tok/s)",
+                      flush=True)
             for b in decode_batches:
                 g = timed(generate_fn(prompts[b]), dev, max(1, args.reps // 2), args.warmup)
                 pf = timed(prefill_fn(prompts[b]), dev, args.reps, args.warmup)
                 per_tok = (g - pf) / max(1, args.new_tokens - 1)
-                results.append(("generate", f"{b}x{args.prompt}+{args.new_tokens}", provider, g, b * args.new_tokens))
-                results.append(("decode_step", f"{b}x1", provider, per_tok, b))
+                tag = "_static" if args.static else ""
+                results.append(("generate" + tag, f"{b}x{args.prompt}+{args.new_tokens}", provider, g,
+                                 b * args.new_tokens))
+                results.append(("decode_step" + tag, f"{b}x1", provider, per_tok, b))
                 print(f"{shape_tag} generate b={b:<3} {provider:>7}: {g * 1e3:9.1f} ms total, "
                       f"{per_tok * 1e3:7.2f} ms/token step", flush=True)
         finally:
@@ -163,7 +177,8 @@ def main(argv=None):
                          shape=f"{shape_tag}:{shape}", dtype="bf16", median_us=round(s * 1e6, 1), tflops="",
                          gbps="", ratio_vs_stock=round(s / stock[(op, shape)], 4), gpu=env["gpu"],
                          torch=env["torch"], commit=env["commit"],
-                         flags=f"timing=eager;tokens={toks};tok_per_s={toks / s:.1f}"))
+                         flags=f"timing={'static_cache+cuda_graphs' if args.static else 'eager'};tokens={toks};"
+                               f"tok_per_s={toks / s:.1f}"))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if harness is not None:
         harness.write_csv(rows, args.out)
