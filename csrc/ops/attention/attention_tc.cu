@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 #include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk, the §6 merge kernel
 #include "attention_tc.h"
@@ -36,14 +37,12 @@ using attn_cuda::last_chunk;
 
 constexpr int kSlots = kAttnTcSlots;
 constexpr int kThreads = kAttnTcThreads;
-constexpr int kStages = kAttnTcStages;
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
 constexpr int kWarps = kThreads / 32;
 static_assert(kSlots == 16 * kWarps, "one warp per 16 slots (the mma M)");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's rowsum");
-static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -81,17 +80,18 @@ __device__ __forceinline__ float hi_float(uint32_t r) {
   return f;
 }
 
-// mma.m16n8k16, fp32 accumulate in place: c = c + A·B (the hardware's k16 sum).
+// mma.m16n8k16, fp32 accumulate in place: c = c + A·B (the hardware's k16 sum). A pure function of its
+// registers (not volatile), so the compiler may interleave independent chains.
 template <bool BF>
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   if constexpr (BF) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -138,32 +138,50 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-// Stages keys [bs, bs + 64) of one kv head (rows `stride` apart) into a swizzled tile; keys outside [klo, khi)
-// are zeros (never read from global memory).
+// Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
+// swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
+// chunk t % DC of rows t / DC + it * R.
 template <typename T, int D>
-__device__ __forceinline__ void stage_block(uint16_t* dst, const T* base, int64_t stride, int64_t bs, int64_t klo,
-                                            int64_t khi, bool vec) {
+__device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
-  static_assert(kBK * DC % kThreads == 0, "even split of the block's 16-byte chunks");
+  constexpr int R = kThreads / DC;  // rows per sweep of the CTA
+  static_assert(kThreads % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
+  const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
+  src += r0 * stride + c * 8;
+  const int64_t step = int64_t(R) * stride;
 #pragma unroll
-  for (int it = 0; it < kBK * DC / kThreads; ++it) {
-    const int i = threadIdx.x + it * kThreads;
-    const int r = i / DC, c = i % DC;
-    const int64_t key = bs + r;
+  for (int it = 0; it < kBK / R; ++it, src += step) {
+    const int r = r0 + it * R;
     uint16_t* d = dst + swz<D>(r, c);
-    if (key < klo || key >= khi) {
+    if (r < jlo || r >= jhi) {
       *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
     } else if (vec) {
-      cp_async16(d, base + key * stride + c * 8);
+      cp_async16(d, src);
     } else {
-      *reinterpret_cast<uint4*>(d) = load8(base + key * stride + c * 8, false);
+      *reinterpret_cast<uint4*>(d) = load8(src, false);
     }
   }
 }
 
 __device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
-template <typename T, int D>
+// §6b P·V of one block for the n8 column tiles 2cp, 2cp+1 (16-byte chunks 2cp, 2cp+1 of a V row):
+// t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]) for ks = 0..3 ascending.
+template <bool BF, int D>
+__device__ __forceinline__ void pv_pair(float (&t0)[4], float (&t1)[4], const uint32_t (&pa)[4][4],
+                                        const uint16_t* sVb, int cp, int lane) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) t0[e] = t1[e] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    uint32_t vf[4];
+    ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cp * 2 + (lane >> 4)));
+    mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
+    mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
+  }
+}
+
+template <typename T, int D, int kStages>
 struct TcSmem {
   static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
   static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
@@ -176,14 +194,16 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const AttentionLaunch L) {
+// EXPERIMENT (removed before merge): kMinCtas / kStages as template parameters, picked by an env var.
+template <typename T, int D, int kMinCtas, int kStages>
+__global__ void __launch_bounds__(kThreads, kMinCtas) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
-  using SM = TcSmem<T, D>;
+  static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
+  using SM = TcSmem<T, D, kStages>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
@@ -266,14 +286,20 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
       const int64_t klo = s_red[kRedKlo], khi = s_red[kRedKhi];
       if (klo >= khi) continue;
 
-      // The thread's two slots: their keys in this chunk (empty when not in the pass or not in the chunk).
-      int64_t rlo[2], rhi[2];
+      // Keys are counted from cbase, the first key of the pass's first block in this chunk (§6 step 2: blocks
+      // anchored at A), so everything below is a small int: [kl, kh) the staged keys, [rlo, rhi) the thread's
+      // two slots' keys in this chunk (empty when not in the pass or not in the chunk).
+      const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
+      const int64_t cbase = A + b_first * kBK;
+      const int kl = static_cast<int>(klo - cbase), kh = static_cast<int>(khi - cbase);
+      const int nblocks = static_cast<int>(b_last - b_first + 1);
+      int rlo[2], rhi[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int s = sl0 + 8 * h;
         const bool in = s < nslots && t_pass[s];
-        rlo[h] = in ? max64(t_lo[s], chunk_lo) : 0;
-        rhi[h] = in ? min64(t_hi[s], chunk_hi) : 0;
+        rlo[h] = in ? static_cast<int>(max64(t_lo[s], chunk_lo) - cbase) : 0;
+        rhi[h] = in ? static_cast<int>(min64(t_hi[s], chunk_hi) - cbase) : 0;
       }
       const bool warp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
 
@@ -297,42 +323,42 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
 
-      // K/V ring: block b_first + i lives in buffer i % kStages; kStages - 1 blocks are in flight ahead.
-      const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
+      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; kStages - 1 blocks are in flight.
+      const T* kblk = kb + cbase * p.k_ss;
+      const T* vblk = vb + cbase * p.v_ss;
+      const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
 #pragma unroll
       for (int st = 0; st < kStages - 1; ++st) {
-        if (b_first + st <= b_last) {
-          const int64_t bs = A + (b_first + st) * kBK;
-          stage_block<T, D>(sK + st * kBK * D, kb, p.k_ss, bs, klo, khi, L.k_vec);
-          stage_block<T, D>(sV + st * kBK * D, vb, p.v_ss, bs, klo, khi, L.v_vec);
+        if (st < nblocks) {
+          const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
+          stage_block<T, D>(sK + st * kBK * D, kblk + st * kstep, p.k_ss, jl, jh, L.k_vec);
+          stage_block<T, D>(sV + st * kBK * D, vblk + st * vstep, p.v_ss, jl, jh, L.v_vec);
         }
         cp_async_commit();
       }
-      for (int64_t blk = b_first; blk <= b_last; ++blk) {
-        const int64_t i = blk - b_first;
+      for (int i = 0; i < nblocks; ++i) {
         cp_async_wait<kStages - 2>();
-        __syncthreads();  // block blk has landed for every thread, and every warp is done with block blk - 1
+        __syncthreads();  // block i has landed for every thread, and every warp is done with block i - 1
         {
-          const int64_t nb = blk + kStages - 1;  // refill the buffer block blk - 1 used
-          if (nb <= b_last) {
-            const int nbuf = static_cast<int>((i + kStages - 1) % kStages);
-            const int64_t bs = A + nb * kBK;
-            stage_block<T, D>(sK + nbuf * kBK * D, kb, p.k_ss, bs, klo, khi, L.k_vec);
-            stage_block<T, D>(sV + nbuf * kBK * D, vb, p.v_ss, bs, klo, khi, L.v_vec);
+          const int nb = i + kStages - 1;  // refill the buffer block i - 1 used
+          if (nb < nblocks) {
+            const int nbuf = nb % kStages;
+            const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
+            stage_block<T, D>(sK + nbuf * kBK * D, kblk + nb * kstep, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D>(sV + nbuf * kBK * D, vblk + nb * vstep, p.v_ss, jl, jh, L.v_vec);
           }
           cp_async_commit();
         }
         if (!warp_busy) continue;
-        const int buf = static_cast<int>(i % kStages);
+        const int buf = i % kStages;
         const uint16_t* sKb = sK + buf * kBK * D;
         const uint16_t* sVb = sV + buf * kBK * D;
-        const int64_t bs = A + blk * kBK;  // §6 step 2: the block anchored at A
-        // The slots' keys of the block are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
+        // The slots' keys of block i are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
         int jlo[2], jhi[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          jlo[h] = static_cast<int>(max64(min64(rlo[h] - bs, kBK), 0));
-          jhi[h] = static_cast<int>(max64(min64(rhi[h] - bs, kBK), 0));
+          jlo[h] = min(max(rlo[h] - i * kBK, 0), kBK);
+          jhi[h] = min(max(rhi[h] - i * kBK, 0), kBK);
         }
         if (!__any_sync(0xffffffffu, jlo[0] < jhi[0] || jlo[1] < jhi[1])) continue;  // no slot of the warp here
         const bool whole = __all_sync(0xffffffffu, jlo[0] == 0 && jhi[0] == kBK && jlo[1] == 0 && jhi[1] == kBK);
@@ -368,18 +394,31 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], p.scale, 0.0f);
         }
-        float bmax[2] = {-kInf, -kInf};
+        if (!whole) {
 #pragma unroll
-        for (int j = 0; j < NB; ++j)
+          for (int j = 0; j < NB; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e >> 1;
-            if (!whole) {
+            for (int e = 0; e < 4; ++e) {
               const int key = 8 * j + 2 * qd + (e & 1);
-              s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
+              s[j][e] = (key >= jlo[e >> 1] && key < jhi[e >> 1]) ? s[j][e] : -kInf;
             }
-            bmax[h] = det_max(bmax[h], s[j][e]);
+        }
+        // The thread's 16 scores per slot as a pairwise tree (short dependency chain; the slot's scores and
+        // their places are the same in every tile, so the result is too).
+        float mx[2][NB];
+#pragma unroll
+        for (int j = 0; j < NB; ++j) {
+          mx[0][j] = det_max(s[j][0], s[j][1]);
+          mx[1][j] = det_max(s[j][2], s[j][3]);
+        }
+#pragma unroll
+        for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+          for (int j = 0; j < w; ++j) {
+            mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+            mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
           }
+        float bmax[2] = {mx[0][0], mx[1][0]};
         float alpha[2], msub[2];
         bool skip[2];
 #pragma unroll
@@ -426,24 +465,24 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
           l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], rowsum);
         }
         // §6b o: t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]), ks ascending; o = o*α + t (skipped slots keep o).
-        const bool any_skip = __any_sync(0xffffffffu, skip[0] || skip[1]);
+        // Two copies of the loop (no slot skips / some do), so the branch is taken once per block and the 8
+        // column pairs' mma chains can interleave.
+        if (!__any_sync(0xffffffffu, skip[0] || skip[1])) {
 #pragma unroll
-        for (int cp = 0; cp < NT / 2; ++cp) {  // n8 tiles 2cp, 2cp+1 = 16-byte chunks 2cp, 2cp+1 of a V row
-          float t0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, t1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int ks = 0; ks < 4; ++ks) {
-            uint32_t vf[4];
-            ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cp * 2 + (lane >> 4)));
-            mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
-            mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
-          }
-          if (!any_skip) {
+          for (int cp = 0; cp < NT / 2; ++cp) {
+            float t0[4], t1[4];
+            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               o[2 * cp][e] = attn_o_update(o[2 * cp][e], alpha[e >> 1], t0[e]);
               o[2 * cp + 1][e] = attn_o_update(o[2 * cp + 1][e], alpha[e >> 1], t1[e]);
             }
-          } else {
+          }
+        } else {
+#pragma unroll
+          for (int cp = 0; cp < NT / 2; ++cp) {
+            float t0[4], t1[4];
+            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const bool keep = skip[e >> 1];
@@ -552,18 +591,29 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
+template <typename T, int D, int kMinCtas, int kStages>
+int launch_chunk(const AttentionLaunch& L, dim3 grid) {
+  using SM = TcSmem<T, D, kStages>;
+  auto chunk = attention_tc_chunk_kernel<T, D, kMinCtas, kStages>;
+  cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
+  if (e != cudaSuccess) return int(e);
+  chunk<<<grid, kThreads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L);
+  return 0;
+}
+
 template <typename T, int D>
 int launch_typed(const AttentionLaunch& L) {
-  using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
   const int64_t G = p.Hq / p.Hk;
   const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
-  auto chunk = attention_tc_chunk_kernel<T, D>;
-  cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
-  if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  chunk<<<grid, kThreads, SM::bytes, stream>>>(L);
+  static const int variant = [] {
+    const char* v = getenv("DETOPS_ATTN_TC_VARIANT");
+    return v ? atoi(v) : 0;
+  }();
+  const int e = variant == 1 ? launch_chunk<T, D, 2, 2>(L, grid) : launch_chunk<T, D, 1, kAttnTcStages>(L, grid);
+  if (e != 0) return e;
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
