@@ -16,15 +16,14 @@
 //   §6b order, t = P·V (mma k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA);
 //   a slot with no key in the block is untouched.
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
-// here (merge into the empty state, y = O / L: the §6 step 4-5 functions the merge kernel calls). No slot's
+// here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
 // arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
 // decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
 #include <cuda_runtime.h>
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
-#include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk, the §6 merge kernel
+#include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk
 #include "attention_tc.h"
 
 namespace detops {
@@ -43,6 +42,8 @@ constexpr int kWarps = kThreads / 32;
 static_assert(kSlots == 16 * kWarps, "one warp per 16 slots (the mma M)");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's rowsum");
+constexpr int kStages = kAttnTcStages;
+static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -181,7 +182,7 @@ __device__ __forceinline__ void pv_pair(float (&t0)[4], float (&t1)[4], const ui
   }
 }
 
-template <typename T, int D, int kStages>
+template <typename T, int D>
 struct TcSmem {
   static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
   static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
@@ -194,16 +195,16 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// EXPERIMENT (removed before merge): kMinCtas / kStages as template parameters, picked by an env var.
-template <typename T, int D, int kMinCtas, int kStages>
-__global__ void __launch_bounds__(kThreads, kMinCtas) attention_tc_chunk_kernel(const AttentionLaunch L) {
+// 255 registers (o: 64, S: 32, P: 16, the hoisted ldmatrix addresses), so 1 CTA = 8 warps per SM; a 2-CTA
+// build (128 registers, 2 stages) spills and measured slower on the H100 (docs/ATTENTION_NOTES.md).
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
-  static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
-  using SM = TcSmem<T, D, kStages>;
+  using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
@@ -591,29 +592,18 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
-template <typename T, int D, int kMinCtas, int kStages>
-int launch_chunk(const AttentionLaunch& L, dim3 grid) {
-  using SM = TcSmem<T, D, kStages>;
-  auto chunk = attention_tc_chunk_kernel<T, D, kMinCtas, kStages>;
-  cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
-  if (e != cudaSuccess) return int(e);
-  chunk<<<grid, kThreads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L);
-  return 0;
-}
-
 template <typename T, int D>
 int launch_typed(const AttentionLaunch& L) {
+  using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
   const int64_t G = p.Hq / p.Hk;
   const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
+  auto chunk = attention_tc_chunk_kernel<T, D>;
+  cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
+  if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  static const int variant = [] {
-    const char* v = getenv("DETOPS_ATTN_TC_VARIANT");
-    return v ? atoi(v) : 0;
-  }();
-  const int e = variant == 1 ? launch_chunk<T, D, 2, 2>(L, grid) : launch_chunk<T, D, 1, kAttnTcStages>(L, grid);
-  if (e != 0) return e;
+  chunk<<<grid, kThreads, SM::bytes, stream>>>(L);
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
