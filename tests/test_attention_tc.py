@@ -63,14 +63,17 @@ def test_tensor_core_path_is_used(dtype, D):
 
 # ---- L1: a row's bits do not depend on its tile, its batch-mates or its batch index -------------------------
 
-@given(heads=st.sampled_from(HEADS), B=st.sampled_from((1, 2, 3)), Q=st.sampled_from((1, 5, 16, 17, 64, 65, 200)),
+@given(heads=st.sampled_from(HEADS), B=st.sampled_from((1, 2, 3)),
+       Q=st.sampled_from((1, 5, 16, 17, 32, 33, 64, 65, 127, 128, 129, 200)),
        K=st.sampled_from(KEY_LENS), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
        cap=st.sampled_from((0.0, 0.0, 30.0)), seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=25)
 def test_each_row_alone_equals_in_tile(heads, B, Q, K, D, dtype, cap, seed):
     """Arbitrary [anchor, lo, hi] per row (rows of one tile with different anchors, anchors before/after lo,
     empty rows, rows spanning many chunks): every checked row computed alone (Q = 1, the decode tile) has the
-    bits it has inside the full launch."""
+    bits it has inside the full launch. Q * G drawn around the 128-slot tile and the 16-slot warp (G = 1, 4, 8:
+    Q = 16/17, 32/33, 127/128/129): a row in a warp whose slots all cover a block whole (no mask) == the same row
+    in a decode tile (masked, mostly empty warp)."""
     Hq, Hk = heads
     q, k, v = gpu_qkv(B, Hq, Hk, Q, K, D, dtype, seed)
     g = torch.Generator().manual_seed(seed)
@@ -202,6 +205,26 @@ def test_prefill_chunked_decode(S, D, heads, dtype, window, cap, seed, data):
 @pytest.mark.parametrize("D,heads,window", ((128, (4, 1), None), (64, (8, 1), 3000)))
 def test_prefill_chunked_decode_8192(D, heads, window):
     check_l4(8192, D, heads, torch.bfloat16, window, 0.0, [1, 63, 1000, 1024, 4097, 8000], 8192 + D, static=False)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("spread", (8.0, 40.0))
+def test_extreme_scores_prefill_chunked_decode(dtype, spread):
+    """Scores spread over hundreds (inputs scaled by `spread`): most p and α of §6b's hardware exp fall below
+    2^-126 (flushed to +0 by ex2.approx.ftz) or round to 0 in T; prefill, chunked prefill and decode still give
+    the same bits, and the output is finite."""
+    S, D, Hq, Hk = 1100, 128, 4, 1
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, int(spread))
+    q = (q.float() * spread).to(dtype)
+    k = (k.float() * spread).to(dtype)
+    full = _op(q, k, v, causal_rows(S, S), 1.0 / math.sqrt(D))
+    assert torch.isfinite(full).all() and full.abs().sum() > 0
+    for a, b in ((0, 1), (1, 64), (64, 1025), (1025, S)):
+        y = _op(q[:, :, a:b], k[:, :, :b], v[:, :, :b], causal_rows(b - a, b, past=a), 1.0 / math.sqrt(D))
+        assert torch.equal(y, full[:, :, a:b]), (a, b)
+    for t in (0, 63, 64, 1023, 1024, 1099):
+        y = _op(q[:, :, t:t + 1], k, v, causal_rows(1, S, past=t), 1.0 / math.sqrt(D))
+        assert torch.equal(y, full[:, :, t:t + 1]), t
 
 
 # ---- accuracy ------------------------------------------------------------------------------------------------

@@ -1,27 +1,29 @@
 // attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 512 threads = 16 warps. A tile is 64 (query row, query head)
-// slots of one kv head, slot s <-> pair P = tile*64 + s, query row P / G, head kvh*G + P % G (G = Hq / Hk), so
-// a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head. Slot group g = warp / 4
-// holds slots 16g..16g+15 (the mma M; lane holds slots 16g + lane/4 and +8, the accumulator rows); its 4 warps
-// (part = warp % 4) split a 64-key block: part w computes the scores of keys 16w..16w+15 and o of columns
-// w*D/4 .. (w+1)*D/4 - 1, exchanging block maxima, rounded p and l partials through shared memory.
+// Grid (chunk slot x slot tile, kv head, batch), 256 threads = 8 warps (FlashAttention-2 layout). A tile is 128
+// (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
+// kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv
+// head. Warp w owns slots 16w .. 16w+15 (the mma M; lane holds slots 16w + lane/4 and +8, the accumulator rows)
+// and the whole of every 64-key block: its scores, block maxima and row sums stay in registers and quad
+// shuffles, o (16 x D) lives in registers for the whole chunk, and p goes from the score accumulators to the
+// P·V operand without shared memory. One __syncthreads per block (the K/V cp.async ring).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
-// (cp.async, double buffered; keys no slot of the pass reads are zero-filled), and each slot runs §6b:
+// (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
-//   block max, α, p = det_exp(s - m') rounded to T, l = l*α + rowsum(p̃) in the fixed §6b order, t = P·V (mma
-//   k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA); a slot with no key in the
-//   block is untouched.
+//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), l = l*α + rowsum(p̃) in the fixed
+//   §6b order, t = P·V (mma k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA);
+//   a slot with no key in the block is untouched.
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
-// here (merge into the empty state, y = O / L: the functions the merge kernel calls). No slot's arithmetic
-// depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and decode
-// (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
+// here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
+// arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
+// decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
 #include <cuda_runtime.h>
+#include <climits>
 #include <cstdint>
 #include <type_traits>
-#include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk, the §6 merge kernel
+#include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk
 #include "attention_tc.h"
 
 namespace detops {
@@ -36,23 +38,61 @@ constexpr int kSlots = kAttnTcSlots;
 constexpr int kThreads = kAttnTcThreads;
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
-static_assert(kThreads == 512 && kSlots == 64, "4 slot groups of 16 mma rows x 4 warps (key / column quarters)");
-static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V");
+constexpr int kWarps = kThreads / 32;
+static_assert(kSlots == 16 * kWarps, "one warp per 16 slots (the mma M)");
+static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
+static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's rowsum");
+constexpr int kStages = kAttnTcStages;
+static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// mma.m16n8k16, fp32 accumulate in place: c = c + A·B (the hardware's k16 sum).
+// §6b exp: e^x as 2^(x * log2 e): the product rounded to fp32 (mul.rn), then the hardware ex2.approx.ftz
+// (MUFU.EX2; results below 2^-126 flush to +0, ex2(-inf) = +0). Inline PTX pins both instructions. Every
+// in-chunk α and p of the tensor-core path goes through this one function (prefill, chunked prefill, decode).
+__device__ __forceinline__ float tc_exp(float x) {
+  float y, r;
+  asm("mul.rn.f32 %0, %1, 0f3FB8AA3B;" : "=f"(y) : "f"(x));  // 0x3FB8AA3B = log2(e) rounded to fp32
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+  return r;
+}
+
+// p̃ = round_T(p) for two values (RNE, cvt.rn; lo in the low 16 bits), and back to fp32 (exact).
+template <bool BF>
+__device__ __forceinline__ uint32_t round_pack(float lo, float hi) {
+  uint32_t r;
+  if constexpr (BF) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+template <bool BF>
+__device__ __forceinline__ float lo_float(uint32_t r) {
+  if constexpr (BF) return __uint_as_float(r << 16);
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(static_cast<unsigned short>(r & 0xffffu)));
+  return f;
+}
+template <bool BF>
+__device__ __forceinline__ float hi_float(uint32_t r) {
+  if constexpr (BF) return __uint_as_float(r & 0xffff0000u);
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(static_cast<unsigned short>(r >> 16)));
+  return f;
+}
+
+// mma.m16n8k16, fp32 accumulate in place: c = c + A·B (the hardware's k16 sum). A pure function of its
+// registers (not volatile), so the compiler may interleave independent chains.
 template <bool BF>
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   if constexpr (BF) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -99,68 +139,83 @@ __device__ __forceinline__ int swz(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-// Stages keys [bs, bs + 64) of one kv head (rows `stride` apart) into a swizzled tile; keys outside [klo, khi)
-// are zeros (never read from global memory).
+// Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
+// swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
+// chunk t % DC of rows t / DC + it * R.
 template <typename T, int D>
-__device__ __forceinline__ void stage_block(uint16_t* dst, const T* base, int64_t stride, int64_t bs, int64_t klo,
-                                            int64_t khi, bool vec) {
+__device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
-  static_assert(kBK * DC % kThreads == 0, "even split of the block's 16-byte chunks");
+  constexpr int R = kThreads / DC;  // rows per sweep of the CTA
+  static_assert(kThreads % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
+  const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
+  src += r0 * stride + c * 8;
+  const int64_t step = int64_t(R) * stride;
 #pragma unroll
-  for (int it = 0; it < kBK * DC / kThreads; ++it) {
-    const int i = threadIdx.x + it * kThreads;
-    const int r = i / DC, c = i % DC;
-    const int64_t key = bs + r;
+  for (int it = 0; it < kBK / R; ++it, src += step) {
+    const int r = r0 + it * R;
     uint16_t* d = dst + swz<D>(r, c);
-    if (key < klo || key >= khi) {
+    if (r < jlo || r >= jhi) {
       *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
     } else if (vec) {
-      cp_async16(d, base + key * stride + c * 8);
+      cp_async16(d, src);
     } else {
-      *reinterpret_cast<uint4*>(d) = load8(base + key * stride + c * 8, false);
+      *reinterpret_cast<uint4*>(d) = load8(src, false);
     }
   }
 }
 
 __device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
-// Rows of the P exchange tile: 64 keys + 8 pad elements (144 bytes: the 8 rows an ldmatrix reads fall in 8
-// different bank groups).
-constexpr int kPRow = kBK + 8;
+// §6b P·V of one block for the n8 column tiles 2cp, 2cp+1 (16-byte chunks 2cp, 2cp+1 of a V row):
+// t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]) for ks = 0..3 ascending.
+template <bool BF, int D>
+__device__ __forceinline__ void pv_pair(float (&t0)[4], float (&t1)[4], const uint32_t (&pa)[4][4],
+                                        const uint16_t* sVb, int cp, int lane) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) t0[e] = t1[e] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    uint32_t vf[4];
+    ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cp * 2 + (lane >> 4)));
+    mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
+    mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
+  }
+}
 
 template <typename T, int D>
 struct TcSmem {
-  static constexpr int q = 0;                    // kSlots x D       query rows of the tile (T)
-  static constexpr int k = q + kSlots * D;       // 2 x kBK x D      K blocks (double buffer)
-  static constexpr int v = k + 2 * kBK * D;      // 2 x kBK x D      V blocks
-  static constexpr int p = v + 2 * kBK * D;      // kSlots x kPRow   the block's rounded p
-  static constexpr int elems = p + kSlots * kPRow;
-  static constexpr size_t red = size_t(elems) * 2;          // byte offset of the float exchange arrays
-  static constexpr size_t bytes = red + 2 * kSlots * 4 * sizeof(float);  // block max and l partials
+  static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
+  static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
+  static constexpr int v = k + kStages * kBK * D;  // kStages x kBK x D   V blocks
+  static constexpr int elems = v + kStages * kBK * D;
+  static constexpr size_t bytes = size_t(elems) * 2;
 };
 
+// Per-pass values every thread reads: [0] anchor A, [1] / [2] min lo / max hi of the pass's slots with keys,
+// [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
+enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
+
+// 255 registers (o: 64, S: 32, P: 16, the hoisted ldmatrix addresses), so 1 CTA = 8 warps per SM; a 2-CTA
+// build (128 registers, 2 stages) spills and measured slower on the H100 (docs/ATTENTION_NOTES.md).
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
-  constexpr int DC = D / 8;       // 16-byte chunks of a row
-  constexpr int KS = D / 16;      // k16 steps of S = Q Kᵀ
-  constexpr int NTW = D / 8 / 4;  // n8 tiles of o per warp (a quarter of the columns)
-  static_assert(NTW % 2 == 0, "V fragments are loaded for pairs of n8 tiles");
+  constexpr int DC = D / 8;   // 16-byte chunks of a row
+  constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
+  constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
+  constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
   using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
   uint16_t* sK = reinterpret_cast<uint16_t*>(smem_u4) + SM::k;
   uint16_t* sV = reinterpret_cast<uint16_t*>(smem_u4) + SM::v;
-  uint16_t* sP = reinterpret_cast<uint16_t*>(smem_u4) + SM::p;
-  float* sMax = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_u4) + SM::red);  // [slot][part]
-  float* sSum = sMax + kSlots * 4;                                                      // [slot][part]
   __shared__ int64_t t_anchor[kSlots], t_lo[kSlots], t_hi[kSlots];
   __shared__ int64_t t_qi[kSlots], t_h[kSlots];
+  __shared__ long long s_red[kRedN];
+  __shared__ int8_t t_pass[kSlots];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int grp = warp >> 2;   // slot group: slots 16grp .. 16grp + 15 (the mma M)
-  const int part = warp & 3;   // keys 16part .. 16part + 15 of a block for S; columns part*D/4 .. for o
   const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
@@ -177,207 +232,271 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int sl0 = grp * 16 + (lane >> 2);  // the thread's two slots: accumulator rows lane/4 and lane/4 + 8
-  const int qd = lane & 3;                 // column pair within an n8 tile
+  const int sl0 = warp * 16 + (lane >> 2);  // the thread's two slots: accumulator rows lane/4 and lane/4 + 8
+  const int qd = lane & 3;                  // column pair within an n8 tile
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
+    bool slot_left = false;  // this thread's slot (tid < nslots) still waits for its pass
     if (tid < nslots) {
       const RowKeys r = read_row(p, b, t_qi[tid]);
       t_anchor[tid] = r.anchor;
       t_lo[tid] = r.lo;
       t_hi[tid] = r.hi;
+      slot_left = true;
     }
-    for (int i = tid; i < kSlots * DC; i += kThreads) {
-      const int s = i / DC, c = i % DC;
-      uint4 val = make_uint4(0, 0, 0, 0);
-      if (s < nslots) val = load8(qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + c * 8, L.q_vec);
-      *reinterpret_cast<uint4*>(sQ + swz<D>(s, c)) = val;
-    }
-    __syncthreads();
+    bool q_staged = false;
     const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
     const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
 
-    uint64_t remaining = nslots >= 64 ? ~0ull : ((1ull << nslots) - 1ull);
-    while (remaining) {  // uniform across the CTA: every thread reads the same shared values
-      int64_t A = INT64_MAX;
-      for (int r = 0; r < nslots; ++r)
-        if ((remaining >> r) & 1ull) A = min64(A, t_anchor[r]);
-      uint64_t pass = 0;
-      int64_t glo = INT64_MAX, ghi = INT64_MIN;
-      for (int r = 0; r < nslots; ++r)
-        if (((remaining >> r) & 1ull) && t_anchor[r] == A) {
-          pass |= 1ull << r;
-          if (t_lo[r] < t_hi[r]) { glo = min64(glo, t_lo[r]); ghi = max64(ghi, t_hi[r]); }
+    for (;;) {  // passes: uniform across the CTA (every thread reads the same shared values)
+      __syncthreads();  // the previous pass's readers of s_red / t_pass are done
+      if (tid == 0) {
+        s_red[kRedAnchor] = LLONG_MAX;
+        s_red[kRedLo] = LLONG_MAX;
+        s_red[kRedHi] = LLONG_MIN;
+        s_red[kRedKlo] = LLONG_MAX;
+        s_red[kRedKhi] = LLONG_MIN;
+      }
+      if (!__syncthreads_or(slot_left)) break;
+      if (slot_left) atomicMin(&s_red[kRedAnchor], static_cast<long long>(t_anchor[tid]));
+      __syncthreads();
+      const int64_t A = s_red[kRedAnchor];
+      if (tid < kSlots) {
+        const bool in = slot_left && t_anchor[tid] == A;
+        t_pass[tid] = in;
+        if (in) {
+          slot_left = false;
+          if (t_lo[tid] < t_hi[tid]) {
+            atomicMin(&s_red[kRedLo], static_cast<long long>(t_lo[tid]));
+            atomicMax(&s_red[kRedHi], static_cast<long long>(t_hi[tid]));
+          }
         }
-      remaining &= ~pass;
+      }
+      __syncthreads();
+      const int64_t glo = s_red[kRedLo], ghi = s_red[kRedHi];
       if (glo >= ghi) continue;  // no slot of the pass has keys: the merge kernel writes their zeros
       // This CTA's chunk of the pass: the z-th from the first chunk any of its slots touches (§6 step 3).
       const int64_t c = attn_floor_div(glo - A, kCK) + z;
       const int64_t chunk_lo = A + c * kCK, chunk_hi = chunk_lo + kCK;
-      int64_t klo = INT64_MAX, khi = INT64_MIN;
-      for (int r = 0; r < nslots; ++r) {
-        if (!((pass >> r) & 1ull) || t_lo[r] >= t_hi[r] || t_lo[r] >= chunk_hi || t_hi[r] <= chunk_lo) continue;
-        klo = min64(klo, max64(t_lo[r], chunk_lo));
-        khi = max64(khi, min64(t_hi[r], chunk_hi));
+      if (tid < kSlots && t_pass[tid] && t_lo[tid] < t_hi[tid] && t_lo[tid] < chunk_hi && t_hi[tid] > chunk_lo) {
+        atomicMin(&s_red[kRedKlo], static_cast<long long>(max64(t_lo[tid], chunk_lo)));
+        atomicMax(&s_red[kRedKhi], static_cast<long long>(min64(t_hi[tid], chunk_hi)));
       }
+      __syncthreads();
+      const int64_t klo = s_red[kRedKlo], khi = s_red[kRedKhi];
       if (klo >= khi) continue;
 
-      // The thread's two slots: their keys in this chunk (empty when not in the pass or not in the chunk).
-      int64_t rlo[2], rhi[2];
+      // Keys are counted from cbase, the first key of the pass's first block in this chunk (§6 step 2: blocks
+      // anchored at A), so everything below is a small int: [kl, kh) the staged keys, [rlo, rhi) the thread's
+      // two slots' keys in this chunk (empty when not in the pass or not in the chunk).
+      const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
+      const int64_t cbase = A + b_first * kBK;
+      const int kl = static_cast<int>(klo - cbase), kh = static_cast<int>(khi - cbase);
+      const int nblocks = static_cast<int>(b_last - b_first + 1);
+      int rlo[2], rhi[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int s = sl0 + 8 * h;
-        const bool in = s < nslots && ((pass >> s) & 1ull);
-        rlo[h] = in ? max64(t_lo[s], chunk_lo) : 0;
-        rhi[h] = in ? min64(t_hi[s], chunk_hi) : 0;
+        const bool in = s < nslots && t_pass[s];
+        rlo[h] = in ? static_cast<int>(max64(t_lo[s], chunk_lo) - cbase) : 0;
+        rhi[h] = in ? static_cast<int>(min64(t_hi[s], chunk_hi) - cbase) : 0;
       }
-      // Uniform over the 4 warps of a group (they hold the same slots), so group barriers are not needed.
-      const bool grp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
+      const bool warp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
+
+      // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
+      if (!q_staged) {
+        q_staged = true;
+        for (int i = tid; i < kSlots * DC; i += kThreads) {
+          const int s = i / DC, cc = i % DC;
+          uint16_t* d = sQ + swz<D>(s, cc);
+          const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
+          if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+          else if (L.q_vec) cp_async16(d, src);
+          else *reinterpret_cast<uint4*>(d) = load8(src, false);
+        }
+      }
 
       float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
-      float o[NTW][4];
+      float o[NT][4];
 #pragma unroll
-      for (int n = 0; n < NTW; ++n)
+      for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
 
-      const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
-      stage_block<T, D>(sK, kb, p.k_ss, A + b_first * kBK, klo, khi, L.k_vec);
-      stage_block<T, D>(sV, vb, p.v_ss, A + b_first * kBK, klo, khi, L.v_vec);
-      cp_async_commit();
-      for (int64_t blk = b_first; blk <= b_last; ++blk) {
-        const int buf = static_cast<int>((blk - b_first) & 1);
-        const int64_t bs = A + blk * kBK;  // §6 step 2: the block anchored at A
-        if (blk < b_last) {
-          stage_block<T, D>(sK + (buf ^ 1) * kBK * D, kb, p.k_ss, bs + kBK, klo, khi, L.k_vec);
-          stage_block<T, D>(sV + (buf ^ 1) * kBK * D, vb, p.v_ss, bs + kBK, klo, khi, L.v_vec);
+      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; kStages - 1 blocks are in flight.
+      const T* kblk = kb + cbase * p.k_ss;
+      const T* vblk = vb + cbase * p.v_ss;
+      const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
+#pragma unroll
+      for (int st = 0; st < kStages - 1; ++st) {
+        if (st < nblocks) {
+          const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
+          stage_block<T, D>(sK + st * kBK * D, kblk + st * kstep, p.k_ss, jl, jh, L.k_vec);
+          stage_block<T, D>(sV + st * kBK * D, vblk + st * vstep, p.v_ss, jl, jh, L.v_vec);
         }
         cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+      }
+      for (int i = 0; i < nblocks; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();  // block i has landed for every thread, and every warp is done with block i - 1
+        {
+          const int nb = i + kStages - 1;  // refill the buffer block i - 1 used
+          if (nb < nblocks) {
+            const int nbuf = nb % kStages;
+            const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
+            stage_block<T, D>(sK + nbuf * kBK * D, kblk + nb * kstep, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D>(sV + nbuf * kBK * D, vblk + nb * vstep, p.v_ss, jl, jh, L.v_vec);
+          }
+          cp_async_commit();
+        }
+        if (!warp_busy) continue;
+        const int buf = i % kStages;
         const uint16_t* sKb = sK + buf * kBK * D;
         const uint16_t* sVb = sV + buf * kBK * D;
-        // The slots' keys of the block are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
+        // The slots' keys of block i are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
         int jlo[2], jhi[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          jlo[h] = static_cast<int>(max64(min64(rlo[h] - bs, kBK), 0));
-          jhi[h] = static_cast<int>(max64(min64(rhi[h] - bs, kBK), 0));
+          jlo[h] = min(max(rlo[h] - i * kBK, 0), kBK);
+          jhi[h] = min(max(rhi[h] - i * kBK, 0), kBK);
         }
-        float s[2][4];
-        if (grp_busy) {
-          // §6b S for keys 16part .. 16part+15: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending.
+        if (!__any_sync(0xffffffffu, jlo[0] < jhi[0] || jlo[1] < jhi[1])) continue;  // no slot of the warp here
+        const bool whole = __all_sync(0xffffffffu, jlo[0] == 0 && jhi[0] == kBK && jlo[1] == 0 && jhi[1] == kBK);
+
+        // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending. Tile j = keys 8j .. 8j+7.
+        float s[NB][4];
 #pragma unroll
-          for (int j = 0; j < 2; ++j)
+        for (int j = 0; j < NB; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+          for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
 #pragma unroll
-          for (int kk = 0; kk < KS; ++kk) {
-            uint32_t qf[4], kf[4];  // A: the group's 16 query rows; B: the part's 16 keys; d = 16kk ..
-            ldmatrix_x4(qf, sQ + swz<D>(grp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
-            ldmatrix_x4(kf, sKb + swz<D>(part * 16 + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-            mma16816<BF>(s[0], qf, kf[0], kf[1]);
-            mma16816<BF>(s[1], qf, kf[2], kf[3]);
+        for (int kk = 0; kk < KS; ++kk) {
+          uint32_t qf[4];  // A: the warp's 16 query rows, d = 16kk ..
+          ldmatrix_x4(qf, sQ + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+#pragma unroll
+          for (int np = 0; np < NB / 2; ++np) {
+            uint32_t kf[4];  // B: keys 16np .. 16np+15
+            ldmatrix_x4(kf, sKb + swz<D>(np * 16 + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
+            mma16816<BF>(s[2 * np], qf, kf[0], kf[1]);
+            mma16816<BF>(s[2 * np + 1], qf, kf[2], kf[3]);
           }
-          // Scores and masks (slot e>>1 of the thread, key 16part + 8j + 2qd + (e&1) of the block); the part's
-          // max per slot (max is exact in any order), to shared memory.
-          float pmax[2] = {-kInf, -kInf};
+        }
+        // Scores and masks (element e of tile j: slot e>>1 of the thread, key 8j + 2qd + (e&1)); block max
+        // per slot (exact in any order): thread, then quad shuffles.
+        if (p.softcap > 0.0f) {
 #pragma unroll
-          for (int j = 0; j < 2; ++j)
+          for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], p.scale, p.softcap);
+        } else {
+#pragma unroll
+          for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], p.scale, 0.0f);
+        }
+        if (!whole) {
+#pragma unroll
+          for (int j = 0; j < NB; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              const int h = e >> 1;
-              const int key = part * 16 + 8 * j + 2 * qd + (e & 1);
-              const bool valid = key >= jlo[h] && key < jhi[h];
-              s[j][e] = valid ? attn_score(s[j][e], p.scale, p.softcap) : -kInf;
-              pmax[h] = det_max(pmax[h], s[j][e]);
+              const int key = 8 * j + 2 * qd + (e & 1);
+              s[j][e] = (key >= jlo[e >> 1] && key < jhi[e >> 1]) ? s[j][e] : -kInf;
             }
+        }
+        // The thread's 16 scores per slot as a pairwise tree (short dependency chain; the slot's scores and
+        // their places are the same in every tile, so the result is too).
+        float mx[2][NB];
+#pragma unroll
+        for (int j = 0; j < NB; ++j) {
+          mx[0][j] = det_max(s[j][0], s[j][1]);
+          mx[1][j] = det_max(s[j][2], s[j][3]);
+        }
+#pragma unroll
+        for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+          for (int j = 0; j < w; ++j) {
+            mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+            mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
+          }
+        float bmax[2] = {mx[0][0], mx[1][0]};
+        float alpha[2], msub[2];
+        bool skip[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 1));
+          bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 2));
+          const float m_new = det_max(m[h], bmax[h]);
+          // Not visited (no key of the slot here) or every score -inf: the state does not change (§6 step 2/3).
+          skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
+          alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
+          msub[h] = skip[h] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
+          m[h] = skip[h] ? m[h] : m_new;
+        }
+        // p̃ = round_T(tc_exp(s - m')), packed straight into the P·V A operand: k16 step ks = keys 16ks ..
+        // 16ks+15 = tiles 2ks (a0: slot 0, a1: slot 1) and 2ks+1 (a2, a3). Row sums of p̃ in the §6b order:
+        // quarter w = ks, thread (quad lane q) t_q = ((p̃[16w+2q] + p̃[16w+2q+1]) + p̃[16w+8+2q]) + p̃[16w+8+2q+1]
+        // (the leading 0 + of §6b is exact: p̃ >= +0), P_w = (t_0 + t_1) + (t_2 + t_3), rowsum =
+        // (P_0 + P_1) + (P_2 + P_3).
+        uint32_t pa[4][4];
+        float quarter[2][4];
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+          for (int jj = 0; jj < 2; ++jj) {
+            const float* sj = s[2 * ks + jj];
+            pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
+            pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
+          }
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            pmax[h] = det_max(pmax[h], __shfl_xor_sync(0xffffffffu, pmax[h], 1));
-            pmax[h] = det_max(pmax[h], __shfl_xor_sync(0xffffffffu, pmax[h], 2));
-            if (qd == 0) sMax[(sl0 + 8 * h) * 4 + part] = pmax[h];
+            float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
+            t = t + lo_float<BF>(pa[ks][2 + h]);
+            quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
           }
         }
-        __syncthreads();
-        AttnBlockStep step[2];
-        if (grp_busy) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float* mx = sMax + (sl0 + 8 * h) * 4;
-            const float bmax = det_max(det_max(mx[0], mx[1]), det_max(mx[2], mx[3]));
-            step[h] = attn_block_step(m[h], bmax);
-            if (jlo[h] >= jhi[h]) step[h].skip = true;  // no key of the slot here: the block is not visited
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int w = 0; w < 4; ++w) {
+            quarter[h][w] = quarter[h][w] + __shfl_xor_sync(0xffffffffu, quarter[h][w], 1);
+            quarter[h][w] = quarter[h][w] + __shfl_xor_sync(0xffffffffu, quarter[h][w], 2);
           }
-          // p rounded to T (the P·V operand) to shared memory; l sums the rounded p: per thread ascending
-          // (j, e), quad t = (t + t^1) + t^2, then over the 4 parts (p0 + p1) + (p2 + p3).
-          float lsum[2] = {0.0f, 0.0f};
+          const float rowsum = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+          l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], rowsum);
+        }
+        // §6b o: t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]), ks ascending; o = o*α + t (skipped slots keep o).
+        // Two copies of the loop (no slot skips / some do), so the branch is taken once per block and the 8
+        // column pairs' mma chains can interleave.
+        if (!__any_sync(0xffffffffu, skip[0] || skip[1])) {
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            uint16_t pr[4];
+          for (int cp = 0; cp < NT / 2; ++cp) {
+            float t0[4], t1[4];
+            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              const int h = e >> 1;
-              const float pv = (s[j][e] == -kInf || step[h].skip) ? 0.0f : attn_prob(s[j][e], step[h].m_new);
-              const T pt = from_float<T>(pv);
-              pr[e] = pt.x;
-              lsum[h] = lsum[h] + to_float(pt);
-            }
-            const int key = part * 16 + 8 * j + 2 * qd;
-            *reinterpret_cast<uint32_t*>(sP + sl0 * kPRow + key) = pack2(pr[0], pr[1]);
-            *reinterpret_cast<uint32_t*>(sP + (sl0 + 8) * kPRow + key) = pack2(pr[2], pr[3]);
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            lsum[h] = lsum[h] + __shfl_xor_sync(0xffffffffu, lsum[h], 1);
-            lsum[h] = lsum[h] + __shfl_xor_sync(0xffffffffu, lsum[h], 2);
-            if (qd == 0) sSum[(sl0 + 8 * h) * 4 + part] = lsum[h];
-          }
-        }
-        __syncthreads();
-        if (grp_busy) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float* ps = sSum + (sl0 + 8 * h) * 4;
-            if (!step[h].skip) {
-              l[h] = attn_l_update(l[h], step[h].alpha, (ps[0] + ps[1]) + (ps[2] + ps[3]));
-              m[h] = step[h].m_new;
+              o[2 * cp][e] = attn_o_update(o[2 * cp][e], alpha[e >> 1], t0[e]);
+              o[2 * cp + 1][e] = attn_o_update(o[2 * cp + 1][e], alpha[e >> 1], t1[e]);
             }
           }
-          // §6b o for columns part*D/4 ..: t = 0; t = mma_k16(t, p[16ks..], v[16ks..]), ks ascending;
-          // o = o*α + t.
-          uint32_t pa[4][4];
+        } else {
 #pragma unroll
-          for (int ks = 0; ks < 4; ++ks)
-            ldmatrix_x4(pa[ks], sP + (grp * 16 + (lane & 15)) * kPRow + (2 * ks + (lane >> 4)) * 8);
-#pragma unroll
-          for (int dp = 0; dp < NTW / 2; ++dp) {
-            const int cpair = part * (NTW / 2) + dp;  // pair of n8 tiles = 16-byte chunks 2cpair, 2cpair+1
-            float t0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, t1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks) {
-              uint32_t vf[4];
-              ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cpair * 2 + (lane >> 4)));
-              mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
-              mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
-            }
+          for (int cp = 0; cp < NT / 2; ++cp) {
+            float t0[4], t1[4];
+            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              const int h = e >> 1;
-              if (!step[h].skip) {
-                o[2 * dp][e] = attn_o_update(o[2 * dp][e], step[h].alpha, t0[e]);
-                o[2 * dp + 1][e] = attn_o_update(o[2 * dp + 1][e], step[h].alpha, t1[e]);
-              }
+              const bool keep = skip[e >> 1];
+              o[2 * cp][e] = keep ? o[2 * cp][e] : attn_o_update(o[2 * cp][e], alpha[e >> 1], t0[e]);
+              o[2 * cp + 1][e] = keep ? o[2 * cp + 1][e] : attn_o_update(o[2 * cp + 1][e], alpha[e >> 1], t1[e]);
             }
           }
         }
-        __syncthreads();  // the K/V buffer is restaged two blocks later; sP / sMax / sSum next block
       }
       cp_async_wait<0>();
 
       // Chunk done: workspace slot, or finish a slot whose keys all lie in this chunk (§6 steps 4-5).
-      // The warp's columns: n8 tile n <-> columns 8 * (part * NTW + n) + 2qd, +1.
+      // n8 tile n <-> columns 8n + 2qd, +1.
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         if (!(rlo[h] < rhi[h])) continue;
@@ -386,36 +505,90 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
         const RowKeys rk{A, t_lo[s], t_hi[s]};
         const int64_t cf = first_chunk(rk);
         if (cf == last_chunk(rk)) {
+          // attn_merge_chunk into the empty state (its scalar part once, its per-column step per column),
+          // then attn_output: the merge kernel's sequence for a one-chunk row.
           T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
-          AttnState chunk;
-          chunk.m = m[h];
-          chunk.l = l[h];
+          AttnState run;
+          const AttnScales sc = merge_scales(run.m, m[h]);
+          if (!sc.empty) {
+            run.l = run.l * sc.a + l[h] * sc.b;
+            run.m = sc.m;
+          }
 #pragma unroll
-          for (int n = 0; n < NTW; ++n) {
+          for (int n = 0; n < NT; ++n) {
             uint16_t yy[2];
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              AttnState run;
               float O = 0.0f;
-              attn_merge_chunk(run, &O, chunk, &o[n][2 * h + e], 1);
+              if (!sc.empty) O = O * sc.a + o[n][2 * h + e] * sc.b;
               yy[e] = from_float<T>(attn_output(run, O)).x;
             }
-            *reinterpret_cast<uint32_t*>(y + 8 * (part * NTW + n) + 2 * qd) = pack2(yy[0], yy[1]);
+            *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
           }
         } else {
           float* slot = L.workspace + (((b * p.Q + qi) * p.Hq + hq) * Z + (c - cf)) * (D + 2);
 #pragma unroll
-          for (int n = 0; n < NTW; ++n)
-            *reinterpret_cast<float2*>(slot + 2 + 8 * (part * NTW + n) + 2 * qd) =
-                make_float2(o[n][2 * h], o[n][2 * h + 1]);
-          if (qd == 0 && part == 0) {
+          for (int n = 0; n < NT; ++n)
+            *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+          if (qd == 0) {
             slot[0] = m[h];
             slot[1] = l[h];
           }
         }
       }
-      __syncthreads();
     }
+  }
+}
+
+// §6 steps 4-5 for the rows spanning 2+ chunks: one warp per (row, head), lane <-> columns lane*CPL ..
+// lane*CPL + CPL-1; chunks merged in ascending order from the empty state with attn_merge_chunk, y = O / L with
+// attn_output: per column the arithmetic of attn_cuda::attention_merge_kernel (which the §6 path keeps), only
+// the thread mapping differs (the chunk's scalars once per lane instead of once per column thread). Rows without
+// keys get zeros; one-chunk rows were finished by the chunk kernel.
+template <typename T, int D>
+__global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel(const AttentionLaunch L) {
+  constexpr int CPL = D / 32;
+  static_assert(CPL % 2 == 0, "columns are stored in pairs");
+  const AttentionParams& p = L.p;
+  T* outg = static_cast<T*>(p.out);
+  const int lane = threadIdx.x & 31;
+  constexpr int kWarpsPerCta = kAttnTcMergeThreads / 32;
+  const int64_t total = p.B * p.Q * p.Hq;
+  for (int64_t rh = int64_t(blockIdx.x) * kWarpsPerCta + (threadIdx.x >> 5); rh < total;
+       rh += int64_t(gridDim.x) * kWarpsPerCta) {
+    const int64_t h = rh % p.Hq, bq = rh / p.Hq, qi = bq % p.Q, b = bq / p.Q;
+    const RowKeys rk = read_row(p, b, qi);
+    T* y = outg + ((b * p.Hq + h) * p.Q + qi) * D + lane * CPL;
+    if (rk.lo >= rk.hi) {
+#pragma unroll
+      for (int i = 0; i < CPL; i += 2) *reinterpret_cast<uint32_t*>(y + i) = 0u;  // +0 in bf16 and fp16
+      continue;
+    }
+    const int64_t cf = first_chunk(rk), n = last_chunk(rk) - cf + 1;
+    if (n == 1) continue;  // finished by the chunk kernel
+    const float* ws = L.workspace + rh * L.chunk_slots * (D + 2);
+    AttnState run;
+    float O[CPL];
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) O[i] = 0.0f;
+    for (int64_t c = 0; c < n; ++c) {  // ascending chunks
+      const float* s = ws + c * (D + 2);
+      AttnState chunk;
+      chunk.m = s[0];
+      chunk.l = s[1];
+      float o[CPL];
+#pragma unroll
+      for (int i = 0; i < CPL; i += 2) {
+        const float2 v = *reinterpret_cast<const float2*>(s + 2 + lane * CPL + i);
+        o[i] = v.x;
+        o[i + 1] = v.y;
+      }
+      attn_merge_chunk(run, O, chunk, o, CPL);
+    }
+#pragma unroll
+    for (int i = 0; i < CPL; i += 2)
+      *reinterpret_cast<uint32_t*>(y + i) =
+          pack2(from_float<T>(attn_output(run, O[i])).x, from_float<T>(attn_output(run, O[i + 1])).x);
   }
 }
 
@@ -431,9 +604,10 @@ int launch_typed(const AttentionLaunch& L) {
   if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
   chunk<<<grid, kThreads, SM::bytes, stream>>>(L);
-  const int64_t total = p.B * p.Q * p.Hq;
-  const unsigned mgrid = unsigned(total < (int64_t(1) << 30) ? total : (int64_t(1) << 30));
-  attn_cuda::attention_merge_kernel<T, D><<<mgrid, kAttnMergeThreads, 0, stream>>>(L);
+  constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
+  const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
+  const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
+  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, stream>>>(L);
   return int(cudaGetLastError());
 }
 
