@@ -7,17 +7,29 @@ on the same inputs, interleaved. Writes CSV rows (op, provider, shape, dtype, me
 gpu, torch, commit, flags) and a PNG of the ratio detops/cuBLAS vs M.
 
     python benchmarks/bench_matmul.py --out benchmarks/results/matmul_h100.csv
+
+--fp32: the CUDA-core §5 path instead. detops fp32 (plain and compensated=True) vs cuBLAS fp32 with TF32 off,
+and detops compensated bf16 (CUDA cores) vs cuBLAS bf16 and detops' default bf16 (tensor cores), on
+(K, N) in FP32_SHAPES and M in FP32_MS, timed by benchmarks/harness.py (L2 flushed before every call; CSV in
+the harness schema + PNG); then the accuracy vs float64 of every provider on those shapes (normal, mixed
+magnitude and cancelling-block inputs), written to <out>_accuracy.csv:
+
+    python benchmarks/bench_matmul.py --fp32 --out benchmarks/results/matmul_fp32_h100.csv
 """
 import argparse
 import csv
 import math
 import os
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
 
 import detops
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (4096, 128256))  # (K, N)
 MS = tuple(2 ** i for i in range(14))  # 1 .. 8192
@@ -76,7 +88,12 @@ def main():
     ap.add_argument("--host-only", action="store_true", help="only the host time per call")
     ap.add_argument("--variant-sweep", action="store_true",
                     help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
+    ap.add_argument("--fp32", action="store_true",
+                    help="CUDA-core path: fp32 and compensated vs cuBLAS fp32 (TF32 off) / bf16, plus accuracy")
     args = ap.parse_args()
+    if args.fp32:
+        fp32_main(args.out, args.repeats)
+        return
     if args.variant_sweep:
         variant_sweep(args.repeats)
         return
@@ -226,6 +243,124 @@ def plot(rows, path, gpu):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print("wrote", path)
+
+
+# ---------------------------------------------------------------- --fp32: the CUDA-core §5 path
+
+FP32_SHAPES = ((4096, 4096), (4096, 14336))  # (K, N)
+FP32_MS = (1, 16, 128, 1024, 4096)
+
+
+def fp32_cases(repeats):
+    """Harness cases: per (M, K, N) one fp32 case (stock: cuBLAS fp32, TF32 off) and one bf16 case (stock:
+    cuBLAS bf16). nn.Linear layout (weight (N, K)), no bias."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for k, n in FP32_SHAPES:
+        w32 = torch.randn((n, k), device="cuda", generator=g) * k ** -0.5
+        w16 = w32.to(torch.bfloat16)
+        for m in FP32_MS:
+            x32 = torch.randn((m, k), device="cuda", generator=g)
+            x16 = x32.to(torch.bfloat16)
+            flops = 2.0 * m * n * k
+            yield harness.Case(
+                "linear", (m, k, n), "fp32",
+                {"cublas_fp32_notf32": lambda x=x32, w=w32: F.linear(x, w),
+                 "detops_fp32": lambda x=x32, w=w32: detops.linear(x, w),
+                 "detops_fp32_compensated": lambda x=x32, w=w32: detops.linear(x, w, compensated=True)},
+                stock="cublas_fp32_notf32", bytes=(m * k + k * n + m * n) * 4, flops=flops, size=m * n)
+            yield harness.Case(
+                "linear", (m, k, n), "bf16",
+                {"cublas_bf16": lambda x=x16, w=w16: F.linear(x, w),
+                 "detops_bf16_tensor_cores": lambda x=x16, w=w16: detops.linear(x, w),
+                 "detops_bf16_compensated": lambda x=x16, w=w16: detops.linear(x, w, compensated=True)},
+                stock="cublas_bf16", bytes=(m * k + k * n + m * n) * 2, flops=flops, size=m * n)
+
+
+def fp32_inputs(kind, m, k, n, dtype, g):
+    """x (m, k), w (n, k) in `dtype`. normal: x ~ N(0, 1), w ~ N(0, 1/k). mixed: each entry times 2^e,
+    e uniform in [-8, 8] (tests/values.py's profile). cancelling: normal, but the first K block holds one
+    product +2^24 and the last one -2^24 (tests/test_matmul.py::cancelling_blocks) - the sum across blocks
+    is ill-conditioned, which is what the compensated order repairs."""
+    x = torch.randn((m, k), device="cuda", generator=g, dtype=torch.float64)
+    w = torch.randn((n, k), device="cuda", generator=g, dtype=torch.float64) * k ** -0.5
+    if kind == "mixed":
+        x = x * torch.pow(2.0, torch.randint(-8, 9, (m, k), device="cuda", generator=g).double())
+        w = w * torch.pow(2.0, torch.randint(-8, 9, (n, k), device="cuda", generator=g).double())
+    elif kind == "cancelling":
+        kb, last = 32, (k - 1) // 32 * 32
+        x[:, 1:kb] = 0
+        x[:, last + 1:] = 0
+        x[:, 0] = x[:, last] = 2.0 ** 12
+        w[:, 0] = 2.0 ** 12
+        w[:, last] = -(2.0 ** 12)
+    return x.to(dtype), w.to(dtype)
+
+
+def fp32_accuracy(path, m=1024):
+    """Error vs float64 (of the dtype-rounded inputs) of every provider: normwise max relative error
+    max|y - exact| / max|exact|, and mean absolute error. Also whether cuBLAS fp32 row 0 keeps its bits
+    across M (informational)."""
+    env = harness.environment()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    rows = []
+    providers = {
+        torch.float32: {"cublas_fp32_notf32": lambda x, w: F.linear(x, w),
+                        "cublas_fp32_tf32": None,
+                        "detops_fp32": lambda x, w: detops.linear(x, w),
+                        "detops_fp32_compensated": lambda x, w: detops.linear(x, w, compensated=True)},
+        torch.bfloat16: {"cublas_bf16": lambda x, w: F.linear(x, w),
+                         "detops_bf16_tensor_cores": lambda x, w: detops.linear(x, w),
+                         "detops_bf16_compensated": lambda x, w: detops.linear(x, w, compensated=True)},
+    }
+    print("\naccuracy vs float64 (M=%d): max normwise relative error, mean abs error" % m)
+    for k, n in FP32_SHAPES:
+        for kind in ("normal", "mixed", "cancelling"):
+            for dtype, provs in providers.items():
+                x, w = fp32_inputs(kind, m, k, n, dtype, g)
+                exact = x.double() @ w.double().t()
+                scale = exact.abs().max().item()
+                for name, fn in provs.items():
+                    if fn is None:  # cuBLAS fp32 with TF32 on (torch's default is off; shown for scale)
+                        torch.backends.cuda.matmul.allow_tf32 = True
+                        y = F.linear(x, w)
+                        torch.backends.cuda.matmul.allow_tf32 = False
+                    else:
+                        y = fn(x, w)
+                    err = (y.double() - exact).abs()
+                    row = dict(shape=f"{m}x{k}x{n}", inputs=kind, dtype=str(dtype).split(".")[1], provider=name,
+                               max_rel_err=f"{err.max().item() / scale:.3e}", mean_abs_err=f"{err.mean().item():.3e}",
+                               gpu=env["gpu"], torch=env["torch"], commit=env["commit"])
+                    rows.append(row)
+                    print(f"  K={k} N={n} {kind:10s} {row['dtype']:8s} {name:26s} max_rel {row['max_rel_err']}"
+                          f"  mean_abs {row['mean_abs_err']}", flush=True)
+                del x, w, exact
+        # informational: does cuBLAS fp32 (TF32 off) keep row 0's bits across M? (detops: tests assert it)
+        x = torch.randn((4096, k), device="cuda", generator=g)
+        w = torch.randn((n, k), device="cuda", generator=g) * k ** -0.5
+        first = F.linear(x[:1], w)
+        changed = [mm for mm in (2, 16, 17, 128, 129, 1024, 4096) if not torch.equal(F.linear(x[:mm], w)[:1], first)]
+        print(f"  cuBLAS fp32 (TF32 off) K={k} N={n}: row 0 changes at M in {changed}")
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    print("wrote", path)
+
+
+def fp32_main(out, repeats):
+    torch.backends.cuda.matmul.allow_tf32 = False  # cuBLAS fp32 in true fp32 (torch's default, made explicit)
+    if out == "benchmarks/results/matmul_h100.csv":
+        out = "benchmarks/results/matmul_fp32_h100.csv"
+    rows = harness.run_cases(fp32_cases(repeats), reps=repeats, warmup=3, flush=True)
+    harness.write_csv(rows, out)
+    png = os.path.splitext(out)[0] + ".png"
+    env = harness.environment()
+    harness.plot(rows, png, title=f"CUDA-core matmul (fp32 / compensated) vs cuBLAS on {env['gpu']} "
+                                  f"(torch {env['torch']}, {env['commit']})")
+    print("wrote", out, png)
+    for prov in ("detops_fp32", "detops_fp32_compensated", "detops_bf16_compensated", "detops_bf16_tensor_cores"):
+        harness.summarize(rows, provider=prov)
+    fp32_accuracy(os.path.splitext(out)[0] + "_accuracy.csv")
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ TORCH_LIBRARY(detops, m) {
   m.def("softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).
-  m.def("mm(Tensor a, Tensor b) -> Tensor");
-  m.def("bmm(Tensor a, Tensor b) -> Tensor");
-  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
-  m.def("addmm(Tensor bias, Tensor a, Tensor b) -> Tensor");
+  // compensated: §5's compensated order (Neumaier sum of the K-block sums; CUDA cores for every dtype).
+  m.def("mm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  m.def("bmm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias, bool compensated=False) -> Tensor");
+  m.def("addmm(Tensor bias, Tensor a, Tensor b, bool compensated=False) -> Tensor");
   // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");

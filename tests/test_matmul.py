@@ -1,8 +1,10 @@
-"""detops.mm / bmm / linear / addmm: REDUCTION_ORDER.md §5 (CONTRACT.md L0, L1, L5 for fp32).
+"""detops.mm / bmm / linear / addmm: REDUCTION_ORDER.md §5 (CONTRACT.md L0, L1, L5 for fp32 and for the
+compensated order of every dtype).
 
 Oracles: a same-order float32 reference (`same_order_reference`, numpy, asserted with torch.equal) and a
-float64 reference (accuracy, bound derived in `error_bound`). On CUDA, bf16/fp16 run on tensor cores whose
-chain is the hardware's (§5), so the same-order test applies there to fp32 only.
+float64 reference (accuracy, bounds derived in `error_bound` and `compensated_error_bound`). On CUDA, plain
+bf16/fp16 run on tensor cores whose chain is the hardware's (§5), so the same-order test applies there to fp32
+only; the compensated order runs on CUDA cores for every dtype, so its same-order test covers all of them.
 """
 import math
 
@@ -24,19 +26,29 @@ N_ST = st.sampled_from((1, 3, 16, 63, 64, 65, 130))
 U_OUT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # unit roundoff
 
 
-def same_order_reference(a, b, bias=None):
+def same_order_reference(a, b, bias=None, compensated=False):
     """§5 in numpy float32, vectorised over (M, N), sequential over k: per K block t = 0; t = t + a_k*b_k;
-    acc = acc + t; then y = acc + bias; rounded to a's dtype. a: (M, K), b: (K, N), bias: (N,) or None."""
+    acc = acc + t (compensated: a Neumaier pair (s, c) absorbs t, acc = s + c at the end); then
+    y = acc + bias; rounded to a's dtype. a: (M, K), b: (K, N), bias: (N,) or None."""
     A = a.detach().cpu().float().numpy()
     B = b.detach().cpu().float().numpy()
     M, K = A.shape
     acc = np.zeros((M, B.shape[1]), dtype=np.float32)
+    comp = np.zeros_like(acc)
     for k0 in range(0, K, KB):
         t = np.zeros_like(acc)
         for k in range(k0, min(k0 + KB, K)):
             prod = np.multiply(A[:, k:k + 1], B[k:k + 1, :])  # rounded product (separate ufunc: no FMA)
             t = np.add(t, prod)
-        acc = np.add(acc, t)
+        if compensated:  # u = s + t; c = c + ((|s| >= |t|) ? (s - u) + t : (t - u) + s); s = u
+            u = np.add(acc, t)
+            s_big = np.abs(acc) >= np.abs(t)
+            comp = np.add(comp, np.where(s_big, np.add(np.subtract(acc, u), t), np.add(np.subtract(t, u), acc)))
+            acc = u
+        else:
+            acc = np.add(acc, t)
+    if compensated:
+        acc = np.add(acc, comp)
     if bias is not None:
         acc = np.add(acc, bias.detach().cpu().float().numpy()[None, :])
     return torch.from_numpy(acc).to(a.dtype)
@@ -330,3 +342,172 @@ def test_two_blockings_differ_in_float32():
     x, y = find(pair, lambda p: _blocked_dot(p[0], p[1], KB) != _blocked_dot(p[0], p[1], len(p[0])),
                 settings=settings(max_examples=2000, database=None, phases=(Phase.generate,)))  # no shrinking: slow
     assert _blocked_dot(x, y, KB) != _blocked_dot(x, y, len(x))
+
+
+# ---------------------------------------------------------------- compensated order (REDUCTION_ORDER.md §5)
+
+def compensated_error_bound(a, b, bias, dtype):
+    """Derived bound on |out - exact| for §5's compensated order. Each block sum t_b carries the in-block
+    chain's error only, <= gamma_32 * S_b (<= min(K, 32) roundings per product: its own and the adds after
+    it). The Neumaier sum of the n = ceil(K/32) block sums has |err| <= 2u |sum t_b| + 4 n^2 u^2 sum |t_b|
+    (Higham, Accuracy and Stability, §4.3); with s + c and the bias add this gives gamma_m * S,
+    m = min(K, 32) + 4, plus 4 n^2 u^2 S and the output rounding as in error_bound. The plain order needs
+    m = min(K, 32) + ceil(K/32) + 2 instead: the ceil(K/32) across-block roundings are what compensation
+    removes, and on cancelling blocks they dominate."""
+    K = a.shape[-1]
+    u = 2.0**-24
+    m = min(K, KB) + 4
+    n = math.ceil(K / KB)
+    gamma = m * u / (1 - m * u)
+    S = a.double().abs().cpu() @ b.double().abs().cpu()
+    if bias is not None:
+        S = S + bias.double().abs().cpu()
+    exact = float64_reference(a, b, bias)
+    u_out = U_OUT[dtype]
+    fp32_err = gamma * S + 4 * n * n * u * u * S
+    return fp32_err + u_out * (exact.abs() + fp32_err) + u_out * torch.finfo(dtype).smallest_normal
+
+
+def cancelling_blocks(m, k, n, dtype, device, seed):
+    """a (m, k), b (k, n) whose first K block sums to +2^24 and last K block to -2^24 exactly (one product
+    each, the rest of those blocks zero) around normal blocks: the plain order adds every middle block sum to
+    an accumulator of 2^24 (ulp 2) and loses it; the exact result is the middle blocks' sum, O(sqrt(k))."""
+    assert k >= 3 * KB
+    a = make((m, k), dtype, device, "normal", seed)
+    b = make((k, n), dtype, device, "normal", seed + 1)
+    last = (k - 1) // KB * KB
+    a[:, 1:KB] = 0
+    a[:, last + 1:] = 0
+    a[:, 0] = 2.0**12
+    a[:, last] = 2.0**12
+    b[0, :] = 2.0**12
+    b[last, :] = -(2.0**12)
+    return a, b
+
+
+@given(m=st.sampled_from((1, 5, 17)), k=K_ST, n=N_ST, dtype=dtype_st, profile=profile_st, seed=seed_st)
+def test_compensated_same_order_reference(device, m, k, n, dtype, profile, seed):
+    """compensated=True is bitwise the numpy §5 compensated reference, every dtype, CPU and CUDA (CUDA cores)."""
+    a = make((m, k), dtype, device, profile, seed)
+    b = make((k, n), dtype, device, profile, seed + 1)
+    bias = make((n,), dtype, device, profile, seed + 2)
+    ref = same_order_reference(a, b, compensated=True)
+    assert torch.equal(dops.mm(a, b, compensated=True).cpu(), ref)
+    ref_bias = same_order_reference(a, b, bias, compensated=True)
+    assert torch.equal(dops.addmm(bias, a, b, compensated=True).cpu(), ref_bias)
+    assert torch.equal(dops.linear(a, b.t().contiguous(), bias, compensated=True).cpu(), ref_bias)
+    assert torch.equal(dops.bmm(a[None], b[None], compensated=True)[0].cpu(), ref)
+    nontrivial(ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compensated_same_order_reference_cancelling(device, dtype):
+    """The same bitwise reference on inputs where compensation changes the result (cancelling blocks)."""
+    a, b = cancelling_blocks(9, 7 * KB + 5, 33, dtype, device, seed=3)
+    ref = same_order_reference(a, b, compensated=True)
+    assert torch.equal(dops.mm(a, b, compensated=True).cpu(), ref)
+    assert not torch.equal(ref, same_order_reference(a, b))  # the two orders differ here
+    nontrivial(ref)
+
+
+@given(M=rows_st, k=K_ST, n=N_ST, dtype=dtype_st, profile=profile_st, seed=seed_st, data=st.data())
+def test_compensated_row_invariance(device, M, k, n, dtype, profile, seed, data):
+    """L1 for the compensated order: a row's bits do not depend on M, its position or its batch-mates
+    (nn.Linear's weight layout, bias, 1-D input; mm on the same product)."""
+    x = make((M, k), dtype, device, profile, seed)
+    w = make((n, k), dtype, device, profile, seed + 1)
+    bias = make((n,), dtype, device, profile, seed + 2)
+    full = dops.linear(x, w, bias, compensated=True)
+    i = data.draw(st.integers(0, M - 1), label="row")
+    assert torch.equal(dops.linear(x[i], w, bias, compensated=True), full[i])
+    assert torch.equal(dops.linear(x[i:i + 1], w, bias, compensated=True)[0], full[i])
+    M2 = data.draw(rows_st, label="other M")
+    j = data.draw(st.integers(0, M2 - 1), label="position")
+    other = make((M2, k), dtype, device, profile, seed + 7)
+    other[j] = x[i]
+    assert torch.equal(dops.linear(other, w, bias, compensated=True)[j], full[i])
+    assert torch.equal(dops.addmm(bias, x, w.t(), compensated=True), full)
+    nontrivial(full)
+
+
+@given(k=st.sampled_from((7, 64, 257, 1000)), dtype=dtype_st, profile=st.sampled_from(("normal", "outliers", "mixed")),
+       seed=seed_st)
+@settings(max_examples=8)
+def test_compensated_accuracy_vs_float64(device, k, dtype, profile, seed):
+    """|out - exact| within the derived compensated bound (compensated_error_bound) elementwise."""
+    if dtype == torch.float16:
+        profile = "normal"  # the wide profiles overflow fp16's range (65504): not an accuracy question
+    a = make((24, k), dtype, device, profile, seed)
+    b = make((k, 40), dtype, device, profile, seed + 1)
+    bias = make((40,), dtype, device, profile, seed + 2)
+    ours = dops.addmm(bias, a, b, compensated=True).cpu().double()
+    assert bool(((ours - float64_reference(a, b, bias)).abs() <= compensated_error_bound(a, b, bias, dtype)).all())
+    nontrivial(ours)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", (3 * KB, 10 * KB + 7, 4096))
+def test_compensated_strictly_better_on_cancellation(device, dtype, k):
+    """Ill-conditioned inputs (cancelling K blocks): the compensated result is within its derived bound; the
+    plain detops order's max and mean errors vs float64 are strictly larger (the negative control: the same
+    comparison fails when the orders are swapped), and stock torch's are never smaller."""
+    a, b = cancelling_blocks(16, k, 48, dtype, device, seed=k)
+    exact = float64_reference(a, b)
+    comp = dops.mm(a, b, compensated=True).cpu().double()
+    plain = dops.mm(a, b).cpu().double()
+    stock = torch.mm(a, b).cpu().double()
+    bound = compensated_error_bound(a, b, None, dtype)
+    assert bool(((comp - exact).abs() <= bound).all())
+    err = {name: (y - exact).abs() for name, y in (("comp", comp), ("plain", plain), ("stock", stock))}
+    assert err["comp"].max() < err["plain"].max() and err["comp"].mean() < err["plain"].mean(), err
+    assert err["comp"].max() <= err["stock"].max() and err["comp"].mean() <= err["stock"].mean()
+    nontrivial(comp)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("profile", ("normal", "mixed"))
+def test_compensated_never_worse_than_stock(device, dtype, profile):
+    """Well-conditioned LLM-like inputs at K = 4096 (fixed seeds): the compensated mean and max errors vs
+    float64 are <= stock torch's (CPU: MKL/oneDNN; CUDA: cuBLAS, TF32 off for fp32) and <= the plain order's."""
+    if dtype == torch.float16:
+        profile = "normal"  # the mixed profile overflows fp16
+    k = 4096
+    a = make((64, k), dtype, device, profile, 11)
+    b = make((k, 96), dtype, device, profile, 12, scale=k**-0.5)
+    exact = float64_reference(a, b)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        stock = torch.mm(a, b).cpu().double()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    comp = (dops.mm(a, b, compensated=True).cpu().double() - exact).abs()
+    plain = (dops.mm(a, b).cpu().double() - exact).abs()
+    stock = (stock - exact).abs()
+    assert comp.mean() <= stock.mean() and comp.max() <= stock.max(), (comp.mean(), stock.mean())
+    assert comp.mean() <= plain.mean() and comp.max() <= plain.max(), (comp.mean(), plain.mean())
+    nontrivial(exact)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compensated_opcheck(device, dtype):
+    a = make((5, 70), dtype, device)
+    b = make((70, 7), dtype, device, seed=1)
+    bias = make((7,), dtype, device, seed=2)
+    torch.library.opcheck(torch.ops.detops.mm.default, (a, b, True))
+    torch.library.opcheck(torch.ops.detops.bmm.default, (a.expand(2, 5, 70), b.expand(2, 70, 7), True))
+    torch.library.opcheck(torch.ops.detops.linear.default, (a.view(5, 1, 70), b.t(), bias, True))
+    torch.library.opcheck(torch.ops.detops.addmm.default, (bias, a, b, True))
+
+
+@requires_cuda
+@given(M=rows_st, k=K_ST, n=N_ST, dtype=dtype_st, profile=profile_st, seed=seed_st)
+def test_compensated_cuda_equals_cpu(M, k, n, dtype, profile, seed):
+    """L5 for the compensated order: CUDA (CUDA cores, every dtype) == CPU, bitwise."""
+    a = make((M, k), dtype, "cpu", profile, seed)
+    w = make((n, k), dtype, "cpu", profile, seed + 1)
+    bias = make((n,), dtype, "cpu", profile, seed + 2)
+    cpu = dops.linear(a, w, bias, compensated=True)
+    assert torch.equal(dops.linear(a.cuda(), w.cuda(), bias.cuda(), compensated=True).cpu(), cpu)
+    wt = w.t().contiguous()
+    assert torch.equal(dops.mm(a.cuda(), wt.cuda(), compensated=True).cpu(), dops.mm(a, wt, compensated=True))

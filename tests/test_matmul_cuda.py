@@ -10,6 +10,9 @@ The kernel picks its CTA tile from the number of rows (swap-AB 64x16 / 64x64 / 6
 - and the negative control: cuBLAS (`F.linear` / `torch.mm`) rows do change with M on the same inputs.
 Accuracy is checked against float64; layouts, storage offsets, K and N that are not multiples of the tile,
 bias and batching are checked for the same bits as the plain case. Tests never assert on speed.
+
+The CUDA-core path (fp32, and compensated=True for every dtype: REDUCTION_ORDER.md §5) is checked at the end:
+rows across M on an LLM shape, and CPU == CUDA bitwise (L5) at K = 4096.
 """
 import pytest
 import torch
@@ -284,3 +287,58 @@ def test_public_mm_rows_invariant_to_m(kn):
     first = detops.mm(a[:1], w)
     for m in SWEEP_M:
         assert torch.equal(detops.mm(a[:m], w)[:1], first), f"detops.mm row 0 changes at M={m}"
+
+
+# ---------------------------------------------------------------- CUDA-core path: fp32 and compensated (§5)
+
+CUDA_CORE_CASES = ((torch.float32, False), (torch.float32, True), (torch.bfloat16, True), (torch.float16, True))
+
+
+@pytest.mark.parametrize("dtype,compensated", CUDA_CORE_CASES)
+def test_fp32_and_compensated_rows_invariant_to_m(dtype, compensated):
+    """L1 on the CUDA-core kernel at an LLM reduction length (K = 4096): row 0, row 1 and probed rows keep
+    their bits for M across every threshold up to 4096."""
+    import detops
+    k, n = 4096, 1024
+    x_all = gpu_randn((4096, k), dtype, seed=81)
+    w = gpu_randn((n, k), dtype, seed=82, scale=k ** -0.5)
+    bias = gpu_randn((n,), dtype, seed=83)
+    first = detops.linear(x_all[:2], w, bias, compensated=compensated)
+    assert first.abs().sum() > 0
+    for m in SWEEP_M[:SWEEP_M.index(4096) + 1]:
+        out = detops.linear(x_all[:m], w, bias, compensated=compensated)
+        assert torch.equal(out[:min(m, 2)], first[:min(m, 2)]), f"rows 0/1 change at M={m}"
+        if m in (17, 257, 2049):
+            for r in probe_rows(m):
+                assert torch.equal(out[r:r + 1], detops.linear(x_all[r:r + 1], w, bias, compensated=compensated))
+        perm = torch.randperm(m, generator=torch.Generator().manual_seed(m)).cuda()
+        if m in (65, 4096):
+            assert torch.equal(detops.linear(x_all[:m][perm], w, bias, compensated=compensated), out[perm])
+
+
+@pytest.mark.parametrize("dtype,compensated", CUDA_CORE_CASES)
+@pytest.mark.parametrize("m", (1, 17, 300))
+def test_fp32_and_compensated_cuda_equals_cpu_llm_k(dtype, compensated, m):
+    """L5 at K = 4096 (128 K blocks): CUDA == CPU bitwise, nn.Linear layout with bias and mm on a row-major B."""
+    import detops
+    k, n = 4096, 320
+    x = make((m, k), dtype, "cpu", "mixed" if dtype != torch.float16 else "normal", seed=m)
+    w = make((n, k), dtype, "cpu", "normal", seed=m + 1, scale=k ** -0.5)
+    bias = make((n,), dtype, "cpu", "normal", seed=m + 2)
+    cpu = detops.linear(x, w, bias, compensated=compensated)
+    assert torch.equal(detops.linear(x.cuda(), w.cuda(), bias.cuda(), compensated=compensated).cpu(), cpu)
+    wt = w.t().contiguous()
+    assert torch.equal(detops.mm(x.cuda(), wt.cuda(), compensated=compensated).cpu(),
+                       detops.mm(x, wt, compensated=compensated))
+    assert cpu.abs().sum() > 0
+
+
+def test_compensated_bf16_does_not_take_the_tensor_core_path():
+    """compensated=True on bf16 runs the CUDA-core §5 compensated order (== the CPU), not the tensor cores."""
+    import detops
+    k, n, m = 4096, 256, 64
+    x = gpu_randn((m, k), torch.bfloat16, seed=91)
+    w = gpu_randn((n, k), torch.bfloat16, seed=92, scale=k ** -0.5)
+    comp = detops.linear(x, w, compensated=True)
+    assert torch.equal(comp.cpu(), detops.linear(x.cpu(), w.cpu(), compensated=True))
+    assert not torch.equal(comp, tc_linear(x, w))  # the tensor cores' chain gives other bits somewhere

@@ -1,6 +1,7 @@
 // detops::mm / bmm / linear / addmm: validation, shape handling (everything becomes a (batch, M, K) @
 // (batch, K, N) product described by pointers and strides: no views, no copies), dispatch to the backend.
-// Order: REDUCTION_ORDER.md §5.
+// Order: REDUCTION_ORDER.md §5; compensated=True selects §5's compensated order (CPU, and CUDA cores on CUDA
+// for every dtype).
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/SmallVector.h>
 #include "matmul_backends.h"
@@ -50,10 +51,11 @@ static at::Tensor run_matmul(MatmulParams p, const at::Tensor& a, const at::Tens
   p.c = c.data_ptr();
 #ifdef DETOPS_WITH_CUDA
   if (a.is_cuda()) {
-    if (a.scalar_type() != at::kFloat) {
-      matmul_cuda_tc(p, a, b, bias, c);
+    // fp32, and the compensated order of every dtype: CUDA cores, the CPU's bits. Plain bf16/fp16: tensor cores.
+    if (a.scalar_type() == at::kFloat || p.compensated) {
+      matmul_cuda_fp32(p, a.scalar_type());
     } else {
-      matmul_cuda_fp32(p);
+      matmul_cuda_tc(p, a, b, bias, c);
     }
     return c;
   }
@@ -63,8 +65,9 @@ static at::Tensor run_matmul(MatmulParams p, const at::Tensor& a, const at::Tens
 }
 
 // A (M, K) or (B, M, K) and B (K, N) or (B, K, N) -> the geometry of a (batch, M, K) @ (batch, K, N) product.
-static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b) {
+static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b, bool compensated) {
   MatmulParams p;
+  p.compensated = compensated;
   const int64_t da = a.dim() - 2, db = b.dim() - 2;  // 1 for 3-D operands, 0 for 2-D ones
   p.batch = da ? a.size(0) : 1;
   p.M = a.size(da);
@@ -82,7 +85,7 @@ static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // a: (M, K), b: (K, N) -> (M, N).
-at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor mm(const at::Tensor& a, const at::Tensor& b, bool compensated) {
   const char* op = "mm";
   check_operand(a, op, "a", 2);
   check_operand(b, op, "b", 2);
@@ -90,11 +93,11 @@ at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.size(1) == b.size(0), "detops.mm: a ", a.sizes(), " and b ", b.sizes(),
               " cannot be multiplied (a.shape[1] != b.shape[0])");
   const int64_t out_shape[2] = {a.size(0), b.size(1)};
-  return run_matmul(geometry(a, b), a, b, at::Tensor(), out_shape);
+  return run_matmul(geometry(a, b, compensated), a, b, at::Tensor(), out_shape);
 }
 
 // a: (B, M, K), b: (B, K, N) -> (B, M, N).
-at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor bmm(const at::Tensor& a, const at::Tensor& b, bool compensated) {
   const char* op = "bmm";
   check_operand(a, op, "a", 3);
   check_operand(b, op, "b", 3);
@@ -103,7 +106,7 @@ at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.size(2) == b.size(1), "detops.bmm: a ", a.sizes(), " and b ", b.sizes(),
               " cannot be multiplied (a.shape[2] != b.shape[1])");
   const int64_t out_shape[3] = {a.size(0), a.size(1), b.size(2)};
-  return run_matmul(geometry(a, b), a, b, at::Tensor(), out_shape);
+  return run_matmul(geometry(a, b, compensated), a, b, at::Tensor(), out_shape);
 }
 
 // Row stride of input (..., K) with its leading dims folded into rows, or -1 when they cannot be folded
@@ -126,7 +129,8 @@ static int64_t folded_row_stride(const at::Tensor& input) {
 }
 
 // input: (..., K), weight: (N, K), bias: (N,) or None -> (..., N). weight.t() is read through its strides.
-at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  bool compensated) {
   const char* op = "linear";
   check_float_dtype(input, op, "input");
   check_device(input, op, "input");
@@ -144,6 +148,7 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
   const at::Tensor a = row_stride >= 0 ? input : input.reshape({rows, K});
   if (row_stride < 0) row_stride = a.stride(0);
   MatmulParams p;
+  p.compensated = compensated;
   p.M = rows;
   p.K = K;
   p.N = N;
@@ -159,7 +164,7 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
 }
 
 // bias: (N,), a: (M, K), b: (K, N) -> bias + a @ b (beta = alpha = 1), as aten.addmm gets it from nn.Linear.
-at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b, bool compensated) {
   const char* op = "addmm";
   check_operand(a, op, "a", 2);
   check_operand(b, op, "b", 2);
@@ -169,7 +174,7 @@ at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& 
   check_device(bias, op, "bias");
   at::Tensor bc = check_bias(bias, a, b.size(1), op);
   const int64_t out_shape[2] = {a.size(0), b.size(1)};
-  return run_matmul(geometry(a, b), a, b, bc, out_shape);
+  return run_matmul(geometry(a, b, compensated), a, b, bc, out_shape);
 }
 
 TORCH_LIBRARY_IMPL(detops, CPU, m) {

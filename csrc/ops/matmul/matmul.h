@@ -15,6 +15,9 @@ struct MatmulParams {
   int64_t b_bs = 0, b_rs = 0, b_cs = 0;  // batch, row (k), column (n) strides of B
   const void* bias = nullptr;            // (N,) contiguous, same dtype as C, or null
   void* c = nullptr;                     // (batch, M, N) contiguous
+  // REDUCTION_ORDER.md §5 compensated order: the K-block sums enter a Neumaier-compensated running sum.
+  // Only the §5 fp32-order backends (CPU, CUDA cores) implement it; matmul.cpp routes it there.
+  bool compensated = false;
 };
 
 }  // namespace detops

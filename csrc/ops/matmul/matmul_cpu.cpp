@@ -3,6 +3,8 @@
 // Order of every output element, whatever the tiling below:
 //   acc = 0; for each K block kb of kMatmulKBlock (from k = 0): { t = 0; for k in kb ascending: t = t + a_k*b_k;
 //   acc = acc + t }; y = acc + bias[n] (if any); C = round_to_dtype(y).
+// Compensated order (p.compensated): the same t per block, but `acc = acc + t` becomes NeumaierLane::add(t)
+// (csrc/reduce/reduce.h, the definition the CUDA kernel calls too) and acc = s + c at the end.
 //
 // Speed comes from register blocking across independent output elements only: a task owns a (rows x
 // kPanelCols) tile of C; it packs its (K x kPanelCols) panel of B and, per K block, the block's A rows as fp32
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <vector>
 #include "../../common/constants.h"
+#include "../../reduce/reduce.h"
 #include "matmul_backends.h"
 
 namespace detops {
@@ -41,7 +44,9 @@ __attribute__((always_inline)) inline vfloat splat(float x) { return vfloat{x, x
 
 // One K block for a whole tile:
 // apack: (rows_pad, kKB) fp32, rows_pad a multiple of kMicroRows; bpanel: (kn, kPanelCols) fp32;
-// acc: (rows_pad, kPanelCols). For each element: t = 0; t = t + a_k*b_k, k = 0..kn-1; acc = acc + t.
+// acc: (rows_pad, kPanelCols). For each element: t = 0; t = t + a_k*b_k, k = 0..kn-1; acc = acc + t
+// (kStoreT: acc = t, the block sums handed to the compensated sum).
+template <bool kStoreT>
 __attribute__((always_inline)) inline void tile_kblock_body(const float* apack, const float* bpanel, int64_t rows_pad,
                                                             int64_t kn, float* acc) {
   for (int64_t j = 0; j < kPanelCols; j += kMicroCols) {
@@ -60,6 +65,16 @@ __attribute__((always_inline)) inline void tile_kblock_body(const float* apack, 
         t30 = t30 + a3 * b0; t31 = t31 + a3 * b1;
       }
       float* c = acc + r * kPanelCols + j;
+      if (kStoreT) {
+        store(c, t00); store(c + kVec, t01);
+        c += kPanelCols;
+        store(c, t10); store(c + kVec, t11);
+        c += kPanelCols;
+        store(c, t20); store(c + kVec, t21);
+        c += kPanelCols;
+        store(c, t30); store(c + kVec, t31);
+        continue;
+      }
       store(c, load(c) + t00); store(c + kVec, load(c + kVec) + t01);
       c += kPanelCols;
       store(c, load(c) + t10); store(c + kVec, load(c + kVec) + t11);
@@ -71,20 +86,27 @@ __attribute__((always_inline)) inline void tile_kblock_body(const float* apack, 
   }
 }
 
+template <bool kStoreT>
 __attribute__((target("avx2"))) void tile_kblock_avx2(const float* apack, const float* bpanel, int64_t rows_pad,
                                                       int64_t kn, float* acc) {
-  tile_kblock_body(apack, bpanel, rows_pad, kn, acc);
+  tile_kblock_body<kStoreT>(apack, bpanel, rows_pad, kn, acc);
 }
+template <bool kStoreT>
 void tile_kblock_generic(const float* apack, const float* bpanel, int64_t rows_pad, int64_t kn, float* acc) {
-  tile_kblock_body(apack, bpanel, rows_pad, kn, acc);
+  tile_kblock_body<kStoreT>(apack, bpanel, rows_pad, kn, acc);
 }
 using TileFn = void (*)(const float*, const float*, int64_t, int64_t, float*);
 // Both variants perform the same IEEE operations per element, so the choice does not change any bit.
-TileFn pick_tile_fn() { return __builtin_cpu_supports("avx2") ? tile_kblock_avx2 : tile_kblock_generic; }
+template <bool kStoreT>
+TileFn pick_tile_fn() {
+  return __builtin_cpu_supports("avx2") ? tile_kblock_avx2<kStoreT> : tile_kblock_generic<kStoreT>;
+}
 
 template <typename T>
 void matmul_typed(const MatmulParams& p) {
-  static const TileFn tile_kblock = pick_tile_fn();
+  static const TileFn tile_kblock_acc = pick_tile_fn<false>();  // acc = acc + t
+  static const TileFn tile_kblock_t = pick_tile_fn<true>();     // acc = t (compensated: t goes to the lanes)
+  const bool compensated = p.compensated;
   const int64_t m_tiles = (p.M + kPanelRows - 1) / kPanelRows;
   const int64_t n_tiles = (p.N + kPanelCols - 1) / kPanelCols;
   const int64_t tiles_per_batch = m_tiles * n_tiles;
@@ -95,6 +117,7 @@ void matmul_typed(const MatmulParams& p) {
 
   at::parallel_for(0, p.batch * tiles_per_batch, 1, [&](int64_t task0, int64_t task1) {
     std::vector<float> apack(kPanelRows * kKB), bpanel(p.K * kPanelCols), acc(kPanelRows * kPanelCols);
+    std::vector<NeumaierLane> lanes(compensated ? kPanelRows * kPanelCols : 0);  // (rows, kPanelCols)
     for (int64_t task = task0; task < task1; ++task) {
       const int64_t bi = task / tiles_per_batch;
       const int64_t m0 = (task % tiles_per_batch) / n_tiles * kPanelRows;
@@ -106,6 +129,7 @@ void matmul_typed(const MatmulParams& p) {
       // Padding rows/columns are zeros; their results are computed and discarded (no effect on real ones).
       std::fill(apack.begin() + rows * kKB, apack.begin() + rows_pad * kKB, 0.f);
       std::fill(acc.begin(), acc.begin() + rows_pad * kPanelCols, 0.f);  // acc = 0
+      std::fill(lanes.begin(), lanes.end(), NeumaierLane{});             // (s, c) = (0, 0)
       // The (K, kPanelCols) panel of B, packed once per tile and walked along B's unit stride, so that
       // nn.Linear's weight.t() streams each weight row instead of hopping K floats per element.
       // Packing only moves and widens values; unit-stride branches just let the compiler vectorise.
@@ -135,8 +159,18 @@ void matmul_typed(const MatmulParams& p) {
             for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k * p.a_cs]);
           }
         }
-        tile_kblock(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
+        if (!compensated) {
+          tile_kblock_acc(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
+          continue;
+        }
+        // Compensated (REDUCTION_ORDER.md §5): acc holds this block's t; Neumaier-add it, ascending blocks.
+        tile_kblock_t(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t n = 0; n < cols; ++n) lanes[r * kPanelCols + n].add(acc[r * kPanelCols + n]);
       }
+      if (compensated)  // acc = s + c
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t n = 0; n < cols; ++n) acc[r * kPanelCols + n] = lanes[r * kPanelCols + n].value();
       for (int64_t r = 0; r < rows; ++r) {
         T* c = C + (bi * p.M + m0 + r) * p.N + n0;
         const float* ar = acc.data() + r * kPanelCols;
