@@ -20,6 +20,12 @@ DETOPS_HD int64_t lane_threads(int64_t n) {
 }
 DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 
+// CUDA rms_norm (rms_norm_kernels.cu), speed only: rows per thread (their loads in flight together, their trees
+// sharing one barrier), and the minimum resident blocks of kMaxLaneThreads threads per SM the compiler must allow
+// (its register cap: 65536 / (512 * 2) = 64 registers).
+constexpr int kRmsNormRowsPerThread = 2;
+constexpr int kRmsNormMinBlocksPerSm = 2;
+
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;
 
