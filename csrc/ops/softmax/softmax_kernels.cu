@@ -94,8 +94,9 @@ __device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t firs
 
 // §2 step 3 of one row over its cluster: every block of the cluster holds the tree node of its aligned lane
 // range (rank g: lanes g*L/G .. (g+1)*L/G - 1); the G nodes are merged bottom-up pairwise, lower rank first, by
-// every block (same bits everywhere). `slot` is this block's shared-memory slot for its node. The caller's
-// cluster_done() must come before the block exits (the other blocks read `slot`).
+// every block (same bits everywhere). Scalar equivalent for G = 4: r = (n0 (+) n1) (+) (n2 (+) n3). `slot` is
+// this block's shared-memory slot for its node. The caller must cluster_wait() before its next cluster_tree and
+// before the block exits (the other blocks read `slot`).
 template <typename V, typename Op>
 __device__ __forceinline__ V cluster_tree(V node, V* slot, int G, Op op) {
   if (G == 1) return node;
@@ -105,12 +106,12 @@ __device__ __forceinline__ V cluster_tree(V node, V* slot, int G, Op op) {
 #pragma unroll
   for (int g = 0; g < kSoftmaxMaxClusterCtas; ++g)
     if (g < G) v[g] = *cluster_map(slot, g);
-  cluster_arrive();  // this block is done reading the others' slots; cluster_done() waits for everyone
+  cluster_arrive();  // this block is done reading the others' slots; the caller's cluster_wait() waits for all
 #pragma unroll
   for (int width = kSoftmaxMaxClusterCtas; width > 1; width /= 2)
+    if (width <= G)  // the levels width = G, G/2, ..., 2 (G a power of 2)
 #pragma unroll
-    for (int l = 0; l < width / 2; ++l)
-      if (2 * l + 1 < G) v[l] = op(v[2 * l], v[2 * l + 1]);
+      for (int l = 0; l < width / 2; ++l) v[l] = op(v[2 * l], v[2 * l + 1]);
   return v[0];
 }
 
