@@ -53,19 +53,18 @@ __device__ __forceinline__ void absorb(Lane (&acc)[8], const In (&v)[8], int64_t
 
 // §3 write pass for one chunk: y_j = rms_norm_apply(x_j, r, w_j), the same operations in the same order as
 // rms_norm_apply (rms_norm.h), with the roundings of 8 elements done by narrow8 (bit-identical to from_float).
-// The weight mode is uniform across the grid; the branch is per chunk, outside the 8 elements.
+// wv = the chunk's 8 weights (when has_w). The weight mode is uniform across the grid; the branch is per chunk,
+// outside the 8 elements.
 template <typename In, typename W, typename Out>
-__device__ __forceinline__ void emit(Out* y, const W* w, int64_t count, const RmsNormVector& vec, NormWeightMode mode,
-                                     const In (&v)[8], float r) {
+__device__ __forceinline__ void emit(Out* y, bool has_w, const W (&wv)[8], int64_t count, const RmsNormVector& vec,
+                                     NormWeightMode mode, const In (&v)[8], float r) {
   float h[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j) h[j] = to_float(v[j]) * r;
   Out o[8];
-  if (w == nullptr) {
+  if (!has_w) {
     narrow8(h, o);
   } else {
-    W wv[8];
-    load8(w, count, vec.w, wv);
     float out[8];
     if (mode == NormWeightMode::CastFirst) {  // round_out(float(round_in(h)) * w)
       In hr[8];
@@ -118,6 +117,11 @@ rms_norm_kernel(RmsNormParams p, RmsNormVector vec) {
 #pragma unroll
   for (int k = 0; k < R; ++k)
     if (chunks[k] > 0) load_inputs(x(k), res(k), x_sum(k), count0, vec, cache[k]);
+  // 16-bit weights of chunk 0 are loaded with the inputs (off the write pass's critical path); fp32 weights (8
+  // registers) when they are used: preloading them spills at the 64-register cap.
+  constexpr bool kPreloadW = sizeof(W) == 2;
+  W w0[8];
+  if (kPreloadW && w != nullptr && chunks[0] > 0) load8(w, count0, vec.w, w0);
   Lane acc[R][8];
 #pragma unroll
   for (int k = 0; k < R; ++k) {
@@ -138,19 +142,28 @@ rms_norm_kernel(RmsNormParams p, RmsNormVector vec) {
     for (int j = 0; j < 8; ++j) lane_values[k][j] = acc[k][j].value();
   float ss[R];
   rows_tree<R, 8>(lane_values, warp_sums[threadIdx.y], SumOp{}, ss);
+  // One scale evaluation per warp for all R rows (IEEE div, sqrt, div): lane k evaluates row k's, then a shuffle
+  // hands each row's value to every lane (every lane holds the same ss[k] bits, so any lane's result is the row's).
+  float ss_mine = ss[0];
+#pragma unroll
+  for (int k = 1; k < R; ++k) ss_mine = threadIdx.x % kWarpSize == k ? ss[k] : ss_mine;
+  const float r_mine = rms_norm_scale(ss_mine, p.n, p.eps);
 
   // Pass 2: y_i = rms_norm_apply(x_i, r, w_i) (§3), elementwise. Chunks past the first are re-read (from x_sum
   // when there is a residual: it holds the norm's inputs, written by this thread in pass 1).
 #pragma unroll
   for (int k = 0; k < R; ++k) {
     if (chunks[k] == 0) continue;
-    const float r = rms_norm_scale(ss[k], p.n, p.eps);
-    emit<In, W, Out>(y(k), w, count0, vec, p.mode, cache[k], r);
+    const float r = __shfl_sync(0xffffffffu, r_mine, k);
+    if (!kPreloadW && w != nullptr && k == 0) load8(w, count0, vec.w, w0);
+    emit<In, W, Out>(y(k), w != nullptr, w0, count0, vec, p.mode, cache[k], r);
     for (int64_t c = 1; c < chunks[k]; ++c) {
       In v[8];
+      W wv[8];
       if (res0) load8(x_sum(k) + c * L, count0 - c * L, vec.x_sum, v);
       else load8(x(k) + c * L, count0 - c * L, vec.x, v);
-      emit<In, W, Out>(y(k) + c * L, w + (w ? c * L : 0), count0 - c * L, vec, p.mode, v, r);
+      if (w != nullptr) load8(w + c * L, count0 - c * L, vec.w, wv);
+      emit<In, W, Out>(y(k) + c * L, w != nullptr, wv, count0 - c * L, vec, p.mode, v, r);
     }
   }
 }
