@@ -77,23 +77,64 @@ __host__ __device__ inline bool vector_aligned(const void* base, int64_t row_str
   return (reinterpret_cast<uintptr_t>(base) % 16 == 0) && ((row_stride_elems * elem_bytes) % 16 == 0);
 }
 
-// 8 floats rounded to the storage type T, bit-identical to from_float<T> (numeric.h, §1 round-to-nearest-even):
-// the hardware's two-at-a-time conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32, one instruction per pair
+// K (a power of 2, <= 8) adjacent elements p[0..count) (count may be < K or <= 0 at the row's end) as one vector
+// of K * sizeof(T) bytes when `vector_ok` (p is then aligned to that size: the row start is 16-byte aligned and
+// p sits at a multiple of K elements), scalar otherwise: same values, same lanes.
+template <int K, typename T>
+__device__ __forceinline__ void loadk(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
+  if constexpr (K == 8) {
+    load8(p, count, vector_ok, v);
+  } else {
+    constexpr int kBytes = K * int(sizeof(T));
+    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
+    if (vector_ok && count >= K) {
+      if constexpr (kBytes == 4) { uint32_t a = *reinterpret_cast<const uint32_t*>(p); memcpy(v, &a, 4); }
+      if constexpr (kBytes == 8) { uint2 a = *reinterpret_cast<const uint2*>(p); memcpy(v, &a, 8); }
+      if constexpr (kBytes == 16) { uint4 a = *reinterpret_cast<const uint4*>(p); memcpy(v, &a, 16); }
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
+    }
+  }
+}
+
+template <int K, typename T>
+__device__ __forceinline__ void storek(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
+  if constexpr (K == 8) {
+    store8(p, count, vector_ok, v);
+  } else {
+    constexpr int kBytes = K * int(sizeof(T));
+    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
+    if (vector_ok && count >= K) {
+      if constexpr (kBytes == 4) { uint32_t a; memcpy(&a, v, 4); *reinterpret_cast<uint32_t*>(p) = a; }
+      if constexpr (kBytes == 8) { uint2 a; memcpy(&a, v, 8); *reinterpret_cast<uint2*>(p) = a; }
+      if constexpr (kBytes == 16) { uint4 a; memcpy(&a, v, 16); *reinterpret_cast<uint4*>(p) = a; }
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+        if (j < count) p[j] = v[j];
+    }
+  }
+}
+
+// K (even) floats rounded to the storage type T, bit-identical to from_float<T> (numeric.h, §1 round-to-nearest-
+// even): the hardware's two-at-a-time conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32, one instruction per pair
 // instead of ~8 integer operations per element) gives the same bits as from_float for every non-NaN float
-// (checked on the H100 over all 2^32 inputs, docs/NORM_SOFTMAX_NOTES.md v4); a chunk holding a NaN takes
+// (checked on the H100 over all 2^32 inputs, docs/NORM_SOFTMAX_NOTES.md v4); a group holding a NaN takes
 // from_float itself (the hardware returns a canonical NaN, from_float keeps the payload).
-template <typename T>
-__device__ __forceinline__ void narrow8(const float (&f)[8], T (&o)[8]) {
+template <int K, typename T>
+__device__ __forceinline__ void narrowk(const float (&f)[K], T (&o)[K]) {
   if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) o[j] = f[j];
+    for (int j = 0; j < K; ++j) o[j] = f[j];
   } else {
+    static_assert(K % 2 == 0, "pairs");
     bool nan = false;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) nan = nan || det_isnan(f[j]);
+    for (int j = 0; j < K; ++j) nan = nan || det_isnan(f[j]);
     if (!nan) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < K / 2; ++k) {
         uint32_t pair;  // element 2k in the low half, as in memory
         if constexpr (std::is_same_v<T, bf16_t>) {
           const __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
@@ -107,10 +148,12 @@ __device__ __forceinline__ void narrow8(const float (&f)[8], T (&o)[8]) {
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) o[j] = from_float<T>(f[j]);
+      for (int j = 0; j < K; ++j) o[j] = from_float<T>(f[j]);
     }
   }
 }
+template <typename T>
+__device__ __forceinline__ void narrow8(const float (&f)[8], T (&o)[8]) { narrowk<8>(f, o); }
 
 __device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
 __device__ __forceinline__ SoftmaxState shfl_xor(SoftmaxState v, int off) {
