@@ -26,21 +26,18 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 constexpr int kRmsNormRowsPerThread = 2;
 constexpr int kRmsNormMinBlocksPerSm = 2;
 
-// CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together; the lanes a thread
-// owns (K adjacent lanes; lanes(N) / K threads per row) and the blocks of one thread-block cluster that share a
-// row (each owns an aligned range of the row's lanes, so its result is a node of the §2 tree). By N only, never
-// by the row count: rows with N >= kSoftmaxSplitMinN (all with lane_threads(N) == kMaxLaneThreads) use
-// kSoftmaxSplitLanes lanes per thread in clusters of kSoftmaxSplitCtas blocks; shorter rows 8 lanes, 1 block.
+// CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
+// one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is
+// a node of the §2 tree). By N only, never by the row count: rows with N >= kSoftmaxClusterMinN (lane_threads(N)
+// == kMaxLaneThreads) are split over kSoftmaxClusterCtas blocks of kMaxLaneThreads / kSoftmaxClusterCtas threads.
 constexpr int kSoftmaxBatchChunks = 2;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
-constexpr int kSoftmaxSplitLanes = 2;
-constexpr int kSoftmaxSplitCtas = 4;
-constexpr int64_t kSoftmaxSplitMinN = 65536;
-static_assert(kSoftmaxSplitCtas <= kSoftmaxMaxClusterCtas, "portable cluster size");
-static_assert(kMaxLaneThreads * kLaneVector / kSoftmaxSplitLanes / kSoftmaxSplitCtas <= kMaxLaneThreads,
-              "a block holds at most kMaxLaneThreads threads (the tree's shared-memory slots)");
-DETOPS_HD int softmax_lanes_per_thread(int64_t n) { return n >= kSoftmaxSplitMinN ? kSoftmaxSplitLanes : kLaneVector; }
-DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxSplitMinN ? kSoftmaxSplitCtas : 1; }
+constexpr int kSoftmaxClusterCtas = 4;
+constexpr int64_t kSoftmaxClusterMinN = 65536;
+static_assert(kSoftmaxClusterCtas <= kSoftmaxMaxClusterCtas && kMaxLaneThreads / kSoftmaxMaxClusterCtas >= 32,
+              "a cluster block holds whole warps");
+static_assert(kSoftmaxClusterMinN > kMaxLaneThreads * kLaneVector, "clusters only for rows of the full lane count");
+DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxClusterMinN ? kSoftmaxClusterCtas : 1; }
 
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;

@@ -77,46 +77,6 @@ __host__ __device__ inline bool vector_aligned(const void* base, int64_t row_str
   return (reinterpret_cast<uintptr_t>(base) % 16 == 0) && ((row_stride_elems * elem_bytes) % 16 == 0);
 }
 
-// K (a power of 2, <= 8) adjacent elements p[0..count) (count may be < K or <= 0 at the row's end) as one vector
-// of K * sizeof(T) bytes when `vector_ok` (p is then aligned to that size: the row start is 16-byte aligned and
-// p sits at a multiple of K elements), scalar otherwise: same values, same lanes.
-template <int K, typename T>
-__device__ __forceinline__ void loadk(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
-  if constexpr (K == 8) {
-    load8(p, count, vector_ok, v);
-  } else {
-    constexpr int kBytes = K * int(sizeof(T));
-    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 4) { uint32_t a = *reinterpret_cast<const uint32_t*>(p); memcpy(v, &a, 4); }
-      if constexpr (kBytes == 8) { uint2 a = *reinterpret_cast<const uint2*>(p); memcpy(v, &a, 8); }
-      if constexpr (kBytes == 16) { uint4 a = *reinterpret_cast<const uint4*>(p); memcpy(v, &a, 16); }
-    } else {
-#pragma unroll
-      for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
-    }
-  }
-}
-
-template <int K, typename T>
-__device__ __forceinline__ void storek(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
-  if constexpr (K == 8) {
-    store8(p, count, vector_ok, v);
-  } else {
-    constexpr int kBytes = K * int(sizeof(T));
-    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 4) { uint32_t a; memcpy(&a, v, 4); *reinterpret_cast<uint32_t*>(p) = a; }
-      if constexpr (kBytes == 8) { uint2 a; memcpy(&a, v, 8); *reinterpret_cast<uint2*>(p) = a; }
-      if constexpr (kBytes == 16) { uint4 a; memcpy(&a, v, 16); *reinterpret_cast<uint4*>(p) = a; }
-    } else {
-#pragma unroll
-      for (int j = 0; j < K; ++j)
-        if (j < count) p[j] = v[j];
-    }
-  }
-}
-
 // K (even) floats rounded to the storage type T, bit-identical to from_float<T> (numeric.h, §1 round-to-nearest-
 // even): the hardware's two-at-a-time conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32, one instruction per pair
 // instead of ~8 integer operations per element) gives the same bits as from_float for every non-NaN float

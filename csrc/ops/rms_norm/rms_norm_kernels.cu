@@ -89,7 +89,7 @@ __device__ __forceinline__ void emit(Out* y, bool has_w, const W (&wv)[8], int64
 template <typename In, typename W, typename Out, typename Lane, int R>
 __global__ void __launch_bounds__(kMaxLaneThreads, kRmsNormMinBlocksPerSm)
 rms_norm_kernel(RmsNormParams p, RmsNormVector vec) {
-  __shared__ float warp_sums[R][kMaxRowsPerBlock][kMaxWarpsPerRow];
+  __shared__ float warp_sums[kMaxRowsPerBlock][R][kMaxWarpsPerRow];  // [block-row][its row k][warp]
   const int64_t L = int64_t(blockDim.x) * kLaneVector;
   const int64_t first = int64_t(threadIdx.x) * kLaneVector;  // element first + c*L + j sits in lane first + j
   const int64_t count0 = p.n - first;  // elements of chunk c from this thread's first lane: count0 - c*L
