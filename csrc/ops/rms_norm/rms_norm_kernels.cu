@@ -1,10 +1,11 @@
 // rms_norm / add_rms_norm on CUDA: docs/REDUCTION_ORDER.md §2–§3 with the same shared arithmetic as the CPU
-// kernel (rms_norm_scale / rms_norm_apply, SumLane / NeumaierLane), so CPU == CUDA bitwise.
-// One row = lane_threads(N) threads (threadIdx.x); small rows share a block (rows_per_block(N)), each with its own
-// order; one block-row per row, grid = ceil(rows / rows_per_block): nothing depends on the row count or the SM
-// count. The first kRmsNormCachedChunks chunks of a row stay in registers (as the norm's inputs, in input
-// storage) from the sum pass to the write pass; longer rows re-read the rest (just loaded, so from L2). The order
-// is the same either way. Plain CUDA only: the torch glue is rms_norm_cuda.cpp.
+// kernel (rms_norm_scale / rms_norm_apply's operations, SumLane / NeumaierLane), so CPU == CUDA bitwise.
+// One row = lane_threads(N) threads (threadIdx.x); small rows share a block (rows_per_block(N)); each thread works
+// on R consecutive rows (kRmsNormRowsPerThread for 16-bit inputs, else 1), each with its own order; grid =
+// ceil(rows / (rows_per_block * R)): nothing depends on the row count or the SM count. Chunk 0 of each row stays
+// in registers (as the norm's inputs, in input storage) from the sum pass to the write pass; longer rows re-read
+// the rest (just loaded, so from L2). The order is the same either way. Plain CUDA only: the torch glue is
+// rms_norm_cuda.cpp.
 #include <cuda_runtime.h>
 #include <cstring>
 #include "../../reduce/lanes_cuda.cuh"
