@@ -20,6 +20,25 @@ DETOPS_HD int64_t lane_threads(int64_t n) {
 }
 DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 
+// CUDA rms_norm (rms_norm_kernels.cu), speed only: rows per thread (their loads in flight together, their trees
+// sharing one barrier), and the minimum resident blocks of kMaxLaneThreads threads per SM the compiler must allow
+// (its register cap: 65536 / (512 * 2) = 64 registers).
+constexpr int kRmsNormRowsPerThread = 2;
+constexpr int kRmsNormMinBlocksPerSm = 2;
+
+// CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
+// one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is
+// a node of the §2 tree). By N only, never by the row count: rows with N >= kSoftmaxClusterMinN (lane_threads(N)
+// == kMaxLaneThreads) are split over kSoftmaxClusterCtas blocks of kMaxLaneThreads / kSoftmaxClusterCtas threads.
+constexpr int kSoftmaxBatchChunks = 2;
+constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
+constexpr int kSoftmaxClusterCtas = 4;
+constexpr int64_t kSoftmaxClusterMinN = 65536;
+static_assert(kSoftmaxClusterCtas <= kSoftmaxMaxClusterCtas && kMaxLaneThreads / kSoftmaxMaxClusterCtas >= 32,
+              "a cluster block holds whole warps");
+static_assert(kSoftmaxClusterMinN > kMaxLaneThreads * kLaneVector, "clusters only for rows of the full lane count");
+DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxClusterMinN ? kSoftmaxClusterCtas : 1; }
+
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;
 

@@ -8,8 +8,11 @@
 // 1,2,4,8,16 (each pair merged lower index first), then the same butterfly over the per-warp values. Every
 // thread of the row ends with the result.
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include "reduce.h"
 
 namespace detops {
@@ -74,6 +77,44 @@ __host__ __device__ inline bool vector_aligned(const void* base, int64_t row_str
   return (reinterpret_cast<uintptr_t>(base) % 16 == 0) && ((row_stride_elems * elem_bytes) % 16 == 0);
 }
 
+// K (even) floats rounded to the storage type T, bit-identical to from_float<T> (numeric.h, §1 round-to-nearest-
+// even): the hardware's two-at-a-time conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32, one instruction per pair
+// instead of ~8 integer operations per element) gives the same bits as from_float for every non-NaN float
+// (checked on the H100 over all 2^32 inputs, docs/NORM_SOFTMAX_NOTES.md v4); a group holding a NaN takes
+// from_float itself (the hardware returns a canonical NaN, from_float keeps the payload).
+template <int K, typename T>
+__device__ __forceinline__ void narrowk(const float (&f)[K], T (&o)[K]) {
+  if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+    for (int j = 0; j < K; ++j) o[j] = f[j];
+  } else {
+    static_assert(K % 2 == 0, "pairs");
+    bool nan = false;
+#pragma unroll
+    for (int j = 0; j < K; ++j) nan = nan || det_isnan(f[j]);
+    if (!nan) {
+#pragma unroll
+      for (int k = 0; k < K / 2; ++k) {
+        uint32_t pair;  // element 2k in the low half, as in memory
+        if constexpr (std::is_same_v<T, bf16_t>) {
+          const __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+          memcpy(&pair, &h, 4);
+        } else {
+          static_assert(std::is_same_v<T, fp16_t>, "bf16 / fp16 / fp32 storage");
+          const __half2 h = __floats2half2_rn(f[2 * k], f[2 * k + 1]);
+          memcpy(&pair, &h, 4);
+        }
+        memcpy(&o[2 * k], &pair, 4);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j) o[j] = from_float<T>(f[j]);
+    }
+  }
+}
+template <typename T>
+__device__ __forceinline__ void narrow8(const float (&f)[8], T (&o)[8]) { narrowk<8>(f, o); }
+
 __device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
 __device__ __forceinline__ SoftmaxState shfl_xor(SoftmaxState v, int off) {
   SoftmaxState r;
@@ -89,30 +130,48 @@ __device__ __forceinline__ V butterfly(V mine, int lane, int off, Op op) {
   return (lane & off) ? op(other, mine) : op(mine, other);
 }
 
-// §2 step 3 for one row. v = the thread's K lane values (lanes K*t .. K*t+K-1, K a power of 2); smem = this
-// row's kMaxWarpsPerRow slots. Must be reached by every thread of the block (it synchronises the block).
+// §2 step 3 for R rows of one thread at once (R independent trees sharing one block barrier). v[k] = the thread's
+// K lane values of its row k (lanes K*t .. K*t+K-1, K a power of 2); smem[k] = row k's kMaxWarpsPerRow slots.
+// Must be reached by every thread of the block (it synchronises the block). Returns row k's result in out[k].
+template <int R, int K, typename V, typename Op>
+__device__ __forceinline__ void rows_tree(const V (&v)[R][K], V (*smem)[kMaxWarpsPerRow], Op op, V (&out)[R]) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warps = blockDim.x / kWarpSize;  // same for the whole block (blockDim.x depends only on N)
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    // in-thread: the pairwise tree over the K lanes, e.g. K = 8: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
+    V t[K];
+#pragma unroll
+    for (int l = 0; l < K; ++l) t[l] = v[k][l];
+#pragma unroll
+    for (int width = K; width > 1; width /= 2)
+#pragma unroll
+      for (int l = 0; l < width / 2; ++l) t[l] = op(t[2 * l], t[2 * l + 1]);
+    out[k] = t[0];
+  }
+#pragma unroll
+  for (int off = 1; off < kWarpSize; off *= 2)
+#pragma unroll
+    for (int k = 0; k < R; ++k) out[k] = butterfly(out[k], lane, off, op);
+  if (warps > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int k = 0; k < R; ++k) smem[k][threadIdx.x / kWarpSize] = out[k];
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < R; ++k) out[k] = smem[k][lane & (warps - 1)];  // lanes >= warps hold copies, never read
+    for (int off = 1; off < warps; off *= 2)
+#pragma unroll
+      for (int k = 0; k < R; ++k) out[k] = butterfly(out[k], lane, off, op);
+  }
+}
+
+// One row (R = 1) of rows_tree.
 template <int K, typename V, typename Op>
 __device__ __forceinline__ V row_tree(const V (&v)[K], V* smem, Op op) {
-  // in-thread: the pairwise tree over the K lanes, e.g. K = 8: ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7))
-  V t[K];
-#pragma unroll
-  for (int l = 0; l < K; ++l) t[l] = v[l];
-#pragma unroll
-  for (int width = K; width > 1; width /= 2)
-#pragma unroll
-    for (int l = 0; l < width / 2; ++l) t[l] = op(t[2 * l], t[2 * l + 1]);
-  V a = t[0];
-  const int lane = threadIdx.x % kWarpSize;
-#pragma unroll
-  for (int off = 1; off < kWarpSize; off *= 2) a = butterfly(a, lane, off, op);
-  const int warps = blockDim.x / kWarpSize;
-  if (warps > 1) {  // same for the whole block (blockDim.x depends only on N)
-    if (lane == 0) smem[threadIdx.x / kWarpSize] = a;
-    __syncthreads();
-    a = smem[lane & (warps - 1)];  // lanes >= warps hold copies; lanes < warps never read them
-    for (int off = 1; off < warps; off *= 2) a = butterfly(a, lane, off, op);
-  }
-  return a;
+  V out[1];
+  rows_tree<1, K>(reinterpret_cast<const V (&)[1][K]>(v), reinterpret_cast<V (*)[kMaxWarpsPerRow]>(smem), op, out);
+  return out[0];
 }
 
 struct SumOp {
@@ -121,8 +180,25 @@ struct SumOp {
 struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return det_max(a, b); }
 };
+// merge(a, b) of reduce.h (§4) with one det_exp instead of two, same bits: the side that holds the maximum m has
+// the argument m - m, which is 0 for finite m (det_exp(0) == 1 exactly) and NaN otherwise (det_exp returns a NaN
+// argument as it is), so its factor is selected instead of evaluated; the other factor is det_exp of the same
+// argument as in merge. The products and the sum are merge's.
+__device__ __forceinline__ SoftmaxState merge_one_exp(SoftmaxState a, SoftmaxState b) {
+  SoftmaxState r;
+  r.m = det_max(a.m, b.m);
+  const bool a_holds_max = a.m > b.m;  // det_max's choice
+  const float top_arg = r.m - r.m;
+  const float e_top = top_arg == 0.0f ? 1.0f : top_arg;              // == det_exp(top_arg)
+  const float e_other = det_exp((a_holds_max ? b.m : a.m) - r.m);
+  const float s = a.s * (a_holds_max ? e_top : e_other) + b.s * (a_holds_max ? e_other : e_top);
+  r.s = r.m == -kInf ? 0.0f : s;  // merge's empty result
+  return r;
+}
 struct StateMergeOp {
-  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const { return merge(a, b); }
+  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const {
+    return merge_one_exp(a, b);
+  }
 };
 
 }  // namespace detops
