@@ -95,9 +95,12 @@ struct SumLane {
 struct NeumaierLane {
   float s = 0.0f, c = 0.0f;
   DETOPS_HD void add(float y) {
-    float t = s + y;
-    if (det_abs(s) >= det_abs(y)) c = c + ((s - t) + y);
-    else c = c + ((y - t) + s);
+    // c += (big - t) + small, big the addend of larger magnitude (s on ties). Written with selects, not a
+    // branch, so compilers vectorise loops of lanes; the operations are the same either way.
+    const float t = s + y;
+    const bool s_big = det_abs(s) >= det_abs(y);
+    const float big = s_big ? s : y, small = s_big ? y : s;
+    c = c + ((big - t) + small);
     s = t;
   }
   DETOPS_HD float value() const { return s + c; }
