@@ -1,20 +1,22 @@
 // attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 256 threads = 8 warps (FlashAttention-2 layout). A tile is 128
-// (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
+// Grid (chunk slot x slot tile, kv head, batch), 128 threads = 4 warps, 2 CTAs per SM (FlashAttention-2 layout). A
+// tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
 // kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv
-// head. Warp w owns slots 16w .. 16w+15 (the mma M; lane holds slots 16w + lane/4 and +8, the accumulator rows)
-// and the whole of every 64-key block: its scores, block maxima and row sums stay in registers and quad
-// shuffles, o (16 x D) lives in registers for the whole chunk, and p goes from the score accumulators to the
-// P·V operand without shared memory. One __syncthreads per block (the K/V cp.async ring).
+// head. Warp w owns slots 32w .. 32w+31 as two m16 tiles (lane holds slots 32w + 16mt + lane/4 and +8, the
+// accumulator rows) that share every K and V fragment, and the whole of every 64-key block: its scores, block
+// maxima and row sums stay in registers and quad shuffles, o (32 x D) lives in registers for the whole chunk, and
+// p goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
+// K/V cp.async ring).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
-//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), l = l*α + rowsum(p̃) in the fixed
-//   §6b order, t = P·V (mma k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA);
-//   a slot with no key in the block is untouched.
+//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), per quad lane l_q = l_q*α + r_q
+//   (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
+//   o = mma k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the
+//   block is untouched.
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
 // here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
 // arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
@@ -42,7 +44,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMTiles = kSlots / (16 * kWarps);  // m16 tiles (of the mma M = 16 slots) per warp
 static_assert(kSlots == 16 * kMTiles * kWarps, "each warp owns kMTiles whole m16 tiles");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
-static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's rowsum");
+static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's l sums");
 constexpr int kStages = kAttnTcStages;
 static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 
