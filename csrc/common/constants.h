@@ -98,9 +98,9 @@ static_assert(kAttnChunkKeys % kAttnBlockKeys == 0, "chunks hold whole blocks");
 constexpr int kAttnThreads = 256;       // CUDA-core chunk kernel: threads per CTA (8 warps)
 constexpr int kAttnRowHeads = 16;       // CUDA-core chunk kernel: (row, head) pairs per CTA, one kv head
 constexpr int kAttnMergeThreads = 128;  // chunk-merge kernel: threads per CTA
-constexpr int kAttnTcSlots = 128;       // tensor-core kernel: (row, head) slots per CTA, one warp per mma M = 16
-constexpr int kAttnTcThreads = 256;     // tensor-core kernel: 8 warps, each owning 16 slots x a whole 64-key block
+constexpr int kAttnTcSlots = 128;       // tensor-core kernel: (row, head) slots per CTA
+constexpr int kAttnTcThreads = 128;     // tensor-core kernel: 4 warps, each owning 32 slots (two mma M = 16) x a whole 64-key block
 constexpr int kAttnTcMergeThreads = 256;  // tensor-core chunk-merge kernel: one warp per (row, head)
-constexpr int kAttnTcStages = 4;        // tensor-core kernel: K/V blocks in the cp.async ring (scheduling only)
+constexpr int kAttnTcStages = 2;        // tensor-core kernel: K/V blocks in the cp.async ring (scheduling only; 2 CTAs per SM)
 
 }  // namespace detops

@@ -1,20 +1,22 @@
 // attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 256 threads = 8 warps (FlashAttention-2 layout). A tile is 128
-// (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
+// Grid (chunk slot x slot tile, kv head, batch), 128 threads = 4 warps, 2 CTAs per SM (FlashAttention-2 layout). A
+// tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
 // kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv
-// head. Warp w owns slots 16w .. 16w+15 (the mma M; lane holds slots 16w + lane/4 and +8, the accumulator rows)
-// and the whole of every 64-key block: its scores, block maxima and row sums stay in registers and quad
-// shuffles, o (16 x D) lives in registers for the whole chunk, and p goes from the score accumulators to the
-// P·V operand without shared memory. One __syncthreads per block (the K/V cp.async ring).
+// head. Warp w owns slots 32w .. 32w+31 as two m16 tiles (lane holds slots 32w + 16mt + lane/4 and +8, the
+// accumulator rows) that share every K and V fragment, and the whole of every 64-key block: its scores, block
+// maxima and row sums stay in registers and quad shuffles, o (32 x D) lives in registers for the whole chunk, and
+// p goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
+// K/V cp.async ring).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
-//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), l = l*α + rowsum(p̃) in the fixed
-//   §6b order, t = P·V (mma k16 steps over the block's keys ascending, from 0), o = o*α + t (fp32, no FMA);
-//   a slot with no key in the block is untouched.
+//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), per quad lane l_q = l_q*α + r_q
+//   (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
+//   o = mma k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the
+//   block is untouched; a warp whose m16 tile 1 has no key in the block runs m-tile 0 alone (warp-uniform).
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
 // here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
 // arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
@@ -39,9 +41,10 @@ constexpr int kThreads = kAttnTcThreads;
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
 constexpr int kWarps = kThreads / 32;
-static_assert(kSlots == 16 * kWarps, "one warp per 16 slots (the mma M)");
+constexpr int kMTiles = kSlots / (16 * kWarps);  // m16 tiles (of the mma M = 16 slots) per warp
+static_assert(kSlots == 16 * kMTiles * kWarps, "each warp owns kMTiles whole m16 tiles");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
-static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's rowsum");
+static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's l sums");
 constexpr int kStages = kAttnTcStages;
 static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 
@@ -100,18 +103,6 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
   }
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
@@ -141,7 +132,8 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 
 // Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
 // swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
-// chunk t % DC of rows t / DC + it * R.
+// chunk t % DC of rows t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free
+// loop of cp.async.
 template <typename T, int D>
 __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
@@ -150,10 +142,17 @@ __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
+  dst += swz<D>(r0, c);  // row r0 + it*R has the same row & 7 (R is a multiple of 8), so the swizzle is fixed
+  static_assert(R % 8 == 0, "the swizzle repeats every 8 rows");
+  if (vec && jlo == 0 && jhi == kBK) {
+#pragma unroll
+    for (int it = 0; it < kBK / R; ++it, src += step) cp_async16(dst + it * R * D, src);
+    return;
+  }
 #pragma unroll
   for (int it = 0; it < kBK / R; ++it, src += step) {
     const int r = r0 + it * R;
-    uint16_t* d = dst + swz<D>(r, c);
+    uint16_t* d = dst + it * R * D;
     if (r < jlo || r >= jhi) {
       *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
     } else if (vec) {
@@ -166,19 +165,260 @@ __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t
 
 __device__ __forceinline__ uint32_t pack2(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
-// §6b P·V of one block for the n8 column tiles 2cp, 2cp+1 (16-byte chunks 2cp, 2cp+1 of a V row):
-// t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]) for ks = 0..3 ascending.
-template <bool BF, int D>
-__device__ __forceinline__ void pv_pair(float (&t0)[4], float (&t1)[4], const uint32_t (&pa)[4][4],
-                                        const uint16_t* sVb, int cp, int lane) {
+// ldmatrix on a shared-memory address (bytes, the shared window).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// The lane's ldmatrix addresses in a swizzled tile (bytes): row r at r*2D, its chunk c at ((c ^ (r & 7)) << 4).
+// Every fragment row the lane addresses has r & 7 == lane & 7 (row bases are multiples of 8), and the chunk is
+// 2c' + b (b = 0/1 per lane), so chunk 2c' + b of the row is at (((b ^ (lane & 7)) << 4) ^ (c' << 5)): one XOR
+// per k16 step / column pair, the row offsets are immediates. Only x_* and the row bases live across the
+// block loop (holding all 80 addresses spilled in v5).
+struct TcLaneAddr {
+  uint32_t q_row;   // Q tile: row wrow + (lane & 15)     (m-tile mt: + 16mt rows)
+  uint32_t k_row;   // K tile: row (lane >> 4)*8 + (lane & 7)  (n16 pair np: + 16np rows)
+  uint32_t v_row;   // V tile: row ((lane >> 3) & 1)*8 + (lane & 7)  (k16 step ks: + 16ks rows)
+  uint32_t x_qv;    // chunk bit b = lane >> 4 (Q, V)
+  uint32_t x_k;     // chunk bit b = (lane >> 3) & 1 (K)
+};
+
+// One 64-key block for the warp's m-tiles in MASK (bit mt set: m-tile mt has keys here; the others have none
+// and are not touched, which is what §6 step 2 does to them anyway). A slot's arithmetic never reads another
+// slot, so which m-tiles run changes no bit of the slots that do.
+template <bool BF, int D, int MASK>
+__device__ __forceinline__ void tc_block(float (&o)[kMTiles][D / 8][4], float (&m)[2 * kMTiles], float (&l)[2 * kMTiles],
+                                         const uint32_t q_base, const uint32_t k_base, const uint32_t v_base,
+                                         const TcLaneAddr& ad, const bool whole, const int i, const int* s_rlo,
+                                         const int* s_rhi, const int wrow, const int lane, const float scale,
+                                         const float softcap) {
+  constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
+  constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
+  constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
+  constexpr int MT = kMTiles;
+  constexpr int SL = 2 * MT;
+  constexpr uint32_t RB = 2 * D;  // bytes per tile row
+  const int qd = lane & 3;
+  auto act = [](int mt) { return ((MASK >> mt) & 1) != 0; };
+  // Opaque copies, made per block: the compiler cannot hoist the ~80 derived addresses out of the block loop
+  // (where they would occupy registers or spill); each is 1-2 integer ops next to its ldmatrix.
+  uint32_t q_row = ad.q_row, k_row = ad.k_row, v_row = ad.v_row, x_qv = ad.x_qv, x_k = ad.x_k;
+  asm volatile("" : "+r"(q_row), "+r"(k_row), "+r"(v_row), "+r"(x_qv), "+r"(x_k));
+  auto slot_of = [&](int k) { return wrow + 16 * (k >> 1) + (lane >> 2) + 8 * (k & 1); };
+
+  // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending. Tile j = keys 8j .. 8j+7;
+  // each K fragment feeds the active m-tiles.
+  float s[MT][NB][4];
 #pragma unroll
-  for (int e = 0; e < 4; ++e) t0[e] = t1[e] = 0.0f;
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int ks = 0; ks < 4; ++ks) {
-    uint32_t vf[4];
-    ldmatrix_x4_trans(vf, sVb + swz<D>(ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), cp * 2 + (lane >> 4)));
-    mma16816<BF>(t0, pa[ks], vf[0], vf[1]);
-    mma16816<BF>(t1, pa[ks], vf[2], vf[3]);
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    uint32_t qf[MT][4];  // A: the m-tile's 16 query rows, d = 16kk ..
+    const uint32_t xq = x_qv ^ uint32_t(kk << 5), xk = x_k ^ uint32_t(kk << 5);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      if (act(mt)) ldsm_x4(qf[mt], q_base + (q_row + mt * 16 * RB) + xq);
+#pragma unroll
+    for (int np = 0; np < NB / 2; ++np) {
+      uint32_t kf[4];  // B: keys 16np .. 16np+15
+      ldsm_x4(kf, k_base + (k_row + np * 16 * RB) + xk);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!act(mt)) continue;
+        mma16816<BF>(s[mt][2 * np], qf[mt], kf[0], kf[1]);
+        mma16816<BF>(s[mt][2 * np + 1], qf[mt], kf[2], kf[3]);
+      }
+    }
+  }
+  // Scores and masks (element e of tile j of m-tile mt: slot 2mt + (e>>1) of the thread, key 8j + 2qd +
+  // (e&1)); block max per slot (exact in any order): thread, then quad shuffles.
+  if (softcap > 0.0f) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!act(mt)) continue;
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, softcap);
+    }
+  } else {  // the same function with the constant 0: no tanh code in the common loop
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!act(mt)) continue;
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, 0.0f);
+    }
+  }
+  // The slots' keys of block i are [jlo, jhi) (empty: the slot does not visit it, §6 step 2); whole: all.
+  int jlo[SL], jhi[SL];
+#pragma unroll
+  for (int k = 0; k < SL; ++k) {
+    jlo[k] = 0;
+    jhi[k] = kBK;
+  }
+  if (!whole) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!act(mt)) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int k = 2 * mt + h;
+        jlo[k] = min(max(s_rlo[slot_of(k)] - i * kBK, 0), kBK);
+        jhi[k] = min(max(s_rhi[slot_of(k)] - i * kBK, 0), kBK);
+      }
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = 8 * j + 2 * qd + (e & 1), k = 2 * mt + (e >> 1);
+          s[mt][j][e] = (key >= jlo[k] && key < jhi[k]) ? s[mt][j][e] : -kInf;
+        }
+    }
+  }
+  // The thread's 16 scores per slot as a pairwise tree (short dependency chain; the slot's scores and
+  // their places are the same in every tile, so the result is too).
+  float alpha[SL], msub[SL];
+  bool skip[SL];
+  bool any_skip = false;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!act(mt)) continue;
+    float mx[2][NB];
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      mx[0][j] = det_max(s[mt][j][0], s[mt][j][1]);
+      mx[1][j] = det_max(s[mt][j][2], s[mt][j][3]);
+    }
+#pragma unroll
+    for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+      for (int j = 0; j < w; ++j) {
+        mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+        mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * mt + h;
+      float bmax = mx[h][0];
+      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+      const float m_new = det_max(m[k], bmax);
+      // Not visited (no key of the slot here) or every score -inf: the state does not change (§6 step 2/3).
+      skip[k] = jlo[k] >= jhi[k] || m_new == -kInf;
+      alpha[k] = skip[k] ? 1.0f : tc_exp(m[k] - m_new);
+      msub[k] = skip[k] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
+      m[k] = skip[k] ? m[k] : m_new;
+      any_skip = any_skip || skip[k];
+    }
+  }
+  // p̃ = round_T(tc_exp(s - m')), packed straight into the P·V A operand: k16 step ks = keys 16ks ..
+  // 16ks+15 = tiles 2ks (a0: slot h = 0, a1: h = 1) and 2ks+1 (a2, a3). The quad lane's share of the row
+  // sum in the §6b order: quarter w = ks, t_w = ((p̃[16w+2q] + p̃[16w+2q+1]) + p̃[16w+8+2q]) +
+  // p̃[16w+8+2q+1] (the leading 0 + of §6b is exact: p̃ >= +0), r = (t_0 + t_1) + (t_2 + t_3),
+  // l_q = l_q*α + r.
+  uint32_t pa[MT][4][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!act(mt)) continue;
+    float quarter[2][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const float* sj = s[mt][2 * ks + jj];
+        pa[mt][ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[2 * mt]), tc_exp(sj[1] - msub[2 * mt]));
+        pa[mt][ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[2 * mt + 1]), tc_exp(sj[3] - msub[2 * mt + 1]));
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float t = lo_float<BF>(pa[mt][ks][h]) + hi_float<BF>(pa[mt][ks][h]);
+        t = t + lo_float<BF>(pa[mt][ks][2 + h]);
+        quarter[h][ks] = t + hi_float<BF>(pa[mt][ks][2 + h]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * mt + h;
+      const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+      l[k] = skip[k] ? l[k] : attn_l_update(l[k], alpha[k], r);
+    }
+  }
+  // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc (skipped slots keep
+  // o). Two copies of the loop (no slot skips / some do), so the branch is taken once per block; each V
+  // fragment feeds the active m-tiles.
+  if (!__any_sync(0xffffffffu, any_skip)) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if (!act(mt)) continue;
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mt][n][e] = o[mt][n][e] * alpha[2 * mt + (e >> 1)];
+    }
+#pragma unroll
+    for (int cp = 0; cp < NT / 2; ++cp) {
+      const uint32_t xv = x_qv ^ uint32_t(cp << 5);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        uint32_t vf[4];
+        ldsm_x4_trans(vf, v_base + (v_row + ks * 16 * RB) + xv);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!act(mt)) continue;
+          mma16816<BF>(o[mt][2 * cp], pa[mt][ks], vf[0], vf[1]);
+          mma16816<BF>(o[mt][2 * cp + 1], pa[mt][ks], vf[2], vf[3]);
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int cp = 0; cp < NT / 2; ++cp) {
+      const uint32_t xv = x_qv ^ uint32_t(cp << 5);
+      float acc[MT][2][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!act(mt)) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          acc[mt][0][e] = o[mt][2 * cp][e] * alpha[2 * mt + (e >> 1)];
+          acc[mt][1][e] = o[mt][2 * cp + 1][e] * alpha[2 * mt + (e >> 1)];
+        }
+      }
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        uint32_t vf[4];
+        ldsm_x4_trans(vf, v_base + (v_row + ks * 16 * RB) + xv);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if (!act(mt)) continue;
+          mma16816<BF>(acc[mt][0], pa[mt][ks], vf[0], vf[1]);
+          mma16816<BF>(acc[mt][1], pa[mt][ks], vf[2], vf[3]);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!act(mt)) continue;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool keep = skip[2 * mt + (e >> 1)];
+          o[mt][2 * cp][e] = keep ? o[mt][2 * cp][e] : acc[mt][0][e];
+          o[mt][2 * cp + 1][e] = keep ? o[mt][2 * cp + 1][e] : acc[mt][1][e];
+        }
+      }
+    }
   }
 }
 
@@ -195,15 +435,15 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// 255 registers (o: 64, S: 32, P: 16, the hoisted ldmatrix addresses), so 1 CTA = 8 warps per SM; a 2-CTA
-// build (128 registers, 2 stages) spills and measured slower on the H100 (docs/ATTENTION_NOTES.md).
+// 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32). Two CTAs are not in lockstep, so one's
+// softmax overlaps the other's mma; each warp's two m16 tiles share every K and V fragment.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
-  constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
-  constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
+  constexpr int MT = kMTiles; // m16 tiles per warp
+  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot warp*16*MT + 16mt + lane/4 + 8h
   using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
@@ -214,6 +454,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
   __shared__ int64_t t_qi[kSlots], t_h[kSlots];
   __shared__ long long s_red[kRedN];
   __shared__ int8_t t_pass[kSlots];
+  __shared__ int s_rlo[kSlots], s_rhi[kSlots];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* qg = static_cast<const T*>(p.q);
@@ -223,7 +464,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
 
   const int64_t G = p.Hq / p.Hk;
   const int64_t Z = L.chunk_slots;
-  const int64_t z = blockIdx.x % Z, tile = blockIdx.x / Z;
+  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
+  // Launch order only: the last tile (in causal prefill the longest rows) first, so the short tiles fill the tail.
+  const int64_t z = blockIdx.x % Z, tile = tiles - 1 - int64_t(blockIdx.x / Z);
   const int64_t kvh = blockIdx.y;
   const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
   const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
@@ -232,8 +475,18 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int sl0 = warp * 16 + (lane >> 2);  // the thread's two slots: accumulator rows lane/4 and lane/4 + 8
-  const int qd = lane & 3;                  // column pair within an n8 tile
+  const int wrow = warp * 16 * MT;  // the warp's first slot
+  const int qd = lane & 3;          // column pair within an n8 tile
+  auto slot_of = [&](int i) { return wrow + 16 * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
+  const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
+  const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
+  const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
+  TcLaneAddr ad;
+  ad.q_row = uint32_t(wrow + (lane & 15)) * (2 * D);
+  ad.k_row = uint32_t((lane >> 4) * 8 + (lane & 7)) * (2 * D);
+  ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
+  ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
+  ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
@@ -289,20 +542,50 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
 
       // Keys are counted from cbase, the first key of the pass's first block in this chunk (§6 step 2: blocks
       // anchored at A), so everything below is a small int: [kl, kh) the staged keys, [rlo, rhi) the thread's
-      // two slots' keys in this chunk (empty when not in the pass or not in the chunk).
+      // slots' keys in this chunk (empty when not in the pass or not in the chunk).
       const int64_t b_first = attn_floor_div(klo - A, kBK), b_last = attn_floor_div(khi - 1 - A, kBK);
       const int64_t cbase = A + b_first * kBK;
       const int kl = static_cast<int>(klo - cbase), kh = static_cast<int>(khi - cbase);
       const int nblocks = static_cast<int>(b_last - b_first + 1);
-      int rlo[2], rhi[2];
+      // Per warp, as block indices: [mt_busy_lo[mt], mt_busy_hi[mt]] the blocks some slot of m-tile mt reads,
+      // [busy_lo, busy_hi] their union, [whole_lo, whole_hi) those every slot with keys in this chunk reads whole
+      // (no mask). A slot without keys here is never written out, so it may run unmasked (garbage in its own
+      // registers only). The slots' own ranges go to shared memory for the masked blocks (s_rlo / s_rhi, empty
+      // when not in the pass or not in the chunk).
+      int mt_busy_lo[MT], mt_busy_hi[MT], whole_lo = 0, whole_hi = INT_MAX;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int s = sl0 + 8 * h;
-        const bool in = s < nslots && t_pass[s];
-        rlo[h] = in ? static_cast<int>(max64(t_lo[s], chunk_lo) - cbase) : 0;
-        rhi[h] = in ? static_cast<int>(min64(t_hi[s], chunk_hi) - cbase) : 0;
+      for (int mt = 0; mt < MT; ++mt) {
+        mt_busy_lo[mt] = INT_MAX;
+        mt_busy_hi[mt] = -1;
       }
-      const bool warp_busy = __any_sync(0xffffffffu, rlo[0] < rhi[0] || rlo[1] < rhi[1]);
+#pragma unroll
+      for (int i = 0; i < SL; ++i) {
+        const int s = slot_of(i);
+        const bool in = s < nslots && t_pass[s];
+        const int rlo = in ? static_cast<int>(max64(t_lo[s], chunk_lo) - cbase) : 0;
+        const int rhi = in ? static_cast<int>(min64(t_hi[s], chunk_hi) - cbase) : 0;
+        if (qd == 0) {
+          s_rlo[s] = rlo;
+          s_rhi[s] = rhi;
+        }
+        if (rlo < rhi) {
+          mt_busy_lo[i >> 1] = min(mt_busy_lo[i >> 1], rlo / kBK);
+          mt_busy_hi[i >> 1] = max(mt_busy_hi[i >> 1], (rhi - 1) / kBK);
+          whole_lo = max(whole_lo, (rlo + kBK - 1) / kBK);
+          whole_hi = min(whole_hi, rhi / kBK);
+        }
+      }
+      int busy_lo = INT_MAX, busy_hi = -1;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mt_busy_lo[mt] = __reduce_min_sync(0xffffffffu, mt_busy_lo[mt]);
+        mt_busy_hi[mt] = __reduce_max_sync(0xffffffffu, mt_busy_hi[mt]);
+        busy_lo = min(busy_lo, mt_busy_lo[mt]);
+        busy_hi = max(busy_hi, mt_busy_hi[mt]);
+      }
+      whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
+      whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
+      __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
 
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
       if (!q_staged) {
@@ -317,12 +600,20 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
         }
       }
 
-      float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
-      float o[NT][4];
+      // Chunk state per slot: m, o (fp32), and l as the quad lane's partial sum (§6b: l_q, summed at the end).
+      float m[SL], l[SL];
+      float o[MT][NT][4];
 #pragma unroll
-      for (int n = 0; n < NT; ++n)
+      for (int i = 0; i < SL; ++i) {
+        m[i] = -kInf;
+        l[i] = 0.0f;
+      }
 #pragma unroll
-        for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
 
       // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; kStages - 1 blocks are in flight.
       const T* kblk = kb + cbase * p.k_ss;
@@ -332,8 +623,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
       for (int st = 0; st < kStages - 1; ++st) {
         if (st < nblocks) {
           const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
-          stage_block<T, D>(sK + st * kBK * D, kblk + st * kstep, p.k_ss, jl, jh, L.k_vec);
-          stage_block<T, D>(sV + st * kBK * D, vblk + st * vstep, p.v_ss, jl, jh, L.v_vec);
+          stage_block<T, D>(sK + st * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+          stage_block<T, D>(sV + st * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+          kblk += kstep;
+          vblk += vstep;
         }
         cp_async_commit();
       }
@@ -345,162 +638,43 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
           if (nb < nblocks) {
             const int nbuf = nb % kStages;
             const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-            stage_block<T, D>(sK + nbuf * kBK * D, kblk + nb * kstep, p.k_ss, jl, jh, L.k_vec);
-            stage_block<T, D>(sV + nbuf * kBK * D, vblk + nb * vstep, p.v_ss, jl, jh, L.v_vec);
+            stage_block<T, D>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+            kblk += kstep;
+            vblk += vstep;
           }
           cp_async_commit();
         }
-        if (!warp_busy) continue;
+        if (i < busy_lo || i > busy_hi) continue;  // no slot of the warp here (or the warp has none)
         const int buf = i % kStages;
-        const uint16_t* sKb = sK + buf * kBK * D;
-        const uint16_t* sVb = sV + buf * kBK * D;
-        // The slots' keys of block i are [jlo, jhi) (empty: the slot does not visit it, §6 step 2).
-        int jlo[2], jhi[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          jlo[h] = min(max(rlo[h] - i * kBK, 0), kBK);
-          jhi[h] = min(max(rhi[h] - i * kBK, 0), kBK);
-        }
-        if (!__any_sync(0xffffffffu, jlo[0] < jhi[0] || jlo[1] < jhi[1])) continue;  // no slot of the warp here
-        const bool whole = __all_sync(0xffffffffu, jlo[0] == 0 && jhi[0] == kBK && jlo[1] == 0 && jhi[1] == kBK);
-
-        // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending. Tile j = keys 8j .. 8j+7.
-        float s[NB][4];
-#pragma unroll
-        for (int j = 0; j < NB; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk) {
-          uint32_t qf[4];  // A: the warp's 16 query rows, d = 16kk ..
-          ldmatrix_x4(qf, sQ + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
-#pragma unroll
-          for (int np = 0; np < NB / 2; ++np) {
-            uint32_t kf[4];  // B: keys 16np .. 16np+15
-            ldmatrix_x4(kf, sKb + swz<D>(np * 16 + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-            mma16816<BF>(s[2 * np], qf, kf[0], kf[1]);
-            mma16816<BF>(s[2 * np + 1], qf, kf[2], kf[3]);
-          }
-        }
-        // Scores and masks (element e of tile j: slot e>>1 of the thread, key 8j + 2qd + (e&1)); block max
-        // per slot (exact in any order): thread, then quad shuffles.
-        if (p.softcap > 0.0f) {
-#pragma unroll
-          for (int j = 0; j < NB; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], p.scale, p.softcap);
-        } else {
-#pragma unroll
-          for (int j = 0; j < NB; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], p.scale, 0.0f);
-        }
-        if (!whole) {
-#pragma unroll
-          for (int j = 0; j < NB; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = 8 * j + 2 * qd + (e & 1);
-              s[j][e] = (key >= jlo[e >> 1] && key < jhi[e >> 1]) ? s[j][e] : -kInf;
-            }
-        }
-        // The thread's 16 scores per slot as a pairwise tree (short dependency chain; the slot's scores and
-        // their places are the same in every tile, so the result is too).
-        float mx[2][NB];
-#pragma unroll
-        for (int j = 0; j < NB; ++j) {
-          mx[0][j] = det_max(s[j][0], s[j][1]);
-          mx[1][j] = det_max(s[j][2], s[j][3]);
-        }
-#pragma unroll
-        for (int w = NB / 2; w >= 1; w /= 2)
-#pragma unroll
-          for (int j = 0; j < w; ++j) {
-            mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
-            mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
-          }
-        float bmax[2] = {mx[0][0], mx[1][0]};
-        float alpha[2], msub[2];
-        bool skip[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 1));
-          bmax[h] = det_max(bmax[h], __shfl_xor_sync(0xffffffffu, bmax[h], 2));
-          const float m_new = det_max(m[h], bmax[h]);
-          // Not visited (no key of the slot here) or every score -inf: the state does not change (§6 step 2/3).
-          skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
-          alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
-          msub[h] = skip[h] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
-          m[h] = skip[h] ? m[h] : m_new;
-        }
-        // p̃ = round_T(tc_exp(s - m')), packed straight into the P·V A operand: k16 step ks = keys 16ks ..
-        // 16ks+15 = tiles 2ks (a0: slot 0, a1: slot 1) and 2ks+1 (a2, a3). Row sums of p̃ in the §6b order:
-        // quarter w = ks, thread (quad lane q) t_q = ((p̃[16w+2q] + p̃[16w+2q+1]) + p̃[16w+8+2q]) + p̃[16w+8+2q+1]
-        // (the leading 0 + of §6b is exact: p̃ >= +0), P_w = (t_0 + t_1) + (t_2 + t_3), rowsum =
-        // (P_0 + P_1) + (P_2 + P_3).
-        uint32_t pa[4][4];
-        float quarter[2][4];
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-#pragma unroll
-          for (int jj = 0; jj < 2; ++jj) {
-            const float* sj = s[2 * ks + jj];
-            pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
-            pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
-            t = t + lo_float<BF>(pa[ks][2 + h]);
-            quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
-          }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-#pragma unroll
-          for (int w = 0; w < 4; ++w) {
-            quarter[h][w] = quarter[h][w] + __shfl_xor_sync(0xffffffffu, quarter[h][w], 1);
-            quarter[h][w] = quarter[h][w] + __shfl_xor_sync(0xffffffffu, quarter[h][w], 2);
-          }
-          const float rowsum = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
-          l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], rowsum);
-        }
-        // §6b o: t = 0; t = mma_k16(t, p̃[16ks..], v[16ks..]), ks ascending; o = o*α + t (skipped slots keep o).
-        // Two copies of the loop (no slot skips / some do), so the branch is taken once per block and the 8
-        // column pairs' mma chains can interleave.
-        if (!__any_sync(0xffffffffu, skip[0] || skip[1])) {
-#pragma unroll
-          for (int cp = 0; cp < NT / 2; ++cp) {
-            float t0[4], t1[4];
-            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              o[2 * cp][e] = attn_o_update(o[2 * cp][e], alpha[e >> 1], t0[e]);
-              o[2 * cp + 1][e] = attn_o_update(o[2 * cp + 1][e], alpha[e >> 1], t1[e]);
-            }
-          }
-        } else {
-#pragma unroll
-          for (int cp = 0; cp < NT / 2; ++cp) {
-            float t0[4], t1[4];
-            pv_pair<BF, D>(t0, t1, pa, sVb, cp, lane);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const bool keep = skip[e >> 1];
-              o[2 * cp][e] = keep ? o[2 * cp][e] : attn_o_update(o[2 * cp][e], alpha[e >> 1], t0[e]);
-              o[2 * cp + 1][e] = keep ? o[2 * cp + 1][e] : attn_o_update(o[2 * cp + 1][e], alpha[e >> 1], t1[e]);
-            }
-          }
-        }
+        const uint32_t k_base = sK_u32 + uint32_t(buf * kBK * D * 2), v_base = sV_u32 + uint32_t(buf * kBK * D * 2);
+        const bool whole = i >= whole_lo && i < whole_hi;
+        // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
+        // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
+        static_assert(MT == 2, "the dispatch below names m-tiles 0 and 1");
+        const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
+        if (only0)
+          tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                             p.softcap);
+        else
+          tc_block<BF, D, (1 << MT) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane,
+                                         p.scale, p.softcap);
       }
       cp_async_wait<0>();
 
-      // Chunk done: workspace slot, or finish a slot whose keys all lie in this chunk (§6 steps 4-5).
-      // n8 tile n <-> columns 8n + 2qd, +1.
+      // Chunk done. l = (l_0 + l_1) + (l_2 + l_3) over the quad (XOR shuffles 1 then 2; + is commutative, so
+      // every lane of the quad holds these bits). Then the workspace slot, or finish a slot whose keys all lie
+      // in this chunk (§6 steps 4-5). n8 tile n <-> columns 8n + 2qd, +1.
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (!(rlo[h] < rhi[h])) continue;
-        const int s = sl0 + 8 * h;
+      for (int k = 0; k < SL; ++k) {
+        l[k] = l[k] + __shfl_xor_sync(0xffffffffu, l[k], 1);
+        l[k] = l[k] + __shfl_xor_sync(0xffffffffu, l[k], 2);
+      }
+#pragma unroll
+      for (int k = 0; k < SL; ++k) {
+        const int s = slot_of(k);
+        if (!(s_rlo[s] < s_rhi[s])) continue;
+        const int mt = k >> 1, h = k & 1;
         const int64_t qi = t_qi[s], hq = t_h[s];
         const RowKeys rk{A, t_lo[s], t_hi[s]};
         const int64_t cf = first_chunk(rk);
@@ -509,9 +683,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
           // then attn_output: the merge kernel's sequence for a one-chunk row.
           T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
           AttnState run;
-          const AttnScales sc = merge_scales(run.m, m[h]);
+          const AttnScales sc = merge_scales(run.m, m[k]);
           if (!sc.empty) {
-            run.l = run.l * sc.a + l[h] * sc.b;
+            run.l = run.l * sc.a + l[k] * sc.b;
             run.m = sc.m;
           }
 #pragma unroll
@@ -520,7 +694,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               float O = 0.0f;
-              if (!sc.empty) O = O * sc.a + o[n][2 * h + e] * sc.b;
+              if (!sc.empty) O = O * sc.a + o[mt][n][2 * h + e] * sc.b;
               yy[e] = from_float<T>(attn_output(run, O)).x;
             }
             *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
@@ -529,10 +703,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_chunk_kernel(const A
           float* slot = L.workspace + (((b * p.Q + qi) * p.Hq + hq) * Z + (c - cf)) * (D + 2);
 #pragma unroll
           for (int n = 0; n < NT; ++n)
-            *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+            *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[mt][n][2 * h], o[mt][n][2 * h + 1]);
           if (qd == 0) {
-            slot[0] = m[h];
-            slot[1] = l[h];
+            slot[0] = m[k];
+            slot[1] = l[k];
           }
         }
       }
