@@ -125,6 +125,7 @@ def environment() -> dict:
             build = " ".join(build)
     except Exception:  # a harness for a not-yet-built extension still records the machine
         build = ""
+    # The device box gets a copy of the working tree whose .git may lag behind: set DETOPS_COMMIT there.
     commit = os.environ.get("DETOPS_COMMIT")
     if not commit:
         try:
