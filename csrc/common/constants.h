@@ -26,23 +26,18 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 constexpr int kRmsNormRowsPerThread = 2;
 constexpr int kRmsNormMinBlocksPerSm = 2;
 
-// CUDA softmax (softmax_kernels.cu), speed only. A row of lanes(N) lanes runs on lanes(N) / K threads, thread t
-// owning the K adjacent lanes K*t .. K*t+K-1 (an aligned subtree of the §2 tree), in G blocks of one thread-block
-// cluster (block rank g owns an aligned lane range, so its result is a node of the §2 tree). A thread issues the
-// loads of kSoftmaxBatchElems / K chunks (kSoftmaxBatchElems elements) before it uses the first. K and G depend on
-// N only, never on the row count: rows with N >= kSoftmaxSplitMinN (lane_threads(N) == kMaxLaneThreads) use
-// kSoftmaxSplitLanes lanes per thread in clusters of kSoftmaxSplitCtas blocks; shorter rows 8 lanes, 1 block.
-constexpr int kSoftmaxBatchElems = 16;
+// CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
+// one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is
+// a node of the §2 tree). By N only, never by the row count: rows with N >= kSoftmaxClusterMinN (lane_threads(N)
+// == kMaxLaneThreads) are split over kSoftmaxClusterCtas blocks of kMaxLaneThreads / kSoftmaxClusterCtas threads.
+constexpr int kSoftmaxBatchChunks = 2;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
-constexpr int kSoftmaxSplitLanes = 2;
-constexpr int kSoftmaxSplitCtas = 4;
-constexpr int64_t kSoftmaxSplitMinN = 65536;
-static_assert(kSoftmaxSplitCtas <= kSoftmaxMaxClusterCtas, "portable cluster size");
-static_assert(kMaxLaneThreads * kLaneVector / kSoftmaxSplitLanes / kSoftmaxSplitCtas <= kMaxLaneThreads,
-              "a block holds at most kMaxLaneThreads threads (the tree's shared-memory slots)");
-static_assert(kSoftmaxSplitMinN > kMaxLaneThreads * kLaneVector, "split only rows of the full lane count");
-DETOPS_HD int softmax_lanes_per_thread(int64_t n) { return n >= kSoftmaxSplitMinN ? kSoftmaxSplitLanes : kLaneVector; }
-DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxSplitMinN ? kSoftmaxSplitCtas : 1; }
+constexpr int kSoftmaxClusterCtas = 4;
+constexpr int64_t kSoftmaxClusterMinN = 65536;
+static_assert(kSoftmaxClusterCtas <= kSoftmaxMaxClusterCtas && kMaxLaneThreads / kSoftmaxMaxClusterCtas >= 32,
+              "a cluster block holds whole warps");
+static_assert(kSoftmaxClusterMinN > kMaxLaneThreads * kLaneVector, "clusters only for rows of the full lane count");
+DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxClusterMinN ? kSoftmaxClusterCtas : 1; }
 
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;

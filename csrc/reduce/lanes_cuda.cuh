@@ -71,46 +71,6 @@ __device__ __forceinline__ void store8(T* p, int64_t count, bool vector_ok, cons
   }
 }
 
-// K (a power of 2, <= 8) adjacent elements p[0..count) (count may be < K or <= 0 at the row's end) as one vector
-// of K * sizeof(T) bytes when `vector_ok` (p is then aligned to that size: the row start is 16-byte aligned and p
-// sits at a multiple of K elements), scalar otherwise: same values, same lanes.
-template <int K, typename T>
-__device__ __forceinline__ void loadk(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
-  if constexpr (K == 8) {
-    load8(p, count, vector_ok, v);
-  } else {
-    constexpr int kBytes = K * int(sizeof(T));
-    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 4) { const uint32_t a = *reinterpret_cast<const uint32_t*>(p); memcpy(v, &a, 4); }
-      if constexpr (kBytes == 8) { const uint2 a = *reinterpret_cast<const uint2*>(p); memcpy(v, &a, 8); }
-      if constexpr (kBytes == 16) { const uint4 a = *reinterpret_cast<const uint4*>(p); memcpy(v, &a, 16); }
-    } else {
-#pragma unroll
-      for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
-    }
-  }
-}
-
-template <int K, typename T>
-__device__ __forceinline__ void storek(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
-  if constexpr (K == 8) {
-    store8(p, count, vector_ok, v);
-  } else {
-    constexpr int kBytes = K * int(sizeof(T));
-    static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "vector width");
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 4) { uint32_t a; memcpy(&a, v, 4); *reinterpret_cast<uint32_t*>(p) = a; }
-      if constexpr (kBytes == 8) { uint2 a; memcpy(&a, v, 8); *reinterpret_cast<uint2*>(p) = a; }
-      if constexpr (kBytes == 16) { uint4 a; memcpy(&a, v, 16); *reinterpret_cast<uint4*>(p) = a; }
-    } else {
-#pragma unroll
-      for (int j = 0; j < K; ++j)
-        if (j < count) p[j] = v[j];
-    }
-  }
-}
-
 // 16-byte vector access is possible for every row when the base pointer and the row stride (in bytes) are
 // multiples of 16. Decided per tensor; it changes only the load width, never the lanes or the order.
 __host__ __device__ inline bool vector_aligned(const void* base, int64_t row_stride_elems, int elem_bytes) {
