@@ -83,24 +83,21 @@ def _integer_mm(a, b):
     return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2, dtype=torch.promote_types(a.dtype, b.dtype))
 
 
-def _mm(a, b):
-    if _is_exact_integer(a, b):
+def _product_override(name, kernel):
+    """aten::mm / aten::bmm: integers exactly, float32/bf16/fp16 by the detops kernel, anything else refused."""
+    def override(a, b):
+        if _is_exact_integer(a, b):
+            _served()
+            return _integer_mm(a, b)
+        if a.dtype not in _KERNEL_DTYPES or b.dtype not in _KERNEL_DTYPES:
+            _unsupported(name, a, b)
         _served()
-        return _integer_mm(a, b)
-    if a.dtype not in _KERNEL_DTYPES or b.dtype not in _KERNEL_DTYPES:
-        _unsupported("mm", a, b)
-    _served()
-    return _ops.mm(a, b)
+        return kernel(a, b)
+    return override
 
 
-def _bmm(a, b):
-    if _is_exact_integer(a, b):
-        _served()
-        return _integer_mm(a, b)
-    if a.dtype not in _KERNEL_DTYPES or b.dtype not in _KERNEL_DTYPES:
-        _unsupported("bmm", a, b)
-    _served()
-    return _ops.bmm(a, b)
+_mm = _product_override("mm", _ops.mm)
+_bmm = _product_override("bmm", _ops.bmm)
 
 
 def _addmm(bias, a, b, *, beta=1, alpha=1):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import detops
 from detops import reference as R
 from conftest import requires_cuda
-from values import DTYPES, ROW_COUNTS, at_offset, make, profile_st, row_layouts, seed_st
+from values import DTYPES, ROW_COUNTS, draw_batch_positions, at_offset, make, profile_st, row_layouts, seed_st
 
 MODES = ("plain", "cast_first", "offset")
 # Row lengths at every §2 lane threshold (read from the extension's constants) and a model hidden size.
@@ -105,11 +105,7 @@ def test_repeat_identical(device, c, rows):
 
 @given(c=norm_case(), data=st.data())
 def test_batch_invariant(device, c, data):
-    fits = [m for m in ROW_COUNTS if m * c["n"] <= BUDGET]
-    rows = data.draw(st.sampled_from(fits), label="rows")
-    others = data.draw(st.sampled_from(fits), label="rows of x'")
-    i = data.draw(st.integers(0, rows - 1), label="i")
-    j = data.draw(st.integers(0, others - 1), label="j")
+    rows, others, i, j = draw_batch_positions(data, c["n"], BUDGET)
     x, res = inputs(c, rows, device)
     w = weight_of(c, device)
     full = outs(run(c, x, w, res))

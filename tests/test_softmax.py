@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import detops
 from detops import reference as R
 from conftest import requires_cuda
-from values import DTYPES, ROW_COUNTS, make, profile_st, row_layouts, seed_st
+from values import DTYPES, ROW_COUNTS, draw_batch_positions, make, profile_st, row_layouts, seed_st
 
 # Row lengths at every §2 lane threshold (from the extension's constants), plus vocabulary sizes, drawn
 # rarely (2 of ~25 entries) so the 'ci' profile stays fast.
@@ -129,11 +129,7 @@ def test_repeat_identical(device, c, rows):
 
 @given(c=softmax_case(), data=st.data())
 def test_batch_invariant(device, c, data):
-    fits = [m for m in ROW_COUNTS if m * c["n"] <= BUDGET]
-    rows = data.draw(st.sampled_from(fits), label="rows")
-    others = data.draw(st.sampled_from(fits), label="rows of x'")
-    i = data.draw(st.integers(0, rows - 1), label="i")
-    j = data.draw(st.integers(0, others - 1), label="j")
+    rows, others, i, j = draw_batch_positions(data, c["n"], BUDGET)
     x = inputs(c, rows, device)
     full = run(c, x).nan_to_num()
     x2 = inputs(c, others, device, seed_shift=1000)

@@ -56,3 +56,14 @@ def row_layouts(x: torch.Tensor, offset: int) -> dict:
         "row stride > n (slice of a wider tensor)": wide[:, 1:n + 1],
         "every other row": every_other[::2],
     }
+
+
+def draw_batch_positions(data, n: int, budget: int):
+    """For the L1 tests: a batch size `rows` and another `others` (row counts across the thresholds whose
+    rows * n fit the element budget), a row i of the first and a position j in the second."""
+    fits = [m for m in ROW_COUNTS if m * n <= budget]
+    rows = data.draw(st.sampled_from(fits), label="rows")
+    others = data.draw(st.sampled_from(fits), label="rows of x'")
+    i = data.draw(st.integers(0, rows - 1), label="i")
+    j = data.draw(st.integers(0, others - 1), label="j")
+    return rows, others, i, j
