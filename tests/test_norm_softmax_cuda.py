@@ -17,6 +17,11 @@ pytestmark = requires_cuda
 # hidden / vocab sizes.
 LENGTHS = (1, 7, 8, 9, 128, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097, 8192, 32000, 128256, 152064)
 SMALL_LENGTHS = tuple(n for n in LENGTHS if n <= 8192)
+# softmax only: around every mapping boundary of the CUDA kernels (constants.h): the split kernel for
+# N > kSoftmaxSplitMinN = 16384, rows held in registers for N <= kSoftmaxRegisterChunks * 4096 = 32768, streamed
+# beyond; and a partial last chunk / a last chunk that ends inside a thread's lanes or a cluster block's range.
+SPLIT_LENGTHS = (16383, 16384, 16385, 16386, 20481, 28673, 32767, 32768, 32769, 36863, 65535, 65536, 65537)
+SOFTMAX_LENGTHS = LENGTHS + SPLIT_LENGTHS
 # Row counts across thresholds where stock kernels switch (vLLM's 256), and rows_per_block(N) boundaries.
 GPU_ROWS = (1, 2, 7, 8, 9, 255, 256, 257, 2047, 2048, 2049, 65536)
 NORM_MODES = (None, "plain", "cast_first", "offset")  # None: no weight
@@ -67,7 +72,7 @@ def test_rms_norm_cpu_equals_cuda(n, dtype):
                 _not_all_zero(gpu[0])
 
 
-@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("n", SOFTMAX_LENGTHS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("out_dtype", (None, torch.float32))
 def test_softmax_cpu_equals_cuda(n, dtype, out_dtype):
@@ -103,8 +108,19 @@ def test_softmax_cpu_equals_cuda_drawn(n, rows, dtype, out_dtype, log, comp, pro
     _assert_all_equal((cpu,), (gpu,), "softmax drawn")
 
 
+@given(n=st.sampled_from(SPLIT_LENGTHS + (128256,)), rows=st.sampled_from((1, 2, 3, 15, 16, 17)), dtype=dtype_st,
+       out_dtype=st.sampled_from((None,) + DTYPES), log=st.booleans(), comp=st.booleans(), profile=profile_st,
+       seed=seed_st)
+def test_softmax_long_rows_cpu_equals_cuda_drawn(n, rows, dtype, out_dtype, log, comp, profile, seed):
+    fn = detops.log_softmax if log else detops.softmax
+    x = make((rows, n), dtype, profile=profile, seed=seed, scale=8.0)
+    cpu = fn(x, -1, out_dtype, compensated=comp)
+    gpu = fn(x.cuda(), -1, out_dtype, compensated=comp).cpu()
+    _assert_all_equal((cpu,), (gpu,), f"softmax long rows n={n}")
+
+
 def test_softmax_neg_inf_rows_cpu_equals_cuda():
-    for n in (9, 257, 4097, 32000):
+    for n in (9, 257, 4097, 16385, 32000, 32769, 65537):
         x = make((4, n), torch.float32, seed=n)
         x[0, ::3] = float("-inf")               # some -inf entries
         x[1, 1:] = float("-inf")                # a single finite entry
@@ -163,6 +179,36 @@ def test_softmax_batch_invariant_gpu(rows, n):
     check = sorted({0, rows // 2, rows - 1})
     _batch_invariant(lambda t: detops.softmax(t, -1, torch.float32), x, check)
     _batch_invariant(lambda t: detops.log_softmax(t, -1, torch.float32, compensated=True), x, check)
+
+
+# Long rows (the split kernel's boundaries) at row counts around 1, 16, 256 and 2048.
+SPLIT_ROW_CASES = [(rows, n) for n in (16385, 32768, 32769, 65536, 152064)
+                   for rows in (1, 2, 15, 16, 17, 255, 256, 257, 2047, 2048, 2049) if rows * n <= 2**27]
+
+
+@pytest.mark.parametrize("rows,n", SPLIT_ROW_CASES)
+def test_softmax_long_rows_batch_invariant_gpu(rows, n):
+    x = make((rows, n), torch.bfloat16, seed=rows + n, device="cuda", scale=4.0)
+    check = sorted({0, rows // 2, rows - 1})
+    _batch_invariant(lambda t: detops.softmax(t, -1, torch.float32), x, check)
+    _batch_invariant(lambda t: detops.log_softmax(t, -1, torch.float32, compensated=True), x, check)
+    xf = make((min(rows, 17), n), torch.float32, seed=rows, device="cuda", scale=4.0)
+    _batch_invariant(lambda t: detops.log_softmax(t, -1), xf, sorted({0, xf.shape[0] - 1}))
+
+
+@pytest.mark.parametrize("n", (16385, 32768, 32769, 65539))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_long_rows_odd_offsets_and_strides(n, dtype):
+    rows = 3
+    x = make((rows, n), dtype, seed=n, device="cuda", scale=4.0)
+    wide = make((rows, n + 1), dtype, seed=n + 3, device="cuda")
+    wide[:, :n] = x
+    for variant in (at_offset(x, 1), at_offset(x, 3), wide[:, :n]):
+        for fn in (detops.softmax, detops.log_softmax):
+            for comp in (False, True):
+                assert torch.equal(fn(variant, -1, compensated=comp), fn(x, -1, compensated=comp))
+                assert torch.equal(fn(variant, -1, torch.float32, compensated=comp).cpu(),
+                                   fn(x.cpu(), -1, torch.float32, compensated=comp))
 
 
 # ---- odd offsets, strided rows, run-to-run -----------------------------------------------------------------

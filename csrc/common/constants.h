@@ -26,18 +26,35 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 constexpr int kRmsNormRowsPerThread = 2;
 constexpr int kRmsNormMinBlocksPerSm = 2;
 
-// CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
-// one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is
-// a node of the §2 tree). By N only, never by the row count: rows with N >= kSoftmaxClusterMinN (lane_threads(N)
-// == kMaxLaneThreads) are split over kSoftmaxClusterCtas blocks of kMaxLaneThreads / kSoftmaxClusterCtas threads.
+// CUDA softmax (softmax_kernels.cuh), speed only; every choice below is by N only, never by the row count.
+// Rows with N <= kSoftmaxSplitMinN: one block of lane_threads(N) threads per row (short rows share a block),
+// thread t owning lanes 8t..8t+7; chunks whose loads a thread issues together: kSoftmaxBatchChunks.
 constexpr int kSoftmaxBatchChunks = 2;
+// Rows with N > kSoftmaxSplitMinN (lanes(N) = 4096): the split kernel. A thread owns K adjacent lanes (an aligned
+// subtree), the row's 4096 / K threads are G = 4096 / (K * kSoftmaxSplitBlockThreads) blocks of one thread-block
+// cluster (block rank g owns the aligned lane range g*4096/G .. (g+1)*4096/G - 1: a node of the §2 tree).
+// N <= kSoftmaxRegisterChunks * 4096: the row is read once and held in registers (K = kSoftmaxRegisterLanes);
+// longer rows are read twice, kSoftmaxStreamElems elements per thread in flight (K = kSoftmaxStreamLanes).
+constexpr int64_t kSoftmaxSplitMinN = 16384;
+constexpr int kSoftmaxSplitBlockThreads = 512;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
-constexpr int kSoftmaxClusterCtas = 4;
-constexpr int64_t kSoftmaxClusterMinN = 65536;
-static_assert(kSoftmaxClusterCtas <= kSoftmaxMaxClusterCtas && kMaxLaneThreads / kSoftmaxMaxClusterCtas >= 32,
-              "a cluster block holds whole warps");
-static_assert(kSoftmaxClusterMinN > kMaxLaneThreads * kLaneVector, "clusters only for rows of the full lane count");
-DETOPS_HD int softmax_cluster_ctas(int64_t n) { return n >= kSoftmaxClusterMinN ? kSoftmaxClusterCtas : 1; }
+constexpr int kSoftmaxRegisterChunks = 8;
+constexpr int kSoftmaxRegisterLanes = 2;   // G = 4
+constexpr int kSoftmaxStreamLanes = 4;     // G = 2
+constexpr int kSoftmaxStreamElems = 16;
+static_assert(kSoftmaxSplitMinN >= kMaxLaneThreads * kLaneVector, "the split kernel needs lanes(N) == 4096");
+struct SoftmaxSplit {
+  int lanes_per_thread;  // K
+  int register_chunks;   // C: chunks held in registers (0: the row is streamed twice)
+};
+DETOPS_HD SoftmaxSplit softmax_split(int64_t n) {
+  const int64_t L = int64_t(kLaneVector) * kMaxLaneThreads;
+  if (n <= kSoftmaxRegisterChunks * L) return {kSoftmaxRegisterLanes, kSoftmaxRegisterChunks};
+  return {kSoftmaxStreamLanes, 0};
+}
+DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {
+  return kLaneVector * kMaxLaneThreads / (lanes_per_thread * kSoftmaxSplitBlockThreads);
+}
 
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;

@@ -28,6 +28,7 @@ static at::Tensor softmax_impl(const at::Tensor& input, int64_t dim, std::option
   p.y = y.data_ptr();
   p.log = log;
   p.compensated = compensated;
+  p.device = input.is_cuda() ? input.get_device() : -1;
 #ifdef DETOPS_WITH_CUDA
   if (input.is_cuda()) softmax_cuda(p, input.scalar_type(), out_t);
   else

@@ -13,6 +13,7 @@ struct SoftmaxParams {
   void* y = nullptr;        // (rows, n) contiguous
   bool log = false;
   bool compensated = false;
+  int device = -1;          // CUDA: the device index of x and y
 };
 
 // §4: one output element from the row state (M, S); log_s = det_log(S) precomputed for log_softmax.

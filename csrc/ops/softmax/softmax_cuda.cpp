@@ -1,5 +1,5 @@
 // softmax / log_softmax on CUDA, torch glue: device guard, stream, dtype dispatch to the launcher
-// (softmax_kernels.cu).
+// (softmax_kernels.cuh).
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -8,15 +8,8 @@
 
 namespace detops {
 
-// The device that holds `ptr` (the backend entry point receives raw pointers only).
-static c10::DeviceIndex device_of(const void* ptr) {
-  cudaPointerAttributes a;
-  C10_CUDA_CHECK(cudaPointerGetAttributes(&a, ptr));
-  return static_cast<c10::DeviceIndex>(a.device);
-}
-
 void softmax_cuda(const SoftmaxParams& p, at::ScalarType in, at::ScalarType out) {
-  const c10::DeviceIndex dev = device_of(p.x);
+  const auto dev = static_cast<c10::DeviceIndex>(p.device);
   c10::cuda::CUDAGuard guard(dev);
   void* stream = c10::cuda::getCurrentCUDAStream(dev).stream();
   int err = 0;

@@ -1,4 +1,4 @@
-// Launcher of the softmax / log_softmax CUDA kernels (softmax_kernels.cu). Pure C++: no torch, no CUDA
+// Launcher of the softmax / log_softmax CUDA kernels (softmax_kernels.cuh). Pure C++: no torch, no CUDA
 // headers, so the torch glue (softmax_cuda.cpp) and the nvcc-only kernel file share it.
 #pragma once
 #include "softmax.h"

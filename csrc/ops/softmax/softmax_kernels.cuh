@@ -1,0 +1,505 @@
+// softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
+// CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
+// Two mappings of the same order, chosen by N only (constants.h):
+// - N <= kSoftmaxSplitMinN (row_kernel): one row = lane_threads(N) threads of one block, thread t owning lanes
+//   8t..8t+7; short rows share a block (rows_per_block(N)).
+// - longer rows (split_kernel): lanes(N) = 4096; a thread owns K adjacent lanes, the row's 4096 / K threads are
+//   the G blocks of one thread-block cluster; rows of at most kSoftmaxRegisterChunks * 4096 elements are read
+//   once and held in registers, longer rows are read twice.
+// Each .cu file of this directory instantiates launch_softmax for one input dtype (parallel compilation).
+// Plain CUDA only: the torch glue is softmax_cuda.cpp.
+#pragma once
+#include <cuda_runtime.h>
+#include <cooperative_groups.h>
+#include <cstdlib>
+#include "../../reduce/lanes_cuda.cuh"
+#include "softmax_launch.h"
+
+namespace detops {
+namespace softmax_detail {
+
+namespace cg = cooperative_groups;
+
+// Thread-block cluster primitives (one cluster = the blocks of one row). arrive has release, wait acquire
+// semantics: a block's shared-memory writes before arrive are visible to the cluster after wait.
+__device__ __forceinline__ void cluster_sync_all() { cg::this_cluster().sync(); }
+__device__ __forceinline__ void cluster_arrive() { (void)cg::this_cluster().barrier_arrive(); }
+__device__ __forceinline__ void cluster_wait() { cg::this_cluster().barrier_wait(); }
+template <typename T>
+__device__ __forceinline__ T* cluster_map(T* p, int rank) { return cg::this_cluster().map_shared_rank(p, rank); }
+
+// SoftmaxState::add (reduce.h, §4) without a branch: the same det_exp argument and the same operations as its
+// two branches, selected after the single det_exp call; x == -inf leaves the state as it is (x > m is false
+// then, so m stays, and s is kept). Scalar equivalent:
+//   if (x != -inf) x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
+__device__ __forceinline__ void absorb(SoftmaxState& st, float x) {
+  const bool up = x > st.m;
+  const float e = det_exp(up ? st.m - x : x - st.m);
+  const float s = up ? st.s * e + 1.0f : st.s + e;
+  st.s = x == -kInf ? st.s : s;
+  st.m = up ? x : st.m;
+}
+
+// f(j) for the lanes j < count of a thread's K lanes in one chunk; whole chunks (count >= K) without a per-lane
+// test, so the K independent lane updates form one straight-line block the compiler can interleave.
+template <int K, typename F>
+__device__ __forceinline__ void each_lane(int64_t count, F&& f) {
+  if (count >= K) {
+#pragma unroll
+    for (int j = 0; j < K; ++j) f(j);
+  } else {
+#pragma unroll
+    for (int j = 0; j < K; ++j)
+      if (j < count) f(j);
+  }
+}
+
+template <int K, typename In>
+__device__ __forceinline__ void widen(const In (&v)[K], float (&xs)[K]) {
+#pragma unroll
+  for (int j = 0; j < K; ++j) xs[j] = to_float(v[j]);
+}
+
+// The K elements p[0..count) of one thread's lanes in a chunk (count may be < K or <= 0 at the row's end: the
+// missing ones are not read). `vector_ok`: the tensor's base and row stride are multiples of 16 bytes, so the
+// K * sizeof(T) bytes (a power of 2 that divides the element offset's byte count) are one aligned access.
+template <int K, typename T>
+__device__ __forceinline__ void load_lanes(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
+  constexpr int kBytes = K * int(sizeof(T));
+  if constexpr (kBytes == 32) {
+    load8(p, count, vector_ok, v);
+  } else {
+    if (vector_ok && count >= K) {
+      if constexpr (kBytes == 2) {
+        v[0] = *p;
+      } else if constexpr (kBytes == 4) {
+        const uint32_t a = *reinterpret_cast<const uint32_t*>(p);
+        memcpy(v, &a, 4);
+      } else if constexpr (kBytes == 8) {
+        const uint2 a = *reinterpret_cast<const uint2*>(p);
+        memcpy(v, &a, 8);
+      } else {
+        static_assert(kBytes == 16, "2 to 32 bytes");
+        const uint4 a = *reinterpret_cast<const uint4*>(p);
+        memcpy(v, &a, 16);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
+    }
+  }
+}
+
+template <int K, typename T>
+__device__ __forceinline__ void store_lanes(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
+  constexpr int kBytes = K * int(sizeof(T));
+  if constexpr (kBytes == 32) {
+    store8(p, count, vector_ok, v);
+  } else {
+    if (vector_ok && count >= K) {
+      if constexpr (kBytes == 2) {
+        *p = v[0];
+      } else if constexpr (kBytes == 4) {
+        uint32_t a;
+        memcpy(&a, v, 4);
+        *reinterpret_cast<uint32_t*>(p) = a;
+      } else if constexpr (kBytes == 8) {
+        uint2 a;
+        memcpy(&a, v, 8);
+        *reinterpret_cast<uint2*>(p) = a;
+      } else {
+        static_assert(kBytes == 16, "2 to 32 bytes");
+        uint4 a;
+        memcpy(&a, v, 16);
+        *reinterpret_cast<uint4*>(p) = a;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+        if (j < count) p[j] = v[j];
+    }
+  }
+}
+
+// §1 rounding of K outputs (narrowk: the hardware's pairwise conversion, same bits; one lane: from_float).
+template <int K, typename T>
+__device__ __forceinline__ void narrow_lanes(const float (&f)[K], T (&o)[K]) {
+  if constexpr (K % 2 == 0 || std::is_same_v<T, float>) {
+    narrowk<K>(f, o);
+  } else {
+#pragma unroll
+    for (int j = 0; j < K; ++j) o[j] = from_float<T>(f[j]);
+  }
+}
+
+// ---- N <= kSoftmaxSplitMinN: one block per row (short rows sharing it) ------------------------------------
+
+// The chunks c of [lo, hi) of one row, f(c, xs) for each; `descending` picks the visiting order (only for
+// elementwise passes). Loads are issued kSoftmaxBatchChunks at a time, before the calls (a row's chunks are
+// otherwise one dependent round trip each; each lane still sees its elements in ascending order).
+template <typename In, typename F>
+__device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t first, int64_t L, bool vec,
+                                            int64_t lo, int64_t hi, bool descending, F&& f) {
+  constexpr int U = kSoftmaxBatchChunks;
+  for (int64_t b = 0; b < hi - lo; b += U) {
+    if (b + U <= hi - lo) {
+      In v[U][8];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = descending ? hi - 1 - (b + u) : lo + b + u;
+        load8(x + c * L + first, n - (c * L + first), vec, v[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float xs[8];
+        widen<8>(v[u], xs);
+        f(descending ? hi - 1 - (b + u) : lo + b + u, xs);
+      }
+    } else {
+      for (int64_t u = b; u < hi - lo; ++u) {
+        const int64_t c = descending ? hi - 1 - u : lo + u;
+        In v[8];
+        load8(x + c * L + first, n - (c * L + first), vec, v);
+        float xs[8];
+        widen<8>(v, xs);
+        f(c, xs);
+      }
+    }
+  }
+}
+
+// One row = lane_threads(N) threads (threadIdx.x), rows_per_block(N) rows per block (threadIdx.y).
+template <typename In, typename Out, bool Compensated>
+__global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
+  __shared__ SoftmaxState warp_states[kMaxRowsPerBlock][kMaxWarpsPerRow];
+  __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
+  __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
+  const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
+  const bool valid = row < p.rows;  // invalid threads still reach the block barriers in row_tree
+  const int64_t L = int64_t(blockDim.x) * kLaneVector;
+  const int64_t first = int64_t(threadIdx.x) * kLaneVector;  // element first + c*L + j: lane first + j
+  const int64_t chunks = valid && first < p.n ? (p.n - first + L - 1) / L : 0;
+  const In* x = static_cast<const In*>(p.x) + (valid ? row * p.x_stride : 0);
+  Out* y = static_cast<Out*>(p.y) + (valid ? row * p.n : 0);
+
+  // Chunk 0 stays in registers (raw storage) from the first read to the write pass.
+  In cache[8];
+  float cache_xs[8];
+  if (chunks > 0) load8(x + first, p.n - first, vec_x, cache);
+  auto all_chunks = [&](auto&& f) {  // ascending: chunk 0 from the cache, then the rest
+    if (chunks > 0) {
+      widen<8>(cache, cache_xs);
+      f(int64_t(0), cache_xs);
+    }
+    chunk_range(x, p.n, first, L, vec_x, 1, chunks, false, f);
+  };
+
+  float m, s;
+  if constexpr (!Compensated) {
+    // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
+    SoftmaxState st[8];
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane<8>(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
+    });
+    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{});
+    m = total.m;
+    s = total.s;
+  } else {
+    // §4 compensated: M = row maximum (exact in any order), then S = Neumaier lane sum of exp(x - M).
+    float mx[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) mx[j] = -kInf;
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane<8>(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
+    });
+    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
+    NeumaierLane acc[8];
+    all_chunks([&](int64_t c, const float (&xs)[8]) {
+      each_lane<8>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
+    });
+    float lane_values[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
+    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
+  }
+  const float log_s = p.log ? det_log(s) : 0.0f;
+
+  // Write pass, elementwise (§4). Chunks 1.. go from the row's end backwards (those read last are the likeliest
+  // to still be in L2), chunk 0 from the cache last.
+  auto emit = [&](int64_t c, const float (&xs)[8]) {
+    const int64_t i = c * L + first;
+    float f[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
+    Out o[8];
+    narrow8(f, o);
+    store8(y + i, p.n - i, vec_y, o);
+  };
+  chunk_range(x, p.n, first, L, vec_x, 1, chunks, true, emit);
+  if (chunks > 0) {
+    widen<8>(cache, cache_xs);
+    emit(0, cache_xs);
+  }
+}
+
+// ---- N > kSoftmaxSplitMinN: one row over the G blocks of a cluster ----------------------------------------
+
+constexpr int kSplitThreads = kSoftmaxSplitBlockThreads;
+constexpr int64_t kSplitLanes = int64_t(kLaneVector) * kMaxLaneThreads;  // lanes(N) for every N here
+
+// §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise
+// with every merge done once: node[t] = node[2t] (+) node[2t+1] level by level through shared memory (one
+// barrier per level; `buf` holds kSplitThreads * 3 / 2 values), the last 32 in warp 0 by XOR butterflies
+// (lower lane first). Scalar equivalent for 4 nodes: r = (n0 (+) n1) (+) (n2 (+) n3). The block's node is
+// returned in every lane of warp 0 (other warps: unspecified). Every thread of the block must call it.
+template <typename V, typename Op>
+__device__ __forceinline__ V block_tree(V node, V* buf, Op op) {
+  const int t = threadIdx.x;
+  V* src = buf;
+  V* dst = buf + kSplitThreads;
+  src[t] = node;
+  __syncthreads();
+#pragma unroll
+  for (int width = kSplitThreads; width > kWarpSize; width /= 2) {
+    if (t < width / 2) dst[t] = op(src[2 * t], src[2 * t + 1]);
+    __syncthreads();
+    V* const done = src;  // read by this level only (the barrier above): the next level's output
+    src = dst;
+    dst = done;
+  }
+  V v = node;
+  if (t < kWarpSize) {
+    v = src[t];
+#pragma unroll
+    for (int off = 1; off < kWarpSize; off *= 2) v = butterfly(v, t, off, op);
+  }
+  return v;
+}
+
+// The row's value from the block nodes of its G cluster blocks: rank g's node covers lanes g*4096/G ..
+// (g+1)*4096/G - 1; warp 0 of every block merges the G nodes bottom-up pairwise, lower rank first (same bits in
+// every block; scalar equivalent for G = 4: r = (n0 (+) n1) (+) (n2 (+) n3)), and the block reads it from
+// `result`. `slot` is this block's node for the other blocks; G > 1: the caller must cluster_wait() before the
+// next row_value and before it exits (no block may leave while another reads its slot).
+template <int G, typename V, typename Op>
+__device__ __forceinline__ V row_value(V block_node, V* slot, V* result, Op op) {
+  if constexpr (G > 1) {
+    if (threadIdx.x == 0) *slot = block_node;
+    cluster_sync_all();
+    if (threadIdx.x < kWarpSize) {
+      V v[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) v[g] = *cluster_map(slot, g);
+#pragma unroll
+      for (int width = G; width > 1; width /= 2)
+#pragma unroll
+        for (int l = 0; l < width / 2; ++l) v[l] = op(v[2 * l], v[2 * l + 1]);
+      if (threadIdx.x == 0) *result = v[0];
+    }
+    __syncthreads();
+    cluster_arrive();  // this block is done reading the others' slots
+  } else {
+    if (threadIdx.x == 0) *result = block_node;
+    __syncthreads();
+  }
+  return *result;
+}
+
+// In-thread §2 subtree over a thread's K adjacent lanes, e.g. K = 4: (v0 (+) v1) (+) (v2 (+) v3).
+template <int K, typename V, typename Op>
+__device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
+  V t[K];
+#pragma unroll
+  for (int l = 0; l < K; ++l) t[l] = v[l];
+#pragma unroll
+  for (int width = K; width > 1; width /= 2)
+#pragma unroll
+    for (int l = 0; l < width / 2; ++l) t[l] = op(t[2 * l], t[2 * l + 1]);
+  return t[0];
+}
+
+// One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
+// threads g*kSplitThreads .. (g+1)*kSplitThreads - 1, thread t lanes K*t .. K*t + K - 1 (element c*4096 + K*t + j
+// is lane K*t + j). C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept
+// in registers for every pass; C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
+// flight (the last, partial batch too).
+template <typename In, typename Out, bool Compensated, int K, int C>
+__global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
+  constexpr int G = softmax_split_ctas(K);
+  static_assert(G >= 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kSplitLanes, "cluster shape");
+  constexpr int64_t L = kSplitLanes;
+  __shared__ alignas(16) unsigned char tree_buf[kSplitThreads * 3 / 2 * sizeof(SoftmaxState)];
+  __shared__ SoftmaxState node_state, row_state;
+  __shared__ float node_max, row_max, node_sum, row_sum;
+  const int rank = G > 1 ? int(blockIdx.x % unsigned(G)) : 0;
+  const int64_t row = int64_t(blockIdx.x / unsigned(G));
+  const int64_t first = (int64_t(rank) * kSplitThreads + threadIdx.x) * K;
+  const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
+  Out* y = static_cast<Out*>(p.y) + row * p.n;
+  const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
+
+  constexpr int CacheChunks = C > 0 ? C : 1;
+  In cache[CacheChunks][K];
+  if constexpr (C > 0) {
+#pragma unroll
+    for (int c = 0; c < C; ++c) load_lanes<K>(x + c * L + first, p.n - (c * L + first), vec_x, cache[c]);
+  }
+  // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
+  auto all_chunks = [&](bool descending, auto&& f) {
+    if constexpr (C > 0) {
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        float xs[K];
+        widen<K>(cache[c], xs);
+        f(int64_t(c), xs);
+      }
+    } else {
+      constexpr int U = kSoftmaxStreamElems / K > 0 ? kSoftmaxStreamElems / K : 1;
+      for (int64_t b = 0; b < chunks; b += U) {
+        In v[U][K];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = descending ? chunks - 1 - (b + u) : b + u;  // c < 0 or >= chunks: count <= 0
+          const int64_t count = c >= 0 && c < chunks ? p.n - (c * L + first) : 0;
+          load_lanes<K>(x + c * L + first, count, vec_x, v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = descending ? chunks - 1 - (b + u) : b + u;
+          if (c >= 0 && c < chunks) {
+            float xs[K];
+            widen<K>(v[u], xs);
+            f(c, xs);
+          }
+        }
+      }
+    }
+  };
+
+  float m, s;
+  if constexpr (!Compensated) {
+    // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
+    SoftmaxState st[K];
+    all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
+      each_lane<K>(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
+    });
+    const SoftmaxState node = block_tree(thread_tree(st, StateMergeOp{}),
+                                         reinterpret_cast<SoftmaxState*>(tree_buf), StateMergeOp{});
+    const SoftmaxState total = row_value<G>(node, &node_state, &row_state, StateMergeOp{});
+    m = total.m;
+    s = total.s;
+  } else {
+    // §4 compensated: M = row maximum (exact in any order), then S = Neumaier lane sum of exp(x - M).
+    float mx[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) mx[j] = -kInf;
+    all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
+      each_lane<K>(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
+    });
+    m = row_value<G>(block_tree(thread_tree(mx, MaxOp{}), reinterpret_cast<float*>(tree_buf), MaxOp{}),
+                     &node_max, &row_max, MaxOp{});
+    NeumaierLane acc[K];
+    all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
+      each_lane<K>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
+    });
+    float lane_values[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
+    if constexpr (G > 1) cluster_wait();  // completes row_value's arrive before the next cluster barrier
+    s = row_value<G>(block_tree(thread_tree(lane_values, SumOp{}), reinterpret_cast<float*>(tree_buf), SumOp{}),
+                     &node_sum, &row_sum, SumOp{});
+  }
+  const float log_s = p.log ? det_log(s) : 0.0f;
+
+  // Write pass, elementwise (§4); streamed rows from the end backwards (read last: likeliest still in L2).
+  all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
+    const int64_t i = c * L + first;
+    float f[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
+    Out o[K];
+    narrow_lanes<K>(f, o);
+    store_lanes<K>(y + i, p.n - i, vec_y, o);
+  });
+  if constexpr (G > 1) cluster_wait();  // no block exits while another may still read its node slot
+}
+
+template <typename Kernel>
+int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParams& p, bool vec_x, bool vec_y,
+           void* stream) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = cluster > 1 ? 1 : 0;
+  return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
+}
+
+template <typename In, typename Out, int K, int C>
+int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
+  constexpr int G = softmax_split_ctas(K);
+  auto kernel = p.compensated ? split_kernel<In, Out, true, K, C> : split_kernel<In, Out, false, K, C>;
+  return launch(kernel, dim3(unsigned(p.rows * G)), dim3(unsigned(kSplitThreads)), G, p, vec_x, vec_y, stream);
+}
+
+template <typename In, typename Out>
+int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
+  const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
+  const bool vec_y = vector_aligned(p.y, p.n, sizeof(Out));
+  if (p.n <= kSoftmaxSplitMinN) {
+    const int rpb = rows_per_block(p.n);
+    auto kernel = p.compensated ? row_kernel<In, Out, true> : row_kernel<In, Out, false>;
+    return launch(kernel, dim3(unsigned((p.rows + rpb - 1) / rpb)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)),
+                  1, p, vec_x, vec_y, stream);
+  }
+  SoftmaxSplit split = softmax_split(p.n);
+#ifdef DETOPS_SOFTMAX_EXPERIMENT
+  // Measurement knob (device copies only, never committed): DETOPS_SOFTMAX_SPLIT="K,C" for every
+  // N > kSoftmaxSplitMinN, non-compensated bf16/fp32 -> fp32.
+  if (const char* e = std::getenv("DETOPS_SOFTMAX_SPLIT")) {
+    int k = 0, c = -1;
+    if (sscanf(e, "%d,%d", &k, &c) == 2) split = {k, c};
+  }
+  if constexpr (std::is_same_v<Out, float> && !std::is_same_v<In, fp16_t>) {
+    const bool fits = p.n <= kSoftmaxRegisterChunks * kSplitLanes;
+    if (!p.compensated && split.lanes_per_thread == 1 && split.register_chunks == 8 && fits)
+      return launch(split_kernel<In, Out, false, 1, 8>, dim3(unsigned(p.rows * 8)), dim3(kSplitThreads), 8, p,
+                    vec_x, vec_y, stream);
+    if (!p.compensated && split.lanes_per_thread == 4 && split.register_chunks == 8 && fits)
+      return launch(split_kernel<In, Out, false, 4, 8>, dim3(unsigned(p.rows * 2)), dim3(kSplitThreads), 2, p,
+                    vec_x, vec_y, stream);
+    if (!p.compensated && split.lanes_per_thread == 8 && split.register_chunks == 0)
+      return launch(split_kernel<In, Out, false, 8, 0>, dim3(unsigned(p.rows)), dim3(kSplitThreads), 1, p,
+                    vec_x, vec_y, stream);
+    if (!p.compensated && split.lanes_per_thread == 2 && split.register_chunks == 0)
+      return launch(split_kernel<In, Out, false, 2, 0>, dim3(unsigned(p.rows * 4)), dim3(kSplitThreads), 4, p,
+                    vec_x, vec_y, stream);
+    if (!p.compensated && split.lanes_per_thread == 1 && split.register_chunks == 0)
+      return launch(split_kernel<In, Out, false, 1, 0>, dim3(unsigned(p.rows * 8)), dim3(kSplitThreads), 8, p,
+                    vec_x, vec_y, stream);
+  }
+  if (p.compensated || (split.register_chunks > 0 && p.n > kSoftmaxRegisterChunks * kSplitLanes))
+    split = softmax_split(p.n);
+#endif
+  if (split.lanes_per_thread == kSoftmaxRegisterLanes && split.register_chunks == kSoftmaxRegisterChunks)
+    return launch_split<In, Out, kSoftmaxRegisterLanes, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
+  if (split.lanes_per_thread == kSoftmaxStreamLanes && split.register_chunks == 0)
+    return launch_split<In, Out, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream);
+  return int(cudaErrorInvalidConfiguration);
+}
+
+}  // namespace softmax_detail
+
+template <typename In, typename Out>
+int launch_softmax(const SoftmaxParams& p, void* stream) {
+  return softmax_detail::launch_softmax_impl<In, Out>(p, stream);
+}
+
+}  // namespace detops
