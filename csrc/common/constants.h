@@ -39,7 +39,7 @@ constexpr int64_t kSoftmaxSplitMinN = 16384;
 constexpr int kSoftmaxSplitBlockThreads = 512;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
 constexpr int kSoftmaxRegisterChunks = 8;
-constexpr int kSoftmaxRegisterLanes = 2;   // G = 4
+constexpr int kSoftmaxRegisterLanes = 4;   // G = 2
 constexpr int kSoftmaxStreamLanes = 4;     // G = 2
 constexpr int kSoftmaxStreamElems = 16;
 static_assert(kSoftmaxSplitMinN >= kMaxLaneThreads * kLaneVector, "the split kernel needs lanes(N) == 4096");
@@ -47,9 +47,11 @@ struct SoftmaxSplit {
   int lanes_per_thread;  // K
   int register_chunks;   // C: chunks held in registers (0: the row is streamed twice)
 };
-DETOPS_HD SoftmaxSplit softmax_split(int64_t n) {
+// Compensated mode (§4: a max pass, a Neumaier pass, the write pass) streams every row: its lane arrays next to a
+// register-held row would spill (ptxas: 72-524 bytes).
+DETOPS_HD SoftmaxSplit softmax_split(int64_t n, bool compensated) {
   const int64_t L = int64_t(kLaneVector) * kMaxLaneThreads;
-  if (n <= kSoftmaxRegisterChunks * L) return {kSoftmaxRegisterLanes, kSoftmaxRegisterChunks};
+  if (!compensated && n <= kSoftmaxRegisterChunks * L) return {kSoftmaxRegisterLanes, kSoftmaxRegisterChunks};
   return {kSoftmaxStreamLanes, 0};
 }
 DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {

@@ -11,7 +11,6 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
-#include <cstdlib>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
 
@@ -442,11 +441,11 @@ int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParam
   return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
 }
 
-template <typename In, typename Out, int K, int C>
+template <typename In, typename Out, bool Compensated, int K, int C>
 int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
   constexpr int G = softmax_split_ctas(K);
-  auto kernel = p.compensated ? split_kernel<In, Out, true, K, C> : split_kernel<In, Out, false, K, C>;
-  return launch(kernel, dim3(unsigned(p.rows * G)), dim3(unsigned(kSplitThreads)), G, p, vec_x, vec_y, stream);
+  return launch(split_kernel<In, Out, Compensated, K, C>, dim3(unsigned(p.rows * G)), dim3(unsigned(kSplitThreads)),
+                G, p, vec_x, vec_y, stream);
 }
 
 template <typename In, typename Out>
@@ -459,39 +458,13 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
     return launch(kernel, dim3(unsigned((p.rows + rpb - 1) / rpb)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)),
                   1, p, vec_x, vec_y, stream);
   }
-  SoftmaxSplit split = softmax_split(p.n);
-#ifdef DETOPS_SOFTMAX_EXPERIMENT
-  // Measurement knob (device copies only, never committed): DETOPS_SOFTMAX_SPLIT="K,C" for every
-  // N > kSoftmaxSplitMinN, non-compensated bf16/fp32 -> fp32.
-  if (const char* e = std::getenv("DETOPS_SOFTMAX_SPLIT")) {
-    int k = 0, c = -1;
-    if (sscanf(e, "%d,%d", &k, &c) == 2) split = {k, c};
-  }
-  if constexpr (std::is_same_v<Out, float> && !std::is_same_v<In, fp16_t>) {
-    const bool fits = p.n <= kSoftmaxRegisterChunks * kSplitLanes;
-    if (!p.compensated && split.lanes_per_thread == 1 && split.register_chunks == 8 && fits)
-      return launch(split_kernel<In, Out, false, 1, 8>, dim3(unsigned(p.rows * 8)), dim3(kSplitThreads), 8, p,
-                    vec_x, vec_y, stream);
-    if (!p.compensated && split.lanes_per_thread == 4 && split.register_chunks == 8 && fits)
-      return launch(split_kernel<In, Out, false, 4, 8>, dim3(unsigned(p.rows * 2)), dim3(kSplitThreads), 2, p,
-                    vec_x, vec_y, stream);
-    if (!p.compensated && split.lanes_per_thread == 8 && split.register_chunks == 0)
-      return launch(split_kernel<In, Out, false, 8, 0>, dim3(unsigned(p.rows)), dim3(kSplitThreads), 1, p,
-                    vec_x, vec_y, stream);
-    if (!p.compensated && split.lanes_per_thread == 2 && split.register_chunks == 0)
-      return launch(split_kernel<In, Out, false, 2, 0>, dim3(unsigned(p.rows * 4)), dim3(kSplitThreads), 4, p,
-                    vec_x, vec_y, stream);
-    if (!p.compensated && split.lanes_per_thread == 1 && split.register_chunks == 0)
-      return launch(split_kernel<In, Out, false, 1, 0>, dim3(unsigned(p.rows * 8)), dim3(kSplitThreads), 8, p,
-                    vec_x, vec_y, stream);
-  }
-  if (p.compensated || (split.register_chunks > 0 && p.n > kSoftmaxRegisterChunks * kSplitLanes))
-    split = softmax_split(p.n);
-#endif
-  if (split.lanes_per_thread == kSoftmaxRegisterLanes && split.register_chunks == kSoftmaxRegisterChunks)
-    return launch_split<In, Out, kSoftmaxRegisterLanes, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
+  const SoftmaxSplit split = softmax_split(p.n, p.compensated);
+  if (split.lanes_per_thread == kSoftmaxRegisterLanes && split.register_chunks == kSoftmaxRegisterChunks &&
+      !p.compensated)
+    return launch_split<In, Out, false, kSoftmaxRegisterLanes, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
   if (split.lanes_per_thread == kSoftmaxStreamLanes && split.register_chunks == 0)
-    return launch_split<In, Out, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream);
+    return p.compensated ? launch_split<In, Out, true, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream)
+                         : launch_split<In, Out, false, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream);
   return int(cudaErrorInvalidConfiguration);
 }
 
