@@ -25,6 +25,17 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 // (its register cap: 65536 / (512 * 2) = 64 registers).
 constexpr int kRmsNormRowsPerThread = 2;
 constexpr int kRmsNormMinBlocksPerSm = 2;
+// Rows of N <= 8 * 16 lanes' worth of data use only pow2ceil(ceil(N / 8)) threads (at least this many): the lanes
+// past N are zero, so every tree node above them is x + 0 == x (lane sums are never -0) and is skipped.
+constexpr int kRmsNormMinThreadsPerRow = 8;
+// Rows of at most this many chunks (ceil(N / lanes(N))) with 16-bit inputs, N % 8 == 0 and 16-byte aligned tensors
+// keep every chunk in registers between the sum and the write pass (compile-time chunk count, no re-read).
+constexpr int kRmsNormMaxCachedChunks = 2;
+// The cached variant's rows per thread (1 and 2 chunks) and resident blocks of kMaxLaneThreads threads per SM
+// (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024).
+constexpr int kRmsNormCachedRows1 = 2;
+constexpr int kRmsNormCachedRows2 = 1;
+constexpr int kRmsNormCachedMinBlocksPerSm = 3;
 
 // CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
 // one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is
