@@ -32,10 +32,13 @@ constexpr int kRmsNormMinThreadsPerRow = 8;
 // keep every chunk in registers between the sum and the write pass (compile-time chunk count, no re-read).
 constexpr int kRmsNormMaxCachedChunks = 2;
 // The cached variant's rows per thread (1 and 2 chunks) and resident blocks of kMaxLaneThreads threads per SM
-// (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024).
+// (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024). Short rows (N <= 128, fewer than 32
+// threads per row): one row per thread at 32 registers (2048 threads per SM). H100, v5 sweep (NORM_SOFTMAX_NOTES).
 constexpr int kRmsNormCachedRows1 = 2;
 constexpr int kRmsNormCachedRows2 = 1;
 constexpr int kRmsNormCachedMinBlocksPerSm = 3;
+constexpr int kRmsNormShortRows = 1;
+constexpr int kRmsNormShortMinBlocksPerSm = 4;
 
 // CUDA softmax (softmax_kernels.cu), speed only: chunks whose loads a thread issues together, and the blocks of
 // one thread-block cluster that share a long row (each owns an aligned range of the row's lanes, so its result is

@@ -348,7 +348,11 @@ int launch_rms_norm(const RmsNormParams& p, void* stream) {
     static_assert(kRmsNormMaxCachedChunks == 2, "one instantiation per cached chunk count");
     // fp16's software widening (numeric.h) needs more registers: it keeps the general variant's cap
     constexpr int kB = std::is_same_v<In, bf16_t> ? kRmsNormCachedMinBlocksPerSm : kRmsNormMinBlocksPerSm;
-    if (!p.compensated && all_vector && chunks == 1) {
+    constexpr int kShortB = std::is_same_v<In, bf16_t> ? kRmsNormShortMinBlocksPerSm : kRmsNormMinBlocksPerSm;
+    if (!p.compensated && all_vector && chunks == 1 && tpr < kWarpSize) {  // N <= 128
+      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormShortRows, 1, true, kShortB>;
+      rows_per_thread = kRmsNormShortRows;
+    } else if (!p.compensated && all_vector && chunks == 1) {
       kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormCachedRows1, 1, true, kB>;
       rows_per_thread = kRmsNormCachedRows1;
     } else if (!p.compensated && all_vector && chunks == 2) {
