@@ -170,6 +170,84 @@ def test_rms_norm_batch_invariant_gpu(rows, n):
     _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
 
 
+# rms_norm CUDA variants (rms_norm_kernels.cu), chosen by N, dtype and alignment only: rows of N <= 128 on fewer
+# threads (threads_per_row: 8 / 16 / 32 threads at N <= 64 / 65..128 / 129..256); the cached variant (16-bit, N % 8 == 0,
+# aligned, ceil(N / lanes(N)) = 1 or 2 chunks: 3584 and 4096 one, 4104 / 5120 / 8192 two, 8200 / 12288 three =
+# general) against the general one (odd N, misaligned storage). Each must give the CPU's bits.
+RMS_VARIANT_LENGTHS = (8, 16, 64, 65, 120, 128, 129, 136, 3584, 4104, 5120, 8200, 12288)
+RMS_SLOT_ROWS = (1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 2047, 2048, 2049)
+
+
+@pytest.mark.parametrize("n", RMS_VARIANT_LENGTHS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm_variant_lengths_cpu_equals_cuda(n, dtype):
+    rows = 5
+    x = make((rows, n), dtype, seed=n, profile="mixed")
+    res = make((rows, n), dtype, seed=n + 1)
+    w = make((n,), dtype, seed=n + 2)
+    for mode in NORM_MODES:
+        for r in (None, res):
+            for comp in (False, True):
+                cpu, gpu = _rms_both(x, n, None if mode is None else w, mode, r, comp)
+                _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} mode={mode} res={r is not None} comp={comp}")
+    # fp32 weight with 16-bit input (cast_first promotes the output to fp32), and the cached variant's fp32 weights
+    if dtype != torch.float32:
+        w32 = make((n,), torch.float32, seed=n + 3)
+        for mode in ("plain", "cast_first", "offset"):
+            cpu, gpu = _rms_both(x, n, w32, mode, res, False)
+            _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} fp32 weight mode={mode}")
+
+
+@pytest.mark.parametrize("n", (16, 128, 2048, 4096, 8192))
+def test_rms_norm_row_slots_cpu_equals_cuda(n):
+    """Row counts around the row slots of a block (32 rows of N <= 128 per block of 256 threads, 2 rows per block
+    at N = 2048 / 4096, 1 at N = 8192) and the 2-rows-per-thread pairing: every row equals the CPU's."""
+    for rows in RMS_SLOT_ROWS:
+        if rows * n > 2**22:
+            continue
+        x = make((rows, n), torch.bfloat16, seed=rows, profile="mixed")
+        res = make((rows, n), torch.bfloat16, seed=rows + 1)
+        w = make((n,), torch.bfloat16, seed=n)
+        for r in (None, res):
+            cpu, gpu = _rms_both(x, n, w, "cast_first", r, False)
+            _assert_all_equal(cpu, gpu, f"rms_norm n={n} rows={rows} res={r is not None}")
+
+
+@pytest.mark.parametrize("n", (64, 128, 2048, 4104, 8192))
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16))
+def test_rms_norm_cached_equals_general(n, dtype):
+    """The cached variant (aligned storage) and the general one (odd offsets, strided rows) give the same bits,
+    and the CPU's."""
+    rows = 33
+    x = make((rows, n), dtype, seed=n, device="cuda")
+    res = make((rows, n), dtype, seed=n + 1, device="cuda")
+    w = make((n,), dtype, seed=n + 2, device="cuda")
+    wide = make((rows, n + 8), dtype, seed=n + 3, device="cuda")
+    wide[:, 1:n + 1] = x
+    for mode in ("plain", "cast_first", "offset"):
+        aligned = detops.rms_norm(x, n, w, weight_mode=mode)
+        assert torch.equal(aligned.cpu(), detops.rms_norm(x.cpu(), n, w.cpu(), weight_mode=mode))
+        for variant in (at_offset(x, 1), wide[:, 1:n + 1]):
+            assert torch.equal(detops.rms_norm(variant, n, w, weight_mode=mode), aligned), mode
+        assert torch.equal(detops.rms_norm(x, n, at_offset(w, 1), weight_mode=mode), aligned), mode
+        _assert_all_equal(detops.add_rms_norm(at_offset(x, 1), res, n, w, weight_mode=mode),
+                          detops.add_rms_norm(x, res, n, w, weight_mode=mode), f"add_rms_norm {mode}")
+
+
+@pytest.mark.parametrize("rows", GPU_ROWS)
+@pytest.mark.parametrize("n", (16, 2048, 8192))
+def test_rms_norm_cached_batch_invariant_gpu(rows, n):
+    if rows * n > 2**26:
+        n = 16
+    x = make((rows, n), torch.bfloat16, seed=rows, device="cuda")
+    res = make((rows, n), torch.bfloat16, seed=rows + 1, device="cuda")
+    w = make((n,), torch.bfloat16, seed=3, device="cuda")
+    check = sorted({0, rows // 2, rows - 1})
+    _batch_invariant(lambda t: detops.rms_norm(t, n, w, weight_mode="cast_first"), x, check)
+    xr = torch.cat([x, res], 1)  # the residual half of a row starts n elements in: aligned for these n
+    _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
+
+
 @pytest.mark.parametrize("rows", GPU_ROWS)
 @pytest.mark.parametrize("n", (100, 4097, 32000))
 def test_softmax_batch_invariant_gpu(rows, n):

@@ -25,6 +25,20 @@ DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 // (its register cap: 65536 / (512 * 2) = 64 registers).
 constexpr int kRmsNormRowsPerThread = 2;
 constexpr int kRmsNormMinBlocksPerSm = 2;
+// Rows of N <= 8 * 16 lanes' worth of data use only pow2ceil(ceil(N / 8)) threads (at least this many): the lanes
+// past N are zero, so every tree node above them is x + 0 == x (lane sums are never -0) and is skipped.
+constexpr int kRmsNormMinThreadsPerRow = 8;
+// Rows of at most this many chunks (ceil(N / lanes(N))) with 16-bit inputs, N % 8 == 0 and 16-byte aligned tensors
+// keep every chunk in registers between the sum and the write pass (compile-time chunk count, no re-read).
+constexpr int kRmsNormMaxCachedChunks = 2;
+// The cached variant's rows per thread (1 and 2 chunks) and resident blocks of kMaxLaneThreads threads per SM
+// (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024). Short rows (N <= 128, fewer than 32
+// threads per row): one row per thread at 32 registers (2048 threads per SM). H100, v5 sweep (NORM_SOFTMAX_NOTES).
+constexpr int kRmsNormCachedRows1 = 2;
+constexpr int kRmsNormCachedRows2 = 1;
+constexpr int kRmsNormCachedMinBlocksPerSm = 3;
+constexpr int kRmsNormShortRows = 1;
+constexpr int kRmsNormShortMinBlocksPerSm = 4;
 
 // CUDA softmax (softmax_kernels.cuh), speed only; every choice below is by N only, never by the row count.
 // Rows with N <= kSoftmaxSplitMinN: one block of lane_threads(N) threads per row (short rows share a block),
