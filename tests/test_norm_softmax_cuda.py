@@ -57,10 +57,17 @@ def _not_all_zero(t):
 
 # ---- L5: CPU == CUDA -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", LENGTHS)
+# rms_norm CUDA variants (rms_norm_kernels.cu), chosen by N, dtype and alignment only: rows of N <= 128 on fewer
+# threads (threads_per_row: 8 / 16 / 32 threads at N <= 64 / 65..128 / 129..256); the cached variant (16-bit,
+# N % 8 == 0, aligned, ceil(N / lanes(N)) = 1 or 2 chunks: 3584 and 4096 one, 4104 / 5120 / 8192 two, 8200 / 12288
+# three = general) against the general one (odd N, misaligned storage). Each must give the CPU's bits.
+RMS_VARIANT_LENGTHS = (8, 16, 64, 65, 120, 128, 129, 136, 3584, 4104, 5120, 8200, 12288)
+
+
+@pytest.mark.parametrize("n", sorted(set(LENGTHS) | set(RMS_VARIANT_LENGTHS)))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rms_norm_cpu_equals_cuda(n, dtype):
-    rows = 3
+    rows = 5
     x = make((rows, n), dtype, seed=n, profile="mixed")
     res = make((rows, n), dtype, seed=n + 1)
     w = make((n,), dtype, seed=n + 2)
@@ -70,6 +77,12 @@ def test_rms_norm_cpu_equals_cuda(n, dtype):
                 cpu, gpu = _rms_both(x, n, None if mode is None else w, mode, r, comp)
                 _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} mode={mode} res={r is not None} comp={comp}")
                 _not_all_zero(gpu[0])
+    # fp32 weight with 16-bit input (cast_first promotes the output to fp32), and the cached variant's fp32 weights
+    if dtype != torch.float32:
+        w32 = make((n,), torch.float32, seed=n + 3)
+        for mode in ("plain", "cast_first", "offset"):
+            cpu, gpu = _rms_both(x, n, w32, mode, res, False)
+            _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} fp32 weight mode={mode}")
 
 
 @pytest.mark.parametrize("n", SOFTMAX_LENGTHS)
@@ -170,47 +183,25 @@ def test_rms_norm_batch_invariant_gpu(rows, n):
     _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
 
 
-# rms_norm CUDA variants (rms_norm_kernels.cu), chosen by N, dtype and alignment only: rows of N <= 128 on fewer
-# threads (threads_per_row: 8 / 16 / 32 threads at N <= 64 / 65..128 / 129..256); the cached variant (16-bit, N % 8 == 0,
-# aligned, ceil(N / lanes(N)) = 1 or 2 chunks: 3584 and 4096 one, 4104 / 5120 / 8192 two, 8200 / 12288 three =
-# general) against the general one (odd N, misaligned storage). Each must give the CPU's bits.
-RMS_VARIANT_LENGTHS = (8, 16, 64, 65, 120, 128, 129, 136, 3584, 4104, 5120, 8200, 12288)
 RMS_SLOT_ROWS = (1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 2047, 2048, 2049)
 
 
-@pytest.mark.parametrize("n", RMS_VARIANT_LENGTHS)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_rms_norm_variant_lengths_cpu_equals_cuda(n, dtype):
-    rows = 5
-    x = make((rows, n), dtype, seed=n, profile="mixed")
-    res = make((rows, n), dtype, seed=n + 1)
-    w = make((n,), dtype, seed=n + 2)
-    for mode in NORM_MODES:
-        for r in (None, res):
-            for comp in (False, True):
-                cpu, gpu = _rms_both(x, n, None if mode is None else w, mode, r, comp)
-                _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} mode={mode} res={r is not None} comp={comp}")
-    # fp32 weight with 16-bit input (cast_first promotes the output to fp32), and the cached variant's fp32 weights
-    if dtype != torch.float32:
-        w32 = make((n,), torch.float32, seed=n + 3)
-        for mode in ("plain", "cast_first", "offset"):
-            cpu, gpu = _rms_both(x, n, w32, mode, res, False)
-            _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} fp32 weight mode={mode}")
-
-
 @pytest.mark.parametrize("n", (16, 128, 2048, 4096, 8192))
-def test_rms_norm_row_slots_cpu_equals_cuda(n):
-    """Row counts around the row slots of a block (32 rows of N <= 128 per block of 256 threads, 2 rows per block
-    at N = 2048 / 4096, 1 at N = 8192) and the 2-rows-per-thread pairing: every row equals the CPU's."""
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("comp", (False, True))
+def test_rms_norm_row_slots_cpu_equals_cuda(n, dtype, comp):
+    """Row counts around the row slots of a block (N <= 64: 32 rows per block of 256 threads, 65..128: 16; 2 rows
+    per block at N = 2048 / 4096, 1 at N = 8192) and the rows-per-thread pairing: every row equals the CPU's, for
+    the cached, short-row and general kernels (dtype, compensated)."""
     for rows in RMS_SLOT_ROWS:
         if rows * n > 2**22:
             continue
-        x = make((rows, n), torch.bfloat16, seed=rows, profile="mixed")
-        res = make((rows, n), torch.bfloat16, seed=rows + 1)
-        w = make((n,), torch.bfloat16, seed=n)
+        x = make((rows, n), dtype, seed=rows, profile="mixed")
+        res = make((rows, n), dtype, seed=rows + 1)
+        w = make((n,), dtype, seed=n)
         for r in (None, res):
-            cpu, gpu = _rms_both(x, n, w, "cast_first", r, False)
-            _assert_all_equal(cpu, gpu, f"rms_norm n={n} rows={rows} res={r is not None}")
+            cpu, gpu = _rms_both(x, n, w, "cast_first", r, comp)
+            _assert_all_equal(cpu, gpu, f"rms_norm n={n} {dtype} comp={comp} rows={rows} res={r is not None}")
 
 
 @pytest.mark.parametrize("n", (64, 128, 2048, 4104, 8192))

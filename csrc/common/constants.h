@@ -19,6 +19,7 @@ DETOPS_HD int64_t lane_threads(int64_t n) {
   return t;
 }
 DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
+constexpr int64_t kMaxLanes = int64_t(kLaneVector) * kMaxLaneThreads;  // lanes(N) of every N > 8 * 256
 
 // CUDA rms_norm (rms_norm_kernels.cu), speed only: rows per thread (their loads in flight together, their trees
 // sharing one barrier), and the minimum resident blocks of kMaxLaneThreads threads per SM the compiler must allow
@@ -31,45 +32,48 @@ constexpr int kRmsNormMinThreadsPerRow = 8;
 // Rows of at most this many chunks (ceil(N / lanes(N))) with 16-bit inputs, N % 8 == 0 and 16-byte aligned tensors
 // keep every chunk in registers between the sum and the write pass (compile-time chunk count, no re-read).
 constexpr int kRmsNormMaxCachedChunks = 2;
-// The cached variant's rows per thread (1 and 2 chunks) and resident blocks of kMaxLaneThreads threads per SM
-// (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024). Short rows (N <= 128, fewer than 32
-// threads per row): one row per thread at 32 registers (2048 threads per SM). H100, v5 sweep (NORM_SOFTMAX_NOTES).
-constexpr int kRmsNormCachedRows1 = 2;
-constexpr int kRmsNormCachedRows2 = 1;
+// The cached variant's rows per thread (rows of 1 and of 2 chunks) and resident blocks of kMaxLaneThreads threads
+// per SM (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024). Short rows (N <= 128, fewer
+// than 32 threads per row): one row per thread at 32 registers (2048 threads per SM). H100, v5 sweep
+// (NORM_SOFTMAX_NOTES). Every rows-per-thread count is at most kRmsNormMinThreadsPerRow: the threads of a row
+// slot evaluate its rows' scales, one row each (rms_norm_kernels.cu).
+constexpr int kRmsNormCached1ChunkRowsPerThread = 2;
+constexpr int kRmsNormCached2ChunkRowsPerThread = 1;
 constexpr int kRmsNormCachedMinBlocksPerSm = 3;
-constexpr int kRmsNormShortRows = 1;
+constexpr int kRmsNormShortRowsPerThread = 1;
 constexpr int kRmsNormShortMinBlocksPerSm = 4;
+static_assert(kRmsNormRowsPerThread <= kRmsNormMinThreadsPerRow &&
+                  kRmsNormCached1ChunkRowsPerThread <= kRmsNormMinThreadsPerRow &&
+                  kRmsNormCached2ChunkRowsPerThread <= kRmsNormMinThreadsPerRow &&
+                  kRmsNormShortRowsPerThread <= kRmsNormMinThreadsPerRow,
+              "a row slot has a thread per row for the scale hand-off");
 
-// CUDA softmax (softmax_kernels.cuh), speed only; every choice below is by N only, never by the row count.
+// CUDA softmax (softmax_kernels.cuh), speed only; every choice below is by N (and the compensated mode) only,
+// never by the row count.
 // Rows with N <= kSoftmaxSplitMinN: one block of lane_threads(N) threads per row (short rows share a block),
 // thread t owning lanes 8t..8t+7; chunks whose loads a thread issues together: kSoftmaxBatchChunks.
 constexpr int kSoftmaxBatchChunks = 2;
-// Rows with N > kSoftmaxSplitMinN (lanes(N) = 4096): the split kernel. A thread owns K adjacent lanes (an aligned
-// subtree), the row's 4096 / K threads are G = 4096 / (K * kSoftmaxSplitBlockThreads) blocks of one thread-block
-// cluster (block rank g owns the aligned lane range g*4096/G .. (g+1)*4096/G - 1: a node of the §2 tree).
-// N <= kSoftmaxRegisterChunks * 4096: the row is read once and held in registers (K = kSoftmaxRegisterLanes);
-// longer rows are read twice, kSoftmaxStreamElems elements per thread in flight (K = kSoftmaxStreamLanes).
+// Rows with N > kSoftmaxSplitMinN (lanes(N) = kMaxLanes = 4096): the split kernel. A thread owns
+// kSoftmaxSplitLanesPerThread (K) adjacent lanes (an aligned subtree); the row's 4096 / K threads are the
+// G = softmax_split_ctas() blocks of one thread-block cluster (block rank g owns the aligned lane range
+// g*4096/G .. (g+1)*4096/G - 1: a node of the §2 tree). N <= kSoftmaxRegisterChunks * 4096 (plain mode): the row
+// is read once and held in registers; longer rows, and compensated mode, are read twice, kSoftmaxStreamElems
+// elements per thread in flight. (H100 v5/v6 sweeps, NORM_SOFTMAX_NOTES: K = 4, G = 2 for both.)
 constexpr int64_t kSoftmaxSplitMinN = 16384;
 constexpr int kSoftmaxSplitBlockThreads = 512;
+constexpr int kSoftmaxSplitLanesPerThread = 4;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
 constexpr int kSoftmaxRegisterChunks = 8;
-constexpr int kSoftmaxRegisterLanes = 4;   // G = 2
-constexpr int kSoftmaxStreamLanes = 4;     // G = 2
 constexpr int kSoftmaxStreamElems = 16;
-static_assert(kSoftmaxSplitMinN >= kMaxLaneThreads * kLaneVector, "the split kernel needs lanes(N) == 4096");
-struct SoftmaxSplit {
-  int lanes_per_thread;  // K
-  int register_chunks;   // C: chunks held in registers (0: the row is streamed twice)
-};
+static_assert(kSoftmaxSplitMinN >= kMaxLanes, "the split kernel needs lanes(N) == kMaxLanes");
+DETOPS_HD constexpr int softmax_split_ctas() {
+  return int(kMaxLanes / (kSoftmaxSplitLanesPerThread * kSoftmaxSplitBlockThreads));
+}
+static_assert(softmax_split_ctas() >= 1 && softmax_split_ctas() <= kSoftmaxMaxClusterCtas, "cluster size");
 // Compensated mode (§4: a max pass, a Neumaier pass, the write pass) streams every row: its lane arrays next to a
 // register-held row would spill (ptxas: 72-524 bytes).
-DETOPS_HD SoftmaxSplit softmax_split(int64_t n, bool compensated) {
-  const int64_t L = int64_t(kLaneVector) * kMaxLaneThreads;
-  if (!compensated && n <= kSoftmaxRegisterChunks * L) return {kSoftmaxRegisterLanes, kSoftmaxRegisterChunks};
-  return {kSoftmaxStreamLanes, 0};
-}
-DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {
-  return kLaneVector * kMaxLaneThreads / (lanes_per_thread * kSoftmaxSplitBlockThreads);
+DETOPS_HD bool softmax_row_in_registers(int64_t n, bool compensated) {
+  return !compensated && n <= kSoftmaxRegisterChunks * kMaxLanes;
 }
 
 // §5: fp32 matmul K blocks.

@@ -18,6 +18,7 @@
 namespace detops {
 
 constexpr int kWarpSize = 32;
+constexpr int64_t kMaxGridBlocks = 0x7fffffff;  // gridDim.x limit: launchers refuse larger grids, never truncate
 constexpr int kMaxWarpsPerRow = kMaxLaneThreads / kWarpSize;
 // Rows that share one block when a row needs fewer threads (small N): block = lane_threads(N) x rows.
 // Depends only on N; each row keeps its own order (its own warps, its own shared-memory slots).

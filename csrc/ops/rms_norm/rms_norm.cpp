@@ -73,6 +73,7 @@ static std::tuple<at::Tensor, at::Tensor> rms_norm_impl(const at::Tensor& input,
   p.eps = static_cast<float>(eps);
   p.mode = mode;
   p.compensated = compensated;
+  p.device = input.is_cuda() ? input.get_device() : -1;
   at::ScalarType w_t = w.defined() ? w.scalar_type() : input.scalar_type();
 #ifdef DETOPS_WITH_CUDA
   if (input.is_cuda()) { rms_norm_cuda(p, input.scalar_type(), w_t, out_t); return {y, x_sum}; }

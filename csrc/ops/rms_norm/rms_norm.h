@@ -20,6 +20,7 @@ struct RmsNormParams {
   float eps = 0.0f;
   NormWeightMode mode = NormWeightMode::Plain;
   bool compensated = false;
+  int device = -1;                   // CUDA: the device index of the tensors
 };
 
 // The input element as the norm sees it: x, or round_to_input(x + residual) (§3 fused residual).

@@ -7,13 +7,6 @@
 
 namespace detops {
 
-// The device that holds `ptr` (the backend entry point receives raw pointers only).
-static c10::DeviceIndex device_of(const void* ptr) {
-  cudaPointerAttributes a;
-  C10_CUDA_CHECK(cudaPointerGetAttributes(&a, ptr));
-  return static_cast<c10::DeviceIndex>(a.device);
-}
-
 template <typename In>
 static int launch_typed(const RmsNormParams& p, bool w_float, at::ScalarType in, at::ScalarType out, void* stream) {
   if (!w_float) return launch_rms_norm<In, In, In>(p, stream);           // weight dtype == input dtype
@@ -25,7 +18,7 @@ static int launch_typed(const RmsNormParams& p, bool w_float, at::ScalarType in,
 }
 
 void rms_norm_cuda(const RmsNormParams& p, at::ScalarType in, at::ScalarType w, at::ScalarType out) {
-  const c10::DeviceIndex dev = device_of(p.x);
+  const auto dev = static_cast<c10::DeviceIndex>(p.device);
   c10::cuda::CUDAGuard guard(dev);
   RmsNormParams q = p;
   // A weight of a third dtype (e.g. fp16 with bf16 input) is widened to fp32 once: widening is exact and

@@ -347,21 +347,23 @@ int launch_rms_norm(const RmsNormParams& p, void* stream) {
   if constexpr (k16) {
     static_assert(kRmsNormMaxCachedChunks == 2, "one instantiation per cached chunk count");
     // fp16's software widening (numeric.h) needs more registers: it keeps the general variant's cap
-    constexpr int kB = std::is_same_v<In, bf16_t> ? kRmsNormCachedMinBlocksPerSm : kRmsNormMinBlocksPerSm;
-    constexpr int kShortB = std::is_same_v<In, bf16_t> ? kRmsNormShortMinBlocksPerSm : kRmsNormMinBlocksPerSm;
+    constexpr int kCachedMinBlocks = std::is_same_v<In, bf16_t> ? kRmsNormCachedMinBlocksPerSm : kRmsNormMinBlocksPerSm;
+    constexpr int kShortMinBlocks = std::is_same_v<In, bf16_t> ? kRmsNormShortMinBlocksPerSm : kRmsNormMinBlocksPerSm;
     if (!p.compensated && all_vector && chunks == 1 && tpr < kWarpSize) {  // N <= 128
-      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormShortRows, 1, true, kShortB>;
-      rows_per_thread = kRmsNormShortRows;
+      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormShortRowsPerThread, 1, true, kShortMinBlocks>;
+      rows_per_thread = kRmsNormShortRowsPerThread;
     } else if (!p.compensated && all_vector && chunks == 1) {
-      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormCachedRows1, 1, true, kB>;
-      rows_per_thread = kRmsNormCachedRows1;
+      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormCached1ChunkRowsPerThread, 1, true, kCachedMinBlocks>;
+      rows_per_thread = kRmsNormCached1ChunkRowsPerThread;
     } else if (!p.compensated && all_vector && chunks == 2) {
-      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormCachedRows2, 2, true, kB>;
-      rows_per_thread = kRmsNormCachedRows2;
+      kernel = rms_norm_kernel<In, W, Out, SumLane, kRmsNormCached2ChunkRowsPerThread, 2, true, kCachedMinBlocks>;
+      rows_per_thread = kRmsNormCached2ChunkRowsPerThread;
     }
   }
-  const int64_t rows_per_block = int64_t(block_threads / tpr) * rows_per_thread;
-  const dim3 grid(unsigned((p.rows + rows_per_block - 1) / rows_per_block));
+  const int64_t block_rows = int64_t(block_threads / tpr) * rows_per_thread;
+  const int64_t blocks = (p.rows + block_rows - 1) / block_rows;
+  if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
+  const dim3 grid(static_cast<unsigned>(blocks));
   kernel<<<grid, dim3(unsigned(block_threads)), 0, static_cast<cudaStream_t>(stream)>>>(p, vec, log2_tpr, L, chunks);
   return int(cudaGetLastError());
 }

@@ -1,6 +1,6 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
 // CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
-// Two mappings of the same order, chosen by N only (constants.h):
+// Two mappings of the same order, chosen by N (and the compensated mode) only (constants.h):
 // - N <= kSoftmaxSplitMinN (row_kernel): one row = lane_threads(N) threads of one block, thread t owning lanes
 //   8t..8t+7; short rows share a block (rows_per_block(N)).
 // - longer rows (split_kernel): lanes(N) = 4096; a thread owns K adjacent lanes, the row's 4096 / K threads are
@@ -61,73 +61,34 @@ __device__ __forceinline__ void widen(const In (&v)[K], float (&xs)[K]) {
 
 // The K elements p[0..count) of one thread's lanes in a chunk (count may be < K or <= 0 at the row's end: the
 // missing ones are not read). `vector_ok`: the tensor's base and row stride are multiples of 16 bytes, so the
-// K * sizeof(T) bytes (a power of 2 that divides the element offset's byte count) are one aligned access.
+// K * sizeof(T) bytes (8 or 16: a power of 2 that divides the element offset's byte count) are one aligned access.
 template <int K, typename T>
 __device__ __forceinline__ void load_lanes(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
   constexpr int kBytes = K * int(sizeof(T));
-  if constexpr (kBytes == 32) {
-    load8(p, count, vector_ok, v);
+  static_assert(kBytes == 8 || kBytes == 16, "K = 4 lanes of 16- or 32-bit values");
+  using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
+  if (vector_ok && count >= K) {
+    const Vec a = *reinterpret_cast<const Vec*>(p);
+    memcpy(v, &a, kBytes);
   } else {
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 2) {
-        v[0] = *p;
-      } else if constexpr (kBytes == 4) {
-        const uint32_t a = *reinterpret_cast<const uint32_t*>(p);
-        memcpy(v, &a, 4);
-      } else if constexpr (kBytes == 8) {
-        const uint2 a = *reinterpret_cast<const uint2*>(p);
-        memcpy(v, &a, 8);
-      } else {
-        static_assert(kBytes == 16, "2 to 32 bytes");
-        const uint4 a = *reinterpret_cast<const uint4*>(p);
-        memcpy(v, &a, 16);
-      }
-    } else {
 #pragma unroll
-      for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
-    }
+    for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
   }
 }
 
 template <int K, typename T>
 __device__ __forceinline__ void store_lanes(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
   constexpr int kBytes = K * int(sizeof(T));
-  if constexpr (kBytes == 32) {
-    store8(p, count, vector_ok, v);
-  } else {
-    if (vector_ok && count >= K) {
-      if constexpr (kBytes == 2) {
-        *p = v[0];
-      } else if constexpr (kBytes == 4) {
-        uint32_t a;
-        memcpy(&a, v, 4);
-        *reinterpret_cast<uint32_t*>(p) = a;
-      } else if constexpr (kBytes == 8) {
-        uint2 a;
-        memcpy(&a, v, 8);
-        *reinterpret_cast<uint2*>(p) = a;
-      } else {
-        static_assert(kBytes == 16, "2 to 32 bytes");
-        uint4 a;
-        memcpy(&a, v, 16);
-        *reinterpret_cast<uint4*>(p) = a;
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < K; ++j)
-        if (j < count) p[j] = v[j];
-    }
-  }
-}
-
-// §1 rounding of K outputs (narrowk: the hardware's pairwise conversion, same bits; one lane: from_float).
-template <int K, typename T>
-__device__ __forceinline__ void narrow_lanes(const float (&f)[K], T (&o)[K]) {
-  if constexpr (K % 2 == 0 || std::is_same_v<T, float>) {
-    narrowk<K>(f, o);
+  static_assert(kBytes == 8 || kBytes == 16, "K = 4 lanes of 16- or 32-bit values");
+  using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
+  if (vector_ok && count >= K) {
+    Vec a;
+    memcpy(&a, v, kBytes);
+    *reinterpret_cast<Vec*>(p) = a;
   } else {
 #pragma unroll
-    for (int j = 0; j < K; ++j) o[j] = from_float<T>(f[j]);
+    for (int j = 0; j < K; ++j)
+      if (j < count) p[j] = v[j];
   }
 }
 
@@ -244,7 +205,8 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
 // ---- N > kSoftmaxSplitMinN: one row over the G blocks of a cluster ----------------------------------------
 
 constexpr int kSplitThreads = kSoftmaxSplitBlockThreads;
-constexpr int64_t kSplitLanes = int64_t(kLaneVector) * kMaxLaneThreads;  // lanes(N) for every N here
+constexpr int kSplitLanesPerThread = kSoftmaxSplitLanesPerThread;  // K
+constexpr int kSplitCtas = softmax_split_ctas();                     // G
 
 // §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise
 // with every merge done once: node[t] = node[2t] (+) node[2t+1] level by level through shared memory (one
@@ -275,35 +237,6 @@ __device__ __forceinline__ V block_tree(V node, V* buf, Op op) {
   return v;
 }
 
-// The row's value from the block nodes of its G cluster blocks: rank g's node covers lanes g*4096/G ..
-// (g+1)*4096/G - 1; warp 0 of every block merges the G nodes bottom-up pairwise, lower rank first (same bits in
-// every block; scalar equivalent for G = 4: r = (n0 (+) n1) (+) (n2 (+) n3)), and the block reads it from
-// `result`. `slot` is this block's node for the other blocks; G > 1: the caller must cluster_wait() before the
-// next row_value and before it exits (no block may leave while another reads its slot).
-template <int G, typename V, typename Op>
-__device__ __forceinline__ V row_value(V block_node, V* slot, V* result, Op op) {
-  if constexpr (G > 1) {
-    if (threadIdx.x == 0) *slot = block_node;
-    cluster_sync_all();
-    if (threadIdx.x < kWarpSize) {
-      V v[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) v[g] = *cluster_map(slot, g);
-#pragma unroll
-      for (int width = G; width > 1; width /= 2)
-#pragma unroll
-        for (int l = 0; l < width / 2; ++l) v[l] = op(v[2 * l], v[2 * l + 1]);
-      if (threadIdx.x == 0) *result = v[0];
-    }
-    __syncthreads();
-    cluster_arrive();  // this block is done reading the others' slots
-  } else {
-    if (threadIdx.x == 0) *result = block_node;
-    __syncthreads();
-  }
-  return *result;
-}
-
 // In-thread §2 subtree over a thread's K adjacent lanes, e.g. K = 4: (v0 (+) v1) (+) (v2 (+) v3).
 template <int K, typename V, typename Op>
 __device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
@@ -317,20 +250,41 @@ __device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
   return t[0];
 }
 
-// One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
+// The row's value from the block nodes of its G cluster blocks: rank g's node covers lanes g*4096/G ..
+// (g+1)*4096/G - 1; thread 0 of every block merges the G nodes bottom-up pairwise, lower rank first (same bits in
+// every block; scalar equivalent for G = 4: r = (n0 (+) n1) (+) (n2 (+) n3)), and the block reads it from
+// `result`. `slot` is this block's node for the other blocks; the caller must cluster_wait() before the next
+// row_value and before it exits (no block may leave while another reads its slot).
+template <int G, typename V, typename Op>
+__device__ __forceinline__ V row_value(V block_node, V* slot, V* result, Op op) {
+  if (threadIdx.x == 0) *slot = block_node;
+  cluster_sync_all();
+  if (threadIdx.x == 0) {
+    V v[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) v[g] = *cluster_map(slot, g);
+    *result = thread_tree(v, op);
+  }
+  __syncthreads();
+  cluster_arrive();  // this block is done reading the others' slots
+  return *result;
+}
+
+// One row = 4096 / K threads: G = kSplitCtas cluster blocks of kSplitThreads, block rank g owning
 // threads g*kSplitThreads .. (g+1)*kSplitThreads - 1, thread t lanes K*t .. K*t + K - 1 (element c*4096 + K*t + j
 // is lane K*t + j). C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept
 // in registers for every pass; C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
 // flight (the last, partial batch too).
-template <typename In, typename Out, bool Compensated, int K, int C>
+template <typename In, typename Out, bool Compensated, int C>
 __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
-  constexpr int G = softmax_split_ctas(K);
-  static_assert(G >= 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kSplitLanes, "cluster shape");
-  constexpr int64_t L = kSplitLanes;
+  constexpr int K = kSplitLanesPerThread;
+  constexpr int G = kSplitCtas;
+  static_assert(G > 1 && K % 2 == 0 && G * K * kSplitThreads == kMaxLanes, "cluster shape");
+  constexpr int64_t L = kMaxLanes;
   __shared__ alignas(16) unsigned char tree_buf[kSplitThreads * 3 / 2 * sizeof(SoftmaxState)];
   __shared__ SoftmaxState node_state, row_state;
   __shared__ float node_max, row_max, node_sum, row_sum;
-  const int rank = G > 1 ? int(blockIdx.x % unsigned(G)) : 0;
+  const int rank = int(blockIdx.x % unsigned(G));
   const int64_t row = int64_t(blockIdx.x / unsigned(G));
   const int64_t first = (int64_t(rank) * kSplitThreads + threadIdx.x) * K;
   const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
@@ -404,7 +358,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     float lane_values[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    if constexpr (G > 1) cluster_wait();  // completes row_value's arrive before the next cluster barrier
+    cluster_wait();  // completes row_value's arrive before the next cluster barrier
     s = row_value<G>(block_tree(thread_tree(lane_values, SumOp{}), reinterpret_cast<float*>(tree_buf), SumOp{}),
                      &node_sum, &row_sum, SumOp{});
   }
@@ -417,10 +371,10 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
 #pragma unroll
     for (int j = 0; j < K; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
     Out o[K];
-    narrow_lanes<K>(f, o);
+    narrowk<K>(f, o);  // §1 rounding, the hardware's pairwise conversion (same bits as from_float)
     store_lanes<K>(y + i, p.n - i, vec_y, o);
   });
-  if constexpr (G > 1) cluster_wait();  // no block exits while another may still read its node slot
+  cluster_wait();  // no block exits while another may still read its node slot
 }
 
 template <typename Kernel>
@@ -441,11 +395,12 @@ int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParam
   return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
 }
 
-template <typename In, typename Out, bool Compensated, int K, int C>
+template <typename In, typename Out, bool Compensated, int C>
 int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
-  constexpr int G = softmax_split_ctas(K);
-  return launch(split_kernel<In, Out, Compensated, K, C>, dim3(unsigned(p.rows * G)), dim3(unsigned(kSplitThreads)),
-                G, p, vec_x, vec_y, stream);
+  const int64_t blocks = p.rows * kSplitCtas;
+  if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
+  return launch(split_kernel<In, Out, Compensated, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)),
+                kSplitCtas, p, vec_x, vec_y, stream);
 }
 
 template <typename In, typename Out>
@@ -454,18 +409,16 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
   const bool vec_y = vector_aligned(p.y, p.n, sizeof(Out));
   if (p.n <= kSoftmaxSplitMinN) {
     const int rpb = rows_per_block(p.n);
+    const int64_t blocks = (p.rows + rpb - 1) / rpb;
+    if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
     auto kernel = p.compensated ? row_kernel<In, Out, true> : row_kernel<In, Out, false>;
-    return launch(kernel, dim3(unsigned((p.rows + rpb - 1) / rpb)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)),
-                  1, p, vec_x, vec_y, stream);
+    return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, p, vec_x,
+                  vec_y, stream);
   }
-  const SoftmaxSplit split = softmax_split(p.n, p.compensated);
-  if (split.lanes_per_thread == kSoftmaxRegisterLanes && split.register_chunks == kSoftmaxRegisterChunks &&
-      !p.compensated)
-    return launch_split<In, Out, false, kSoftmaxRegisterLanes, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
-  if (split.lanes_per_thread == kSoftmaxStreamLanes && split.register_chunks == 0)
-    return p.compensated ? launch_split<In, Out, true, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream)
-                         : launch_split<In, Out, false, kSoftmaxStreamLanes, 0>(p, vec_x, vec_y, stream);
-  return int(cudaErrorInvalidConfiguration);
+  if (softmax_row_in_registers(p.n, p.compensated))
+    return launch_split<In, Out, false, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
+  return p.compensated ? launch_split<In, Out, true, 0>(p, vec_x, vec_y, stream)
+                       : launch_split<In, Out, false, 0>(p, vec_x, vec_y, stream);
 }
 
 }  // namespace softmax_detail

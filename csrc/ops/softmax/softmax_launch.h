@@ -1,5 +1,6 @@
 // Launcher of the softmax / log_softmax CUDA kernels (softmax_kernels.cuh). Pure C++: no torch, no CUDA
-// headers, so the torch glue (softmax_cuda.cpp) and the nvcc-only kernel file share it.
+// headers, so the torch glue (softmax_cuda.cpp) and the nvcc-only kernel files (softmax_kernels_{f32,bf16,f16}.cu)
+// share it.
 #pragma once
 #include "softmax.h"
 
