@@ -23,10 +23,12 @@
 // decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
 #include <cuda_runtime.h>
 #include <climits>
+#include <cstdlib>
 #include <cstdint>
 #include <type_traits>
 #include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk
 #include "attention_tc.h"
+#include "attention_wgmma.cuh"
 
 namespace detops {
 namespace attn_tc {
@@ -123,18 +125,24 @@ __device__ __forceinline__ uint4 load8(const T* src, bool vec) {
   return r;
 }
 
-// Shared-memory tiles are rows of D 16-bit elements in 16-byte chunks, chunk c of row r stored at chunk
-// c ^ (r & 7): the 8 rows an ldmatrix reads at one logical chunk hit 8 different bank groups.
-template <int D>
-__device__ __forceinline__ int swz(int row, int chunk) {
+// Shared-memory tiles of `rows` rows of D 16-bit elements, in 16-byte chunks. mma.sync kernel (WG = false): row r
+// at r*D, its chunk c at c ^ (r & 7) (the 8 rows an ldmatrix reads at one logical chunk hit 8 different bank
+// groups). wgmma kernel (WG = true): the 128-byte-swizzle canonical layout of the wgmma descriptors: panels of 64
+// columns (panel c / 8 at (c / 8) * rows * 64), each row r of a panel 128 bytes at r*64, chunk c % 8 at
+// (c % 8) ^ (r & 7) (for D = 64 the two layouts coincide).
+template <int D, bool WG>
+__device__ __forceinline__ int swz(int rows, int row, int chunk) {
+  if constexpr (WG) return (chunk >> 3) * rows * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
+template <int D, bool WG>
+constexpr int kRowElems = WG ? 64 : D;  // elements between consecutive rows of a tile (of one panel)
 
 // Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
 // swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
 // chunk t % DC of rows t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free
 // loop of cp.async.
-template <typename T, int D>
+template <typename T, int D, bool WG>
 __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
   constexpr int R = kThreads / DC;  // rows per sweep of the CTA
@@ -142,17 +150,18 @@ __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
-  dst += swz<D>(r0, c);  // row r0 + it*R has the same row & 7 (R is a multiple of 8), so the swizzle is fixed
+  constexpr int RS = kRowElems<D, WG>;
+  dst += swz<D, WG>(kBK, r0, c);  // row r0 + it*R has the same row & 7 (R is a multiple of 8), so the swizzle is fixed
   static_assert(R % 8 == 0, "the swizzle repeats every 8 rows");
   if (vec && jlo == 0 && jhi == kBK) {
 #pragma unroll
-    for (int it = 0; it < kBK / R; ++it, src += step) cp_async16(dst + it * R * D, src);
+    for (int it = 0; it < kBK / R; ++it, src += step) cp_async16(dst + it * R * RS, src);
     return;
   }
 #pragma unroll
   for (int it = 0; it < kBK / R; ++it, src += step) {
     const int r = r0 + it * R;
-    uint16_t* d = dst + it * R * D;
+    uint16_t* d = dst + it * R * RS;
     if (r < jlo || r >= jhi) {
       *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
     } else if (vec) {
@@ -422,13 +431,193 @@ __device__ __forceinline__ void tc_block(float (&o)[kMTiles][D / 8][4], float (&
   }
 }
 
+// wgmma shared-memory matrix descriptor (sm_90a): start address, leading / stride byte offsets (16-byte units),
+// 128-byte swizzle. Tiles start at 1024-byte boundaries (base_offset 0). K-major operands (Q, K): 8-row groups
+// 1024 bytes apart (SBO), the k16 step is a 32-byte offset inside the 128-byte row. N-major V: rows of 64 columns
+// 128 bytes apart, 8-row groups at 1024 (SBO), 64-column panels at kBK * 128 bytes (LBO).
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// The wgmma kernel's 64-key block for the m64 tiles in MASK (CTA-uniform; an m-tile without keys here is not
+// touched, as tc_block). The CTA is one warpgroup: m64 tile mt = slots 64mt .. 64mt+63, warp w owns its rows 16w ..
+// 16w+15, and the accumulators of wgmma m64nNk16 are, per warp, exactly the mma.sync m16n8 C fragments of those
+// rows (n8 tile j, element e), so every per-slot step after S is tc_block's, and each score / o element gets the
+// k16 chain of §6b (wgmma k16 step == mma.sync m16n8k16 step, bit for bit: tests/test_attention_tc.py compares
+// the two kernels). Order of work: S of both m-tiles issued at once; the softmax of m-tile 0 runs while S of m-tile
+// 1 is on the tensor cores, the softmax of m-tile 1 while P·V of m-tile 0 is.
+template <bool BF, int D, int MASK>
+__device__ __forceinline__ void tc_block_wg(float (&o)[kMTiles][D / 8][4], float (&m)[2 * kMTiles], float (&l)[2 * kMTiles],
+                                            const uint64_t dq, const uint64_t dk, const uint64_t dv, const bool whole,
+                                            const unsigned live, const int i, const int* s_rlo, const int* s_rhi,
+                                            const int wrow, const int lane, const float scale, const float softcap) {
+  constexpr int NT = D / 8;
+  constexpr int NB = kBK / 8;
+  constexpr int MT = kMTiles;
+  static_assert(MT == 2, "the wait counts below name m-tiles 0 and 1");
+  const int qd = lane & 3;
+  auto act = [](int mt) { return ((MASK >> mt) & 1) != 0; };
+  auto slot_of = [&](int k) { return wrow + 64 * (k >> 1) + (lane >> 2) + 8 * (k & 1); };
+
+  // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
+  float s[MT][NB][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.0f;
+  wgmma_fence();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!act(mt)) continue;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_ss<BF, kBK>(s[mt], dq + ((uint32_t((kk >> 2) * kSlots * 128 + mt * 64 * 128 + (kk & 3) * 32)) >> 4),
+                        dk + ((uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32)) >> 4));
+    wgmma_commit();
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!act(mt)) continue;
+    // Groups in flight: S0, S1, then P·V0. m-tile 0 needs S0 (S1 may run on); m-tile 1 needs S1 (P·V0 may).
+    if (mt == 0 && act(1)) wgmma_wait<1>();
+    else if (mt == 1 && act(0)) wgmma_wait<1>();
+    else wgmma_wait<0>();
+    reg_fence(s[mt]);
+    if (softcap > 0.0f) {
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, softcap);
+    } else {
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, 0.0f);
+    }
+    int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};
+    if (!whole) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        jlo[h] = min(max(s_rlo[slot_of(2 * mt + h)] - i * kBK, 0), kBK);
+        jhi[h] = min(max(s_rhi[slot_of(2 * mt + h)] - i * kBK, 0), kBK);
+      }
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
+          s[mt][j][e] = (key >= jlo[h] && key < jhi[h]) ? s[mt][j][e] : -kInf;
+        }
+    }
+    // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad (as tc_block).
+    float mx[2][NB];
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      mx[0][j] = det_max(s[mt][j][0], s[mt][j][1]);
+      mx[1][j] = det_max(s[mt][j][2], s[mt][j][3]);
+    }
+#pragma unroll
+    for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+      for (int j = 0; j < w; ++j) {
+        mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+        mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
+      }
+    float alpha[2], msub[2];
+    bool skip[2];
+    bool must_keep = false;  // a slot with keys in this chunk skips this block: its o must stay as is
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * mt + h;
+      float bmax = mx[h][0];
+      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+      const float m_new = det_max(m[k], bmax);
+      skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
+      alpha[h] = skip[h] ? 1.0f : tc_exp(m[k] - m_new);
+      msub[h] = skip[h] ? 0.0f : m_new;
+      m[k] = skip[h] ? m[k] : m_new;
+      must_keep = must_keep || (skip[h] && ((live >> k) & 1u));
+    }
+    // p̃ and the quad lane's l share, exactly as tc_block.
+    uint32_t pa[4][4];
+    float quarter[2][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const float* sj = s[mt][2 * ks + jj];
+        pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
+        pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
+        t = t + lo_float<BF>(pa[ks][2 + h]);
+        quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * mt + h;
+      const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+      l[k] = skip[h] ? l[k] : attn_l_update(l[k], alpha[h], r);
+    }
+    // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc. A slot that skips the
+    // block keeps o bit for bit (0·v could be NaN at a tile-mate's key, and a zero sum could flip a signed
+    // zero): when any slot of the CTA with keys in this chunk skips (rare: a block boundary inside the tile, a
+    // row of -inf scores), P·V runs per 64-column panel on a copy and selects.
+    if (!__syncthreads_or(must_keep)) {
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mt][n][e] = o[mt][n][e] * alpha[e >> 1];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o[mt], pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
+      wgmma_commit();
+    } else {
+      if (mt == 1 && act(0)) {
+        wgmma_wait<0>();  // P·V of m-tile 0
+        reg_fence(o[0]);
+      }
+#pragma unroll
+      for (int pn = 0; pn < D / 64; ++pn) {
+        float acc[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[n][e] = o[mt][8 * pn + n][e] * alpha[e >> 1];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks)
+          wgmma_rs<BF, 64>(acc, pa[ks], dv + (uint32_t(pn * kBK * 128 + ks * 16 * 128) >> 4));
+        wgmma_commit();
+        wgmma_wait<0>();
+        reg_fence(acc);
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o[mt][8 * pn + n][e] = skip[e >> 1] ? o[mt][8 * pn + n][e] : acc[n][e];
+      }
+    }
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    if (act(mt)) reg_fence(o[mt]);
+}
+
 template <typename T, int D>
 struct TcSmem {
   static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
   static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
   static constexpr int v = k + kStages * kBK * D;  // kStages x kBK x D   V blocks
   static constexpr int elems = v + kStages * kBK * D;
-  static constexpr size_t bytes = size_t(elems) * 2;
+  static constexpr size_t bytes = size_t(elems) * 2 + 1024;  // + the alignment of the tiles to 1024 bytes
+  static_assert((kBK * D * 2) % 1024 == 0 && (kSlots * D * 2) % 1024 == 0, "every tile starts at a 1024-byte boundary");
 };
 
 // Per-pass values every thread reads: [0] anchor A, [1] / [2] min lo / max hi of the pass's slots with keys,
@@ -436,8 +625,10 @@ struct TcSmem {
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
 // 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32). Two CTAs are not in lockstep, so one's
-// softmax overlaps the other's mma; each warp's two m16 tiles share every K and V fragment.
-template <typename T, int D>
+// softmax overlaps the other's mma. WG = false: mma.sync, each warp's two m16 tiles (32 consecutive slots) share
+// every K and V fragment (tc_block). WG = true: wgmma, the CTA is one warpgroup, m64 tile mt = slots 64mt ..
+// 64mt+63, warp w owns rows 16w .. 16w+15 of each (tc_block_wg); block skips are then CTA-uniform.
+template <typename T, int D, bool WG>
 __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const AttentionLaunch L) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
@@ -447,14 +638,17 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
   using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
-  uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
-  uint16_t* sK = reinterpret_cast<uint16_t*>(smem_u4) + SM::k;
-  uint16_t* sV = reinterpret_cast<uint16_t*>(smem_u4) + SM::v;
+  uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
+      reinterpret_cast<char*>(smem_u4) + ((1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4)) & 1023u)) & 1023u));
+  uint16_t* sQ = smem_al + SM::q;
+  uint16_t* sK = smem_al + SM::k;
+  uint16_t* sV = smem_al + SM::v;
   __shared__ int64_t t_anchor[kSlots], t_lo[kSlots], t_hi[kSlots];
   __shared__ int64_t t_qi[kSlots], t_h[kSlots];
   __shared__ long long s_red[kRedN];
   __shared__ int8_t t_pass[kSlots];
   __shared__ int s_rlo[kSlots], s_rhi[kSlots];
+  __shared__ int s_busy[2 * kMTiles];  // WG: per m-tile the CTA's busy block range [lo, hi]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* qg = static_cast<const T*>(p.q);
@@ -475,9 +669,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int wrow = warp * 16 * MT;  // the warp's first slot
+  const int wrow = WG ? warp * 16 : warp * 16 * MT;  // the warp's first slot
+  constexpr int kMStride = WG ? 64 : 16;            // slots between the warp's rows of m-tile mt and mt + 1
   const int qd = lane & 3;          // column pair within an n8 tile
-  auto slot_of = [&](int i) { return wrow + 16 * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
+  auto slot_of = [&](int i) { return wrow + kMStride * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
   const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
   const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
   const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
@@ -487,6 +682,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
+  const uint64_t dq = gmma_desc(sQ_u32, 16, 1024);  // WG: the Q tile (K-major)
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
@@ -510,6 +706,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         s_red[kRedHi] = LLONG_MIN;
         s_red[kRedKlo] = LLONG_MAX;
         s_red[kRedKhi] = LLONG_MIN;
+      }
+      if (WG && tid < MT) {
+        s_busy[2 * tid] = INT_MAX;
+        s_busy[2 * tid + 1] = -1;
       }
       if (!__syncthreads_or(slot_left)) break;
       if (slot_left) atomicMin(&s_red[kRedAnchor], static_cast<long long>(t_anchor[tid]));
@@ -553,6 +753,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       // registers only). The slots' own ranges go to shared memory for the masked blocks (s_rlo / s_rhi, empty
       // when not in the pass or not in the chunk).
       int mt_busy_lo[MT], mt_busy_hi[MT], whole_lo = 0, whole_hi = INT_MAX;
+      unsigned live = 0;  // bit i: the thread's slot i has keys in this chunk
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mt_busy_lo[mt] = INT_MAX;
@@ -569,6 +770,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
           s_rhi[s] = rhi;
         }
         if (rlo < rhi) {
+          live |= 1u << i;
           mt_busy_lo[i >> 1] = min(mt_busy_lo[i >> 1], rlo / kBK);
           mt_busy_hi[i >> 1] = max(mt_busy_hi[i >> 1], (rhi - 1) / kBK);
           whole_lo = max(whole_lo, (rlo + kBK - 1) / kBK);
@@ -580,19 +782,38 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       for (int mt = 0; mt < MT; ++mt) {
         mt_busy_lo[mt] = __reduce_min_sync(0xffffffffu, mt_busy_lo[mt]);
         mt_busy_hi[mt] = __reduce_max_sync(0xffffffffu, mt_busy_hi[mt]);
-        busy_lo = min(busy_lo, mt_busy_lo[mt]);
-        busy_hi = max(busy_hi, mt_busy_hi[mt]);
       }
       whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
       whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
-      __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
+      if constexpr (WG) {  // a wgmma is issued by the whole warpgroup: busy ranges over the CTA
+        if (lane == 0) {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            atomicMin(&s_busy[2 * mt], mt_busy_lo[mt]);
+            atomicMax(&s_busy[2 * mt + 1], mt_busy_hi[mt]);
+          }
+        }
+        __syncthreads();  // s_busy, and s_rlo / s_rhi of the warp's slots, are written
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mt_busy_lo[mt] = s_busy[2 * mt];
+          mt_busy_hi[mt] = s_busy[2 * mt + 1];
+        }
+      } else {
+        __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        busy_lo = min(busy_lo, mt_busy_lo[mt]);
+        busy_hi = max(busy_hi, mt_busy_hi[mt]);
+      }
 
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
       if (!q_staged) {
         q_staged = true;
         for (int i = tid; i < kSlots * DC; i += kThreads) {
           const int s = i / DC, cc = i % DC;
-          uint16_t* d = sQ + swz<D>(s, cc);
+          uint16_t* d = sQ + swz<D, WG>(kSlots, s, cc);
           const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
           if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
           else if (L.q_vec) cp_async16(d, src);
@@ -623,8 +844,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       for (int st = 0; st < kStages - 1; ++st) {
         if (st < nblocks) {
           const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
-          stage_block<T, D>(sK + st * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-          stage_block<T, D>(sV + st * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+          stage_block<T, D, WG>(sK + st * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+          stage_block<T, D, WG>(sV + st * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
           kblk += kstep;
           vblk += vstep;
         }
@@ -632,20 +853,21 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       }
       for (int i = 0; i < nblocks; ++i) {
         cp_async_wait<kStages - 2>();
+        if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
         __syncthreads();  // block i has landed for every thread, and every warp is done with block i - 1
         {
           const int nb = i + kStages - 1;  // refill the buffer block i - 1 used
           if (nb < nblocks) {
             const int nbuf = nb % kStages;
             const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-            stage_block<T, D>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-            stage_block<T, D>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+            stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
             kblk += kstep;
             vblk += vstep;
           }
           cp_async_commit();
         }
-        if (i < busy_lo || i > busy_hi) continue;  // no slot of the warp here (or the warp has none)
+        if (i < busy_lo || i > busy_hi) continue;  // no slot of the warp (WG: of the CTA) here
         const int buf = i % kStages;
         const uint32_t k_base = sK_u32 + uint32_t(buf * kBK * D * 2), v_base = sV_u32 + uint32_t(buf * kBK * D * 2);
         const bool whole = i >= whole_lo && i < whole_hi;
@@ -653,7 +875,14 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
         static_assert(MT == 2, "the dispatch below names m-tiles 0 and 1");
         const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
-        if (only0)
+        if constexpr (WG) {
+          const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
+          if (only0)
+            tc_block_wg<BF, D, 1>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, p.scale, p.softcap);
+          else
+            tc_block_wg<BF, D, (1 << MT) - 1>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                                              p.softcap);
+        } else if (only0)
           tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
                              p.softcap);
         else
@@ -766,14 +995,14 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, bool WG>
 int launch_typed(const AttentionLaunch& L) {
   using SM = TcSmem<T, D>;
   const AttentionParams& p = L.p;
   cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
   const int64_t G = p.Hq / p.Hk;
   const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
-  auto chunk = attention_tc_chunk_kernel<T, D>;
+  auto chunk = attention_tc_chunk_kernel<T, D, WG>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
@@ -790,8 +1019,18 @@ int launch_typed(const AttentionLaunch& L) {
 int attention_tc_launch(const AttentionLaunch& L) {
   const int64_t D = L.p.D;
   if (!attention_tc_supports(L.dtype, L.p.D, L.p.Dv)) return int(cudaErrorInvalidValue);
-  if (L.dtype == AttnDtype::BF16) return D == 64 ? attn_tc::launch_typed<bf16_t, 64>(L) : attn_tc::launch_typed<bf16_t, 128>(L);
-  return D == 64 ? attn_tc::launch_typed<fp16_t, 64>(L) : attn_tc::launch_typed<fp16_t, 128>(L);
+  static const bool wg = [] {  // EXPERIMENT ONLY (removed before merge): DETOPS_ATTN_TC_WG=0 -> the mma.sync kernel
+    const char* e = getenv("DETOPS_ATTN_TC_WG");
+    return !(e && e[0] == '0');
+  }();
+  if (wg) {
+    if (L.dtype == AttnDtype::BF16)
+      return D == 64 ? attn_tc::launch_typed<bf16_t, 64, true>(L) : attn_tc::launch_typed<bf16_t, 128, true>(L);
+    return D == 64 ? attn_tc::launch_typed<fp16_t, 64, true>(L) : attn_tc::launch_typed<fp16_t, 128, true>(L);
+  }
+  if (L.dtype == AttnDtype::BF16)
+    return D == 64 ? attn_tc::launch_typed<bf16_t, 64, false>(L) : attn_tc::launch_typed<bf16_t, 128, false>(L);
+  return D == 64 ? attn_tc::launch_typed<fp16_t, 64, false>(L) : attn_tc::launch_typed<fp16_t, 128, false>(L);
 }
 
 }  // namespace detops
