@@ -39,7 +39,7 @@ using attn_cuda::first_chunk;
 using attn_cuda::last_chunk;
 
 constexpr int kSlots = kAttnTcSlots;
-constexpr int kThreads = kAttnTcThreads;
+constexpr int kThreads = kAttnTcThreads;  // the mma.sync kernel
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
 constexpr int kWarps = kThreads / 32;
@@ -47,8 +47,17 @@ constexpr int kMTiles = kSlots / (16 * kWarps);  // m16 tiles (of the mma M = 16
 static_assert(kSlots == 16 * kMTiles * kWarps, "each warp owns kMTiles whole m16 tiles");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's l sums");
-constexpr int kStages = kAttnTcStages;
-static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
+static_assert(kAttnTcStages >= 2 && kAttnTcWgStages >= 2, "the K/V ring needs a buffer being filled and one being read");
+static_assert(kAttnTcWgThreads == 2 * 128 && kSlots == 2 * 64, "wgmma kernel: one warpgroup per m64 tile of the slots");
+
+// Per kernel (WG: the wgmma kernel): threads, K/V ring stages, m-tiles per thread, CTAs per SM.
+template <bool WG>
+struct TcShape {
+  static constexpr int threads = WG ? kAttnTcWgThreads : kAttnTcThreads;
+  static constexpr int stages = WG ? kAttnTcWgStages : kAttnTcStages;
+  static constexpr int mtiles = WG ? 1 : kMTiles;
+  static constexpr int ctas_per_sm = WG ? 1 : 2;
+};
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -145,8 +154,9 @@ constexpr int kRowElems = WG ? 64 : D;  // elements between consecutive rows of 
 template <typename T, int D, bool WG>
 __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
-  constexpr int R = kThreads / DC;  // rows per sweep of the CTA
-  static_assert(kThreads % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
+  constexpr int NTH = TcShape<WG>::threads;
+  constexpr int R = NTH / DC;  // rows per sweep of the CTA
+  static_assert(NTH % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
@@ -439,183 +449,175 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint3
   return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-// The wgmma kernel's 64-key block for the m64 tiles in MASK (CTA-uniform; an m-tile without keys here is not
-// touched, as tc_block). The CTA is one warpgroup: m64 tile mt = slots 64mt .. 64mt+63, warp w owns its rows 16w ..
-// 16w+15, and the accumulators of wgmma m64nNk16 are, per warp, exactly the mma.sync m16n8 C fragments of those
-// rows (n8 tile j, element e), so every per-slot step after S is tc_block's, and each score / o element gets the
-// k16 chain of §6b (wgmma k16 step == mma.sync m16n8k16 step, bit for bit: tests/test_attention_tc.py compares
-// the two kernels). Order of work: S of both m-tiles issued at once; the softmax of m-tile 0 runs while S of m-tile
-// 1 is on the tensor cores, the softmax of m-tile 1 while P·V of m-tile 0 is.
-template <bool BF, int D, int MASK>
-__device__ __forceinline__ void tc_block_wg(float (&o)[kMTiles][D / 8][4], float (&m)[2 * kMTiles], float (&l)[2 * kMTiles],
-                                            const uint64_t dq, const uint64_t dk, const uint64_t dv, const bool whole,
-                                            const unsigned live, const int i, const int* s_rlo, const int* s_rhi,
-                                            const int wrow, const int lane, const float scale, const float softcap) {
+__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+// OR of `pred` over the 128 threads of a warpgroup (named barrier 1 + wg; the CTA's __syncthreads uses 0).
+__device__ __forceinline__ bool warpgroup_or(bool pred, int wg) {
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+      : "=r"(r)
+      : "r"(uint32_t(pred)), "r"(1 + wg)
+      : "memory");
+  return r != 0;
+}
+
+// The wgmma kernel's 64-key block for one warpgroup: its m64 tile (slots 64wg .. 64wg+63; warp w of the group owns
+// rows 16w .. 16w+15), run only when some slot of the tile has keys here (warpgroup-uniform; otherwise the tile is
+// not touched, as §6 step 2 does). The accumulators of wgmma m64nNk16 are, per warp, exactly the mma.sync m16n8
+// C fragments of its rows (n8 tile j, element e), so every per-slot step after S is tc_block's, and each score /
+// o element gets the k16 chain of §6b (a wgmma k16 step == an mma.sync m16n8k16 step, bit for bit:
+// tests/test_attention_tc.py runs rows through both kernels).
+template <bool BF, int D>
+__device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
+                                            const uint64_t dk, const uint64_t dv, const bool whole, const unsigned live,
+                                            const int i, const int* s_rlo, const int* s_rhi, const int wrow,
+                                            const int lane, const int wg, const bool arrive_after_s, const float scale,
+                                            const float softcap) {
   constexpr int NT = D / 8;
   constexpr int NB = kBK / 8;
-  constexpr int MT = kMTiles;
-  static_assert(MT == 2, "the wait counts below name m-tiles 0 and 1");
   const int qd = lane & 3;
-  auto act = [](int mt) { return ((MASK >> mt) & 1) != 0; };
-  auto slot_of = [&](int k) { return wrow + 64 * (k >> 1) + (lane >> 2) + 8 * (k & 1); };
+  auto slot_of = [&](int h) { return wrow + (lane >> 2) + 8 * h; };
 
   // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
-  float s[MT][NB][4];
+  float s[NB][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_ss<BF, kBK>(s, dq + (uint32_t((kk >> 2) * kSlots * 128 + (kk & 3) * 32) >> 4),
+                      dk + (uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32) >> 4));
+  wgmma_commit();
+  wgmma_wait<0>();
+  reg_fence(s);
+  if (arrive_after_s) named_bar_arrive(3, 2 * 128);
+  if (softcap > 0.0f) {
 #pragma unroll
     for (int j = 0; j < NB; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.0f;
-  wgmma_fence();
+      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, softcap);
+  } else {
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    if (!act(mt)) continue;
+    for (int j = 0; j < NB; ++j)
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      wgmma_ss<BF, kBK>(s[mt], dq + ((uint32_t((kk >> 2) * kSlots * 128 + mt * 64 * 128 + (kk & 3) * 32)) >> 4),
-                        dk + ((uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32)) >> 4));
-    wgmma_commit();
+      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, 0.0f);
+  }
+  int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};
+  if (!whole) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      jlo[h] = min(max(s_rlo[slot_of(h)] - i * kBK, 0), kBK);
+      jhi[h] = min(max(s_rhi[slot_of(h)] - i * kBK, 0), kBK);
+    }
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
+        s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
+      }
+  }
+  // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad (as tc_block).
+  float mx[2][NB];
+#pragma unroll
+  for (int j = 0; j < NB; ++j) {
+    mx[0][j] = det_max(s[j][0], s[j][1]);
+    mx[1][j] = det_max(s[j][2], s[j][3]);
   }
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    if (!act(mt)) continue;
-    // Groups in flight: S0, S1, then P·V0. m-tile 0 needs S0 (S1 may run on); m-tile 1 needs S1 (P·V0 may).
-    if (mt == 0 && act(1)) wgmma_wait<1>();
-    else if (mt == 1 && act(0)) wgmma_wait<1>();
-    else wgmma_wait<0>();
-    reg_fence(s[mt]);
-    if (softcap > 0.0f) {
+  for (int w = NB / 2; w >= 1; w /= 2)
 #pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, softcap);
-    } else {
-#pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, 0.0f);
+    for (int j = 0; j < w; ++j) {
+      mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+      mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
     }
-    int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};
-    if (!whole) {
+  float alpha[2], msub[2];
+  bool skip[2];
+  bool must_keep = false;  // a slot with keys in this chunk skips this block: its o must stay as is
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        jlo[h] = min(max(s_rlo[slot_of(2 * mt + h)] - i * kBK, 0), kBK);
-        jhi[h] = min(max(s_rhi[slot_of(2 * mt + h)] - i * kBK, 0), kBK);
-      }
+  for (int h = 0; h < 2; ++h) {
+    float bmax = mx[h][0];
+    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+    const float m_new = det_max(m[h], bmax);
+    skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
+    alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
+    msub[h] = skip[h] ? 0.0f : m_new;
+    m[h] = skip[h] ? m[h] : m_new;
+    must_keep = must_keep || (skip[h] && ((live >> h) & 1u));
+  }
+  // p̃ and the quad lane's l share, exactly as tc_block.
+  uint32_t pa[4][4];
+  float quarter[2][4];
 #pragma unroll
-      for (int j = 0; j < NB; ++j)
+  for (int ks = 0; ks < 4; ++ks) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
-          s[mt][j][e] = (key >= jlo[h] && key < jhi[h]) ? s[mt][j][e] : -kInf;
-        }
-    }
-    // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad (as tc_block).
-    float mx[2][NB];
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-      mx[0][j] = det_max(s[mt][j][0], s[mt][j][1]);
-      mx[1][j] = det_max(s[mt][j][2], s[mt][j][3]);
-    }
-#pragma unroll
-    for (int w = NB / 2; w >= 1; w /= 2)
-#pragma unroll
-      for (int j = 0; j < w; ++j) {
-        mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
-        mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
-      }
-    float alpha[2], msub[2];
-    bool skip[2];
-    bool must_keep = false;  // a slot with keys in this chunk skips this block: its o must stay as is
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int k = 2 * mt + h;
-      float bmax = mx[h][0];
-      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
-      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
-      const float m_new = det_max(m[k], bmax);
-      skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
-      alpha[h] = skip[h] ? 1.0f : tc_exp(m[k] - m_new);
-      msub[h] = skip[h] ? 0.0f : m_new;
-      m[k] = skip[h] ? m[k] : m_new;
-      must_keep = must_keep || (skip[h] && ((live >> k) & 1u));
-    }
-    // p̃ and the quad lane's l share, exactly as tc_block.
-    uint32_t pa[4][4];
-    float quarter[2][4];
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-#pragma unroll
-      for (int jj = 0; jj < 2; ++jj) {
-        const float* sj = s[mt][2 * ks + jj];
-        pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
-        pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
-        t = t + lo_float<BF>(pa[ks][2 + h]);
-        quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
-      }
+    for (int jj = 0; jj < 2; ++jj) {
+      const float* sj = s[2 * ks + jj];
+      pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
+      pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int k = 2 * mt + h;
-      const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
-      l[k] = skip[h] ? l[k] : attn_l_update(l[k], alpha[h], r);
+      float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
+      t = t + lo_float<BF>(pa[ks][2 + h]);
+      quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
     }
-    // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc. A slot that skips the
-    // block keeps o bit for bit (0·v could be NaN at a tile-mate's key, and a zero sum could flip a signed
-    // zero): when any slot of the CTA with keys in this chunk skips (rare: a block boundary inside the tile, a
-    // row of -inf scores), P·V runs per 64-column panel on a copy and selects.
-    if (!__syncthreads_or(must_keep)) {
+  }
 #pragma unroll
-      for (int n = 0; n < NT; ++n)
+  for (int h = 0; h < 2; ++h) {
+    const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+    l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], r);
+  }
+  // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc. A slot that skips the
+  // block keeps o bit for bit (0·v could be NaN at a tile-mate's key, and a zero sum could flip a signed zero):
+  // when a slot of the warpgroup with keys in this chunk skips (rare: a block boundary inside the m-tile, a row of
+  // -inf scores), P·V runs per 64-column panel on a copy and selects.
+  if (!warpgroup_or(must_keep, wg)) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) o[mt][n][e] = o[mt][n][e] * alpha[e >> 1];
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[0][n][e] = o[0][n][e] * alpha[e >> 1];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o[0], pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(o[0]);
+  } else {
+#pragma unroll
+    for (int pn = 0; pn < D / 64; ++pn) {
+      float acc[8][4];
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[n][e] = o[0][8 * pn + n][e] * alpha[e >> 1];
       wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o[mt], pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
+      for (int ks = 0; ks < 4; ++ks)
+        wgmma_rs<BF, 64>(acc, pa[ks], dv + (uint32_t(pn * kBK * 128 + ks * 16 * 128) >> 4));
       wgmma_commit();
-    } else {
-      if (mt == 1 && act(0)) {
-        wgmma_wait<0>();  // P·V of m-tile 0
-        reg_fence(o[0]);
-      }
+      wgmma_wait<0>();
+      reg_fence(acc);
 #pragma unroll
-      for (int pn = 0; pn < D / 64; ++pn) {
-        float acc[8][4];
+      for (int n = 0; n < 8; ++n)
 #pragma unroll
-        for (int n = 0; n < 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[n][e] = o[mt][8 * pn + n][e] * alpha[e >> 1];
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks)
-          wgmma_rs<BF, 64>(acc, pa[ks], dv + (uint32_t(pn * kBK * 128 + ks * 16 * 128) >> 4));
-        wgmma_commit();
-        wgmma_wait<0>();
-        reg_fence(acc);
-#pragma unroll
-        for (int n = 0; n < 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) o[mt][8 * pn + n][e] = skip[e >> 1] ? o[mt][8 * pn + n][e] : acc[n][e];
-      }
+        for (int e = 0; e < 4; ++e) o[0][8 * pn + n][e] = skip[e >> 1] ? o[0][8 * pn + n][e] : acc[n][e];
     }
   }
-  wgmma_wait<0>();
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-    if (act(mt)) reg_fence(o[mt]);
 }
 
-template <typename T, int D>
+template <typename T, int D, bool WG>
 struct TcSmem {
+  static constexpr int S = TcShape<WG>::stages;
   static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
-  static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
-  static constexpr int v = k + kStages * kBK * D;  // kStages x kBK x D   V blocks
-  static constexpr int elems = v + kStages * kBK * D;
+  static constexpr int k = q + kSlots * D;       // S x kBK x D           K blocks (ring)
+  static constexpr int v = k + S * kBK * D;      // S x kBK x D           V blocks
+  static constexpr int elems = v + S * kBK * D;
   static constexpr size_t bytes = size_t(elems) * 2 + 1024;  // + the alignment of the tiles to 1024 bytes
   static_assert((kBK * D * 2) % 1024 == 0 && (kSlots * D * 2) % 1024 == 0, "every tile starts at a 1024-byte boundary");
 };
@@ -624,18 +626,24 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32). Two CTAs are not in lockstep, so one's
-// softmax overlaps the other's mma. WG = false: mma.sync, each warp's two m16 tiles (32 consecutive slots) share
-// every K and V fragment (tc_block). WG = true: wgmma, the CTA is one warpgroup, m64 tile mt = slots 64mt ..
-// 64mt+63, warp w owns rows 16w .. 16w+15 of each (tc_block_wg); block skips are then CTA-uniform.
+// WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); each warp's
+// two m16 tiles (32 consecutive slots) share every K and V fragment; two CTAs are not in lockstep, so one's
+// softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2 warpgroups per SM, warpgroup wg
+// owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows 16w .. 16w+15; o 64, S 32 registers), the
+// two groups run their blocks independently between the ring's barriers (one's softmax overlaps the other's
+// wgmma), and a deeper K/V ring. Tiles [tile_lo, tile_hi) of the launch (the host picks the kernel per tile
+// from the tile's own slot count), launched last tile first.
 template <typename T, int D, bool WG>
-__global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
+    attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi, const bool stagger) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
-  constexpr int MT = kMTiles; // m16 tiles per warp
-  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot warp*16*MT + 16mt + lane/4 + 8h
-  using SM = TcSmem<T, D>;
+  constexpr int MT = TcShape<WG>::mtiles;  // m-tiles per thread
+  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + kMStride*mt + lane/4 + 8h
+  constexpr int NTH = TcShape<WG>::threads;
+  constexpr int kStages = TcShape<WG>::stages;
+  using SM = TcSmem<T, D, WG>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
@@ -648,9 +656,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
   __shared__ long long s_red[kRedN];
   __shared__ int8_t t_pass[kSlots];
   __shared__ int s_rlo[kSlots], s_rhi[kSlots];
-  __shared__ int s_busy[2 * kMTiles];  // WG: per m-tile the CTA's busy block range [lo, hi]
+  __shared__ int s_busy[4];  // WG: per warpgroup the busy block range [lo, hi] of its m-tile
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
   const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
@@ -658,9 +666,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
 
   const int64_t G = p.Hq / p.Hk;
   const int64_t Z = L.chunk_slots;
-  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
   // Launch order only: the last tile (in causal prefill the longest rows) first, so the short tiles fill the tail.
-  const int64_t z = blockIdx.x % Z, tile = tiles - 1 - int64_t(blockIdx.x / Z);
+  const int64_t z = blockIdx.x % Z, tile = tile_hi - 1 - int64_t(blockIdx.x / Z);
   const int64_t kvh = blockIdx.y;
   const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
   const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
@@ -669,7 +676,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int wrow = WG ? warp * 16 : warp * 16 * MT;  // the warp's first slot
+  const int wrow = WG ? 64 * wg + 16 * (warp & 3) : warp * 16 * MT;  // the warp's first slot
   constexpr int kMStride = WG ? 64 : 16;            // slots between the warp's rows of m-tile mt and mt + 1
   const int qd = lane & 3;          // column pair within an n8 tile
   auto slot_of = [&](int i) { return wrow + kMStride * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
@@ -682,7 +689,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
-  const uint64_t dq = gmma_desc(sQ_u32, 16, 1024);  // WG: the Q tile (K-major)
+  const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // WG: the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
@@ -707,7 +714,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         s_red[kRedKlo] = LLONG_MAX;
         s_red[kRedKhi] = LLONG_MIN;
       }
-      if (WG && tid < MT) {
+      if (WG && tid < 2) {
         s_busy[2 * tid] = INT_MAX;
         s_busy[2 * tid + 1] = -1;
       }
@@ -785,20 +792,14 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       }
       whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
       whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
-      if constexpr (WG) {  // a wgmma is issued by the whole warpgroup: busy ranges over the CTA
+      if constexpr (WG) {  // a wgmma is issued by the whole warpgroup: busy range over the group's m-tile
         if (lane == 0) {
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            atomicMin(&s_busy[2 * mt], mt_busy_lo[mt]);
-            atomicMax(&s_busy[2 * mt + 1], mt_busy_hi[mt]);
-          }
+          atomicMin(&s_busy[2 * wg], mt_busy_lo[0]);
+          atomicMax(&s_busy[2 * wg + 1], mt_busy_hi[0]);
         }
         __syncthreads();  // s_busy, and s_rlo / s_rhi of the warp's slots, are written
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mt_busy_lo[mt] = s_busy[2 * mt];
-          mt_busy_hi[mt] = s_busy[2 * mt + 1];
-        }
+        mt_busy_lo[0] = s_busy[2 * wg];
+        mt_busy_hi[0] = s_busy[2 * wg + 1];
       } else {
         __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
       }
@@ -811,7 +812,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
       if (!q_staged) {
         q_staged = true;
-        for (int i = tid; i < kSlots * DC; i += kThreads) {
+        for (int i = tid; i < kSlots * DC; i += NTH) {
           const int s = i / DC, cc = i % DC;
           uint16_t* d = sQ + swz<D, WG>(kSlots, s, cc);
           const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
@@ -867,27 +868,37 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
           }
           cp_async_commit();
         }
-        if (i < busy_lo || i > busy_hi) continue;  // no slot of the warp (WG: of the CTA) here
+        const bool busy = i >= busy_lo && i <= busy_hi;  // some slot of the warp (WG: of the warpgroup) is here
+        if constexpr (WG) {
+          // Stagger: group 1 starts its block when group 0's S is done, so one group's softmax overlaps the
+          // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here.
+          if (stagger && wg == 1) named_bar_sync(3, NTH);
+          if (!busy) {
+            if (stagger && wg == 0) named_bar_arrive(3, NTH);
+            continue;
+          }
+        } else if (!busy) {
+          continue;
+        }
         const int buf = i % kStages;
         const uint32_t k_base = sK_u32 + uint32_t(buf * kBK * D * 2), v_base = sV_u32 + uint32_t(buf * kBK * D * 2);
         const bool whole = i >= whole_lo && i < whole_hi;
-        // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
-        // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
-        static_assert(MT == 2, "the dispatch below names m-tiles 0 and 1");
-        const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
         if constexpr (WG) {
           const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
+          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, stagger && wg == 0,
+                             p.scale, p.softcap);
+        } else {
+          // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
+          // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
+          static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
+          const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
           if (only0)
-            tc_block_wg<BF, D, 1>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, p.scale, p.softcap);
+            tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                               p.softcap);
           else
-            tc_block_wg<BF, D, (1 << MT) - 1>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                                              p.softcap);
-        } else if (only0)
-          tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                             p.softcap);
-        else
-          tc_block<BF, D, (1 << MT) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane,
-                                         p.scale, p.softcap);
+            tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow,
+                                                lane, p.scale, p.softcap);
+        }
       }
       cp_async_wait<0>();
 
@@ -995,22 +1006,45 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
+inline bool tc_stagger() {  // EXPERIMENT ONLY: DETOPS_ATTN_TC_STAGGER=1
+  static const bool v = [] {
+    const char* e = getenv("DETOPS_ATTN_TC_STAGGER");
+    return e && e[0] == '1';
+  }();
+  return v;
+}
+
+// Chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
 template <typename T, int D, bool WG>
-int launch_typed(const AttentionLaunch& L) {
-  using SM = TcSmem<T, D>;
+int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
+  if (tile_hi <= tile_lo) return 0;
+  using SM = TcSmem<T, D, WG>;
   const AttentionParams& p = L.p;
-  cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
-  const int64_t G = p.Hq / p.Hk;
-  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
   auto chunk = attention_tc_chunk_kernel<T, D, WG>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
-  const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  chunk<<<grid, kThreads, SM::bytes, stream>>>(L);
+  const dim3 grid(unsigned(L.chunk_slots * (tile_hi - tile_lo)), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
+  chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi, tc_stagger());
+  return int(cudaGetLastError());
+}
+
+template <typename T, int D>
+int launch_typed(const AttentionLaunch& L, bool wg_allowed) {
+  const AttentionParams& p = L.p;
+  const int64_t G = p.Hq / p.Hk;
+  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
+  // Kernel per tile, from the tile's own slot count: a tile of at least kAttnTcWgMinSlots slots (every tile but
+  // possibly the last) runs the wgmma kernel, a smaller one (a decode step's G slots, a short last tile) the
+  // mma.sync kernel. Both give every row the same bits (§6b; tests/test_attention_tc.py).
+  const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
+  const int64_t wg_tiles = !wg_allowed ? 0 : last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
+  int e = launch_chunk<T, D, true>(L, 0, wg_tiles);
+  if (e == 0) e = launch_chunk<T, D, false>(L, wg_tiles, tiles);
+  if (e != 0) return e;
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
-  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, stream>>>(L);
+  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, static_cast<cudaStream_t>(L.stream)>>>(L);
   return int(cudaGetLastError());
 }
 
@@ -1023,14 +1057,9 @@ int attention_tc_launch(const AttentionLaunch& L) {
     const char* e = getenv("DETOPS_ATTN_TC_WG");
     return !(e && e[0] == '0');
   }();
-  if (wg) {
-    if (L.dtype == AttnDtype::BF16)
-      return D == 64 ? attn_tc::launch_typed<bf16_t, 64, true>(L) : attn_tc::launch_typed<bf16_t, 128, true>(L);
-    return D == 64 ? attn_tc::launch_typed<fp16_t, 64, true>(L) : attn_tc::launch_typed<fp16_t, 128, true>(L);
-  }
   if (L.dtype == AttnDtype::BF16)
-    return D == 64 ? attn_tc::launch_typed<bf16_t, 64, false>(L) : attn_tc::launch_typed<bf16_t, 128, false>(L);
-  return D == 64 ? attn_tc::launch_typed<fp16_t, 64, false>(L) : attn_tc::launch_typed<fp16_t, 128, false>(L);
+    return D == 64 ? attn_tc::launch_typed<bf16_t, 64>(L, wg) : attn_tc::launch_typed<bf16_t, 128>(L, wg);
+  return D == 64 ? attn_tc::launch_typed<fp16_t, 64>(L, wg) : attn_tc::launch_typed<fp16_t, 128>(L, wg);
 }
 
 }  // namespace detops
