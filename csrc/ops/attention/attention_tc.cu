@@ -1,29 +1,36 @@
-// attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
+// attention, tensor-core chunk kernels for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 128 threads = 4 warps, 2 CTAs per SM (FlashAttention-2 layout). A
-// tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
-// kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv
-// head. Warp w owns slots 32w .. 32w+31 as two m16 tiles (lane holds slots 32w + 16mt + lane/4 and +8, the
-// accumulator rows) that share every K and V fragment, and the whole of every 64-key block: its scores, block
-// maxima and row sums stay in registers and quad shuffles, o (32 x D) lives in registers for the whole chunk, and
-// p goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
+// A tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
+// kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head.
+// Grid (chunk slot x tile, kv head, batch). Two kernels, chosen per tile from the tile's own slot count (launch_typed):
+//  - wgmma kernel (tiles of >= kAttnTcWgMinSlots slots: every prefill tile but maybe the last): 256 threads = 2
+//    warpgroups, 1 CTA per SM; warpgroup wg owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows
+//    16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma m64n64k16 from shared memory, P·V by wgmma
+//    m64nDk16 with p̃ from registers; a 4-stage K/V ring; group 1 starts each block when group 0's S is done.
+//  - mma.sync kernel (smaller tiles: decode steps, a short last tile): 128 threads = 4 warps, 2 CTAs per SM
+//    (FlashAttention-2 layout); warp w owns slots 32w .. 32w+31 as two m16 tiles sharing every K and V fragment.
+// In both, a lane holds the same C-fragment elements of its rows (the wgmma m64nN accumulator is, per warp, the
+// mma.sync m16n8 fragment per n8 tile), the score / o chains are k16 steps in the same order, and a wgmma k16 step
+// gives the bits of an mma.sync m16n8k16 step (scratch micro-test on the H100, 2 x 2^21 elements; the tests compare
+// rows across the kernels), so every row gets the same bits from either kernel. Each warp keeps its slots' scores,
+// block maxima and row sums in registers and quad shuffles, o (rows x D) in registers for the whole chunk, and p̃
+// goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
 // K/V cp.async ring).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
-//   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
+//   S = Q Kᵀ: per score, k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
 //   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), per quad lane l_q = l_q*α + r_q
 //   (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
-//   o = mma k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the
-//   block is untouched; a warp whose m16 tile 1 has no key in the block runs m-tile 0 alone (warp-uniform).
+//   o = k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the block
+//   is untouched; an m-tile none of whose slots has a key in the block is skipped (warp- / warpgroup-uniform).
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
 // here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
 // arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
 // decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
 #include <cuda_runtime.h>
 #include <climits>
-#include <cstdlib>
 #include <cstdint>
 #include <type_traits>
 #include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk
@@ -449,6 +456,8 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint3
   return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
 }
 
+// Named barriers of the wgmma kernel (0 is __syncthreads): 1 + wg the warpgroup votes, kStaggerBar the stagger.
+constexpr int kStaggerBar = 3;
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
@@ -494,7 +503,7 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
   wgmma_commit();
   wgmma_wait<0>();
   reg_fence(s);
-  if (arrive_after_s) named_bar_arrive(3, 2 * 128);
+  if (arrive_after_s) named_bar_arrive(kStaggerBar, kAttnTcWgThreads);
   if (softcap > 0.0f) {
 #pragma unroll
     for (int j = 0; j < NB; ++j)
@@ -626,16 +635,13 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); each warp's
-// two m16 tiles (32 consecutive slots) share every K and V fragment; two CTAs are not in lockstep, so one's
-// softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2 warpgroups per SM, warpgroup wg
-// owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows 16w .. 16w+15; o 64, S 32 registers), the
-// two groups run their blocks independently between the ring's barriers (one's softmax overlaps the other's
-// wgmma), and a deeper K/V ring. Tiles [tile_lo, tile_hi) of the launch (the host picks the kernel per tile
-// from the tile's own slot count), launched last tile first.
+// WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs
+// are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2
+// warpgroups per SM (o 64, S 32 registers per thread), staggered by a named barrier so that one group's softmax
+// overlaps the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
 template <typename T, int D, bool WG>
 __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
-    attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi, const bool stagger) {
+    attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
@@ -872,9 +878,9 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         if constexpr (WG) {
           // Stagger: group 1 starts its block when group 0's S is done, so one group's softmax overlaps the
           // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here.
-          if (stagger && wg == 1) named_bar_sync(3, NTH);
+          if (wg == 1) named_bar_sync(kStaggerBar, NTH);
           if (!busy) {
-            if (stagger && wg == 0) named_bar_arrive(3, NTH);
+            if (wg == 0) named_bar_arrive(kStaggerBar, NTH);
             continue;
           }
         } else if (!busy) {
@@ -885,7 +891,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         const bool whole = i >= whole_lo && i < whole_hi;
         if constexpr (WG) {
           const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
-          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, stagger && wg == 0,
+          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0,
                              p.scale, p.softcap);
         } else {
           // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
@@ -1006,14 +1012,6 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
-inline bool tc_stagger() {  // EXPERIMENT ONLY: DETOPS_ATTN_TC_STAGGER=1
-  static const bool v = [] {
-    const char* e = getenv("DETOPS_ATTN_TC_STAGGER");
-    return e && e[0] == '1';
-  }();
-  return v;
-}
-
 // Chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
 template <typename T, int D, bool WG>
 int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
@@ -1024,12 +1022,12 @@ int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
   const dim3 grid(unsigned(L.chunk_slots * (tile_hi - tile_lo)), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi, tc_stagger());
+  chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi);
   return int(cudaGetLastError());
 }
 
 template <typename T, int D>
-int launch_typed(const AttentionLaunch& L, bool wg_allowed) {
+int launch_typed(const AttentionLaunch& L) {
   const AttentionParams& p = L.p;
   const int64_t G = p.Hq / p.Hk;
   const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
@@ -1037,7 +1035,7 @@ int launch_typed(const AttentionLaunch& L, bool wg_allowed) {
   // possibly the last) runs the wgmma kernel, a smaller one (a decode step's G slots, a short last tile) the
   // mma.sync kernel. Both give every row the same bits (§6b; tests/test_attention_tc.py).
   const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
-  const int64_t wg_tiles = !wg_allowed ? 0 : last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
+  const int64_t wg_tiles = last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
   int e = launch_chunk<T, D, true>(L, 0, wg_tiles);
   if (e == 0) e = launch_chunk<T, D, false>(L, wg_tiles, tiles);
   if (e != 0) return e;
@@ -1053,13 +1051,8 @@ int launch_typed(const AttentionLaunch& L, bool wg_allowed) {
 int attention_tc_launch(const AttentionLaunch& L) {
   const int64_t D = L.p.D;
   if (!attention_tc_supports(L.dtype, L.p.D, L.p.Dv)) return int(cudaErrorInvalidValue);
-  static const bool wg = [] {  // EXPERIMENT ONLY (removed before merge): DETOPS_ATTN_TC_WG=0 -> the mma.sync kernel
-    const char* e = getenv("DETOPS_ATTN_TC_WG");
-    return !(e && e[0] == '0');
-  }();
-  if (L.dtype == AttnDtype::BF16)
-    return D == 64 ? attn_tc::launch_typed<bf16_t, 64>(L, wg) : attn_tc::launch_typed<bf16_t, 128>(L, wg);
-  return D == 64 ? attn_tc::launch_typed<fp16_t, 64>(L, wg) : attn_tc::launch_typed<fp16_t, 128>(L, wg);
+  if (L.dtype == AttnDtype::BF16) return D == 64 ? attn_tc::launch_typed<bf16_t, 64>(L) : attn_tc::launch_typed<bf16_t, 128>(L);
+  return D == 64 ? attn_tc::launch_typed<fp16_t, 64>(L) : attn_tc::launch_typed<fp16_t, 128>(L);
 }
 
 }  // namespace detops
