@@ -456,7 +456,7 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint3
   return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-// Named barriers of the wgmma kernel (0 is __syncthreads): 1 + wg the warpgroup votes, kStaggerBar the stagger.
+// Named barriers of the wgmma kernel (0 is __syncthreads): 1 + wg the warpgroup votes, kStaggerBar (+ 1) the stagger.
 constexpr int kStaggerBar = 3;
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
@@ -482,7 +482,7 @@ template <bool BF, int D>
 __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
                                             const uint64_t dk, const uint64_t dv, const bool whole, const unsigned live,
                                             const int i, const int* s_rlo, const int* s_rhi, const int wrow,
-                                            const int lane, const int wg, const bool arrive_after_s, const float scale,
+                                            const int lane, const int wg, const int arrive_bar, const float scale,
                                             const float softcap) {
   constexpr int NT = D / 8;
   constexpr int NB = kBK / 8;
@@ -503,7 +503,7 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
   wgmma_commit();
   wgmma_wait<0>();
   reg_fence(s);
-  if (arrive_after_s) named_bar_arrive(kStaggerBar, kAttnTcWgThreads);
+  if (arrive_bar >= 0) named_bar_arrive(arrive_bar, kAttnTcWgThreads);  // group 0: the stagger
   if (softcap > 0.0f) {
 #pragma unroll
     for (int j = 0; j < NB; ++j)
@@ -843,27 +843,19 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
 
-      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; kStages - 1 blocks are in flight.
+      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages. It advances kStep blocks at a time
+      // (one barrier per step): the step starting at block i waits for its kStep blocks and refills the buffers of
+      // the previous step with blocks i + kStages - kStep ..; the wgmma kernel's 2-block steps let its warpgroups
+      // drift by up to a block between barriers.
+      constexpr int kStep = WG ? 2 : 1;
+      static_assert(kStages % kStep == 0 && kStages >= 2 * kStep, "the ring holds a step in use and a step loading");
       const T* kblk = kb + cbase * p.k_ss;
       const T* vblk = vb + cbase * p.v_ss;
       const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
+      auto stage_step = [&](int nb0) {  // blocks nb0 .. nb0 + kStep - 1 (those that exist), one cp.async group
 #pragma unroll
-      for (int st = 0; st < kStages - 1; ++st) {
-        if (st < nblocks) {
-          const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
-          stage_block<T, D, WG>(sK + st * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-          stage_block<T, D, WG>(sV + st * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
-          kblk += kstep;
-          vblk += vstep;
-        }
-        cp_async_commit();
-      }
-      for (int i = 0; i < nblocks; ++i) {
-        cp_async_wait<kStages - 2>();
-        if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
-        __syncthreads();  // block i has landed for every thread, and every warp is done with block i - 1
-        {
-          const int nb = i + kStages - 1;  // refill the buffer block i - 1 used
+        for (int u = 0; u < kStep; ++u) {
+          const int nb = nb0 + u;
           if (nb < nblocks) {
             const int nbuf = nb % kStages;
             const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
@@ -872,15 +864,27 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
             kblk += kstep;
             vblk += vstep;
           }
-          cp_async_commit();
+        }
+        cp_async_commit();
+      };
+#pragma unroll
+      for (int st = 0; st < kStages - kStep; st += kStep) stage_step(st);
+      for (int i = 0; i < nblocks; ++i) {
+        if (i % kStep == 0) {
+          cp_async_wait<(kStages - kStep) / kStep - 1>();
+          if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
+          __syncthreads();  // blocks i .. i + kStep - 1 have landed for every thread; every warp is done with the last step
+          stage_step(i + kStages - kStep);
         }
         const bool busy = i >= busy_lo && i <= busy_hi;  // some slot of the warp (WG: of the warpgroup) is here
         if constexpr (WG) {
           // Stagger: group 1 starts its block when group 0's S is done, so one group's softmax overlaps the
-          // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here.
-          if (wg == 1) named_bar_sync(kStaggerBar, NTH);
+          // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here. Two barrier ids
+          // by block parity: group 0 may be a block ahead.
+          const int bar = kStaggerBar + (i & 1);
+          if (wg == 1) named_bar_sync(bar, NTH);
           if (!busy) {
-            if (wg == 0) named_bar_arrive(kStaggerBar, NTH);
+            if (wg == 0) named_bar_arrive(bar, NTH);
             continue;
           }
         } else if (!busy) {
@@ -891,7 +895,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         const bool whole = i >= whole_lo && i < whole_hi;
         if constexpr (WG) {
           const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
-          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0,
+          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0 ? kStaggerBar + (i & 1) : -1,
                              p.scale, p.softcap);
         } else {
           // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
