@@ -7,7 +7,8 @@
 //  - wgmma kernel (tiles of >= kAttnTcWgMinSlots slots: every prefill tile but maybe the last): 256 threads = 2
 //    warpgroups, 1 CTA per SM; warpgroup wg owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows
 //    16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma m64n64k16 from shared memory, P·V by wgmma
-//    m64nDk16 with p̃ from registers; a 4-stage K/V ring; group 1 starts each block when group 0's S is done.
+//    m64nDk16 with p̃ from registers; a 4-stage K/V ring advanced 2 blocks per barrier; group 1 starts each block
+//    when group 0's S is done.
 //  - mma.sync kernel (smaller tiles: decode steps, a short last tile): 128 threads = 4 warps, 2 CTAs per SM
 //    (FlashAttention-2 layout); warp w owns slots 32w .. 32w+31 as two m16 tiles sharing every K and V fragment.
 // In both, a lane holds the same C-fragment elements of its rows (the wgmma m64nN accumulator is, per warp, the
@@ -15,8 +16,8 @@
 // gives the bits of an mma.sync m16n8k16 step (scratch micro-test on the H100, 2 x 2^21 elements; the tests compare
 // rows across the kernels), so every row gets the same bits from either kernel. Each warp keeps its slots' scores,
 // block maxima and row sums in registers and quad shuffles, o (rows x D) in registers for the whole chunk, and p̃
-// goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
-// K/V cp.async ring).
+// goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per step of the
+// K/V cp.async ring (1 block; 2 in the wgmma kernel).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
