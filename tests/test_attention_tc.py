@@ -227,6 +227,49 @@ def test_extreme_scores_prefill_chunked_decode(dtype, spread):
         assert torch.equal(y, full[:, :, t:t + 1]), t
 
 
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("D", TC_DIMS)
+@pytest.mark.parametrize("heads,Q", (((4, 1), 48), ((4, 1), 49), ((1, 1), 192), ((1, 1), 193), ((8, 2), 16)))
+def test_kernel_choice_boundary_rows_equal_decode(dtype, D, heads, Q):
+    """A tile of >= 65 slots runs the wgmma kernel, a smaller one (the last tile here when its slots are
+    Q*G - 128 <= 64, and every decode step) the mma.sync kernel: rows on both sides of each tile boundary of a
+    chunked prefill (1000 past keys: rows span two chunks) equal the same rows computed alone (decode, Q = 1)."""
+    Hq, Hk = heads
+    G = Hq // Hk
+    past = 1000
+    K = past + Q
+    q, k, v = gpu_qkv(1, Hq, Hk, Q, K, D, dtype, Q + D)
+    sc = 1.0 / math.sqrt(D)
+    y = _op(q, k, v, causal_rows(Q, K, past=past), sc)
+    rows = sorted({0, Q - 1} | {r for t in range(1, (Q * G + 127) // 128) for r in (128 * t // G - 1, 128 * t // G)})
+    for r in rows:
+        alone = _op(q[:, :, r:r + 1], k, v, causal_rows(1, K, past=past + r), sc)
+        assert torch.equal(alone, y[:, :, r:r + 1]), r
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("D", TC_DIMS)
+@pytest.mark.parametrize("heads", ((1, 1), (3, 3)))
+def test_skipped_block_keeps_state_with_inf_value(dtype, D, heads):
+    """§6 step 2: a row that does not visit a block keeps its state bit for bit, also when its tile-mates read
+    that block. Causal prefill of 130 tokens with V = inf at key 100 (block 1): with G = 1 a 128-slot tile
+    (and the kernel's 64-slot m-tiles) holds rows on both sides of the block boundary 64, so rows t < 64 skip a
+    block their tile runs (the kernel's select path: 0 * inf would make them NaN). Each of them is finite and
+    equals its decode bits (cache [0, t], where key 100 does not exist)."""
+    Hq, Hk = heads
+    S = 130
+    q, k, v = gpu_qkv(1, Hq, Hk, S, S, D, dtype, 100 + D)
+    v[:, :, 100] = float("inf")
+    sc = 1.0 / math.sqrt(D)
+    full = _op(q, k, v, causal_rows(S, S), sc)
+    assert torch.isfinite(full[:, :, :64]).all()
+    for t in (0, 1, 31, 32, 62, 63):
+        y = _op(q[:, :, t:t + 1], k[:, :, :t + 1], v[:, :, :t + 1], causal_rows(1, t + 1, past=t), sc)
+        assert torch.equal(y, full[:, :, t:t + 1]), t
+    chunk = _op(q[:, :, :64], k[:, :, :64], v[:, :, :64], causal_rows(64, 64), sc)
+    assert torch.equal(chunk, full[:, :, :64])
+
+
 # ---- accuracy ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("D", TC_DIMS)

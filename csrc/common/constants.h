@@ -139,5 +139,8 @@ constexpr int kAttnTcSlots = 128;       // tensor-core kernel: (row, head) slots
 constexpr int kAttnTcThreads = 128;     // tensor-core kernel: 4 warps, each owning 32 slots (two mma M = 16) x a whole 64-key block
 constexpr int kAttnTcMergeThreads = 256;  // tensor-core chunk-merge kernel: one warp per (row, head)
 constexpr int kAttnTcStages = 2;        // tensor-core kernel: K/V blocks in the cp.async ring (scheduling only; 2 CTAs per SM)
+constexpr int kAttnTcWgThreads = 256;   // tensor-core wgmma kernel: 2 warpgroups, each owning 64 slots (one wgmma M = 64)
+constexpr int kAttnTcWgStages = 4;      // tensor-core wgmma kernel: K/V ring stages (1 CTA per SM)
+constexpr int kAttnTcWgMinSlots = 65;   // tensor-core: a tile with at least this many slots runs the wgmma kernel
 
 }  // namespace detops

@@ -1,22 +1,31 @@
-// attention, tensor-core chunk kernel for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
+// attention, tensor-core chunk kernels for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
-// Grid (chunk slot x slot tile, kv head, batch), 128 threads = 4 warps, 2 CTAs per SM (FlashAttention-2 layout). A
-// tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
-// kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv
-// head. Warp w owns slots 32w .. 32w+31 as two m16 tiles (lane holds slots 32w + 16mt + lane/4 and +8, the
-// accumulator rows) that share every K and V fragment, and the whole of every 64-key block: its scores, block
-// maxima and row sums stay in registers and quad shuffles, o (32 x D) lives in registers for the whole chunk, and
-// p goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per block (the
-// K/V cp.async ring).
+// A tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
+// kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head.
+// Grid (chunk slot x tile, kv head, batch). Two kernels, chosen per tile from the tile's own slot count (launch_typed):
+//  - wgmma kernel (tiles of >= kAttnTcWgMinSlots slots: every prefill tile but maybe the last): 256 threads = 2
+//    warpgroups, 1 CTA per SM; warpgroup wg owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows
+//    16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma m64n64k16 from shared memory, P·V by wgmma
+//    m64nDk16 with p̃ from registers; a 4-stage K/V ring advanced 2 blocks per barrier; group 1 starts each block
+//    when group 0's S is done.
+//  - mma.sync kernel (smaller tiles: decode steps, a short last tile): 128 threads = 4 warps, 2 CTAs per SM
+//    (FlashAttention-2 layout); warp w owns slots 32w .. 32w+31 as two m16 tiles sharing every K and V fragment.
+// In both, a lane holds the same C-fragment elements of its rows (the wgmma m64nN accumulator is, per warp, the
+// mma.sync m16n8 fragment per n8 tile), the score / o chains are k16 steps in the same order, and a wgmma k16 step
+// gives the bits of an mma.sync m16n8k16 step (scratch micro-test on the H100, 2 x 2^21 elements; the tests compare
+// rows across the kernels), so every row gets the same bits from either kernel. Each warp keeps its slots' scores,
+// block maxima and row sums in registers and quad shuffles, o (rows x D) in registers for the whole chunk, and p̃
+// goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per step of the
+// K/V cp.async ring (1 block; 2 in the wgmma kernel).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
-//   S = Q Kᵀ: per score, mma k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
+//   S = Q Kᵀ: per score, k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
 //   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), per quad lane l_q = l_q*α + r_q
 //   (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
-//   o = mma k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the
-//   block is untouched; a warp whose m16 tile 1 has no key in the block runs m-tile 0 alone (warp-uniform).
+//   o = k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the block
+//   is untouched; an m-tile none of whose slots has a key in the block is skipped (warp- / warpgroup-uniform).
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
 // here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
 // arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
@@ -27,6 +36,7 @@
 #include <type_traits>
 #include "attention_kernels.cuh"  // RowKeys, read_row, first/last_chunk
 #include "attention_tc.h"
+#include "attention_wgmma.cuh"
 
 namespace detops {
 namespace attn_tc {
@@ -37,7 +47,7 @@ using attn_cuda::first_chunk;
 using attn_cuda::last_chunk;
 
 constexpr int kSlots = kAttnTcSlots;
-constexpr int kThreads = kAttnTcThreads;
+constexpr int kThreads = kAttnTcThreads;  // the mma.sync kernel
 constexpr int kBK = kAttnBlockKeys;
 constexpr int kCK = kAttnChunkKeys;
 constexpr int kWarps = kThreads / 32;
@@ -45,8 +55,17 @@ constexpr int kMTiles = kSlots / (16 * kWarps);  // m16 tiles (of the mma M = 16
 static_assert(kSlots == 16 * kMTiles * kWarps, "each warp owns kMTiles whole m16 tiles");
 static_assert(kSlots <= kThreads, "slot descriptors are handled by one thread each");
 static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = the 4 quarters of §6b's l sums");
-constexpr int kStages = kAttnTcStages;
-static_assert(kStages >= 2, "the K/V ring needs a buffer being filled and one being read");
+static_assert(kAttnTcStages >= 2 && kAttnTcWgStages >= 2, "the K/V ring needs a buffer being filled and one being read");
+static_assert(kAttnTcWgThreads == 2 * 128 && kSlots == 2 * 64, "wgmma kernel: one warpgroup per m64 tile of the slots");
+
+// Per kernel (WG: the wgmma kernel): threads, K/V ring stages, m-tiles per thread, CTAs per SM.
+template <bool WG>
+struct TcShape {
+  static constexpr int threads = WG ? kAttnTcWgThreads : kAttnTcThreads;
+  static constexpr int stages = WG ? kAttnTcWgStages : kAttnTcStages;
+  static constexpr int mtiles = WG ? 1 : kMTiles;
+  static constexpr int ctas_per_sm = WG ? 1 : 2;
+};
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -123,36 +142,44 @@ __device__ __forceinline__ uint4 load8(const T* src, bool vec) {
   return r;
 }
 
-// Shared-memory tiles are rows of D 16-bit elements in 16-byte chunks, chunk c of row r stored at chunk
-// c ^ (r & 7): the 8 rows an ldmatrix reads at one logical chunk hit 8 different bank groups.
-template <int D>
-__device__ __forceinline__ int swz(int row, int chunk) {
+// Shared-memory tiles of `rows` rows of D 16-bit elements, in 16-byte chunks. mma.sync kernel (WG = false): row r
+// at r*D, its chunk c at c ^ (r & 7) (the 8 rows an ldmatrix reads at one logical chunk hit 8 different bank
+// groups). wgmma kernel (WG = true): the 128-byte-swizzle canonical layout of the wgmma descriptors: panels of 64
+// columns (panel c / 8 at (c / 8) * rows * 64), each row r of a panel 128 bytes at r*64, chunk c % 8 at
+// (c % 8) ^ (r & 7) (for D = 64 the two layouts coincide).
+template <int D, bool WG>
+__device__ __forceinline__ int swz(int rows, int row, int chunk) {
+  if constexpr (WG) return (chunk >> 3) * rows * 64 + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
+template <int D, bool WG>
+constexpr int kRowElems = WG ? 64 : D;  // elements between consecutive rows of a tile (of one panel)
 
 // Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
 // swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
 // chunk t % DC of rows t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free
 // loop of cp.async.
-template <typename T, int D>
+template <typename T, int D, bool WG>
 __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
   constexpr int DC = D / 8;
-  constexpr int R = kThreads / DC;  // rows per sweep of the CTA
-  static_assert(kThreads % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
+  constexpr int NTH = TcShape<WG>::threads;
+  constexpr int R = NTH / DC;  // rows per sweep of the CTA
+  static_assert(NTH % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
-  dst += swz<D>(r0, c);  // row r0 + it*R has the same row & 7 (R is a multiple of 8), so the swizzle is fixed
+  constexpr int RS = kRowElems<D, WG>;
+  dst += swz<D, WG>(kBK, r0, c);  // row r0 + it*R has the same row & 7 (R is a multiple of 8), so the swizzle is fixed
   static_assert(R % 8 == 0, "the swizzle repeats every 8 rows");
   if (vec && jlo == 0 && jhi == kBK) {
 #pragma unroll
-    for (int it = 0; it < kBK / R; ++it, src += step) cp_async16(dst + it * R * D, src);
+    for (int it = 0; it < kBK / R; ++it, src += step) cp_async16(dst + it * R * RS, src);
     return;
   }
 #pragma unroll
   for (int it = 0; it < kBK / R; ++it, src += step) {
     const int r = r0 + it * R;
-    uint16_t* d = dst + it * R * D;
+    uint16_t* d = dst + it * R * RS;
     if (r < jlo || r >= jhi) {
       *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
     } else if (vec) {
@@ -422,41 +449,223 @@ __device__ __forceinline__ void tc_block(float (&o)[kMTiles][D / 8][4], float (&
   }
 }
 
-template <typename T, int D>
+// wgmma shared-memory matrix descriptor (sm_90a): start address, leading / stride byte offsets (16-byte units),
+// 128-byte swizzle. Tiles start at 1024-byte boundaries (base_offset 0). K-major operands (Q, K): 8-row groups
+// 1024 bytes apart (SBO), the k16 step is a 32-byte offset inside the 128-byte row. N-major V: rows of 64 columns
+// 128 bytes apart, 8-row groups at 1024 (SBO), 64-column panels at kBK * 128 bytes (LBO).
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// Named barriers of the wgmma kernel (0 is __syncthreads): 1 + wg the warpgroup votes, kStaggerBar (+ 1) the stagger.
+constexpr int kStaggerBar = 3;
+__device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+// OR of `pred` over the 128 threads of a warpgroup (named barrier 1 + wg; the CTA's __syncthreads uses 0).
+__device__ __forceinline__ bool warpgroup_or(bool pred, int wg) {
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+      : "=r"(r)
+      : "r"(uint32_t(pred)), "r"(1 + wg)
+      : "memory");
+  return r != 0;
+}
+
+// The wgmma kernel's 64-key block for one warpgroup: its m64 tile (slots 64wg .. 64wg+63; warp w of the group owns
+// rows 16w .. 16w+15), run only when some slot of the tile has keys here (warpgroup-uniform; otherwise the tile is
+// not touched, as §6 step 2 does). The accumulators of wgmma m64nNk16 are, per warp, exactly the mma.sync m16n8
+// C fragments of its rows (n8 tile j, element e), so every per-slot step after S is tc_block's, and each score /
+// o element gets the k16 chain of §6b (a wgmma k16 step == an mma.sync m16n8k16 step, bit for bit:
+// tests/test_attention_tc.py runs rows through both kernels).
+template <bool BF, int D>
+__device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
+                                            const uint64_t dk, const uint64_t dv, const bool whole, const unsigned live,
+                                            const int i, const int* s_rlo, const int* s_rhi, const int wrow,
+                                            const int lane, const int wg, const int arrive_bar, const float scale,
+                                            const float softcap) {
+  constexpr int NT = D / 8;
+  constexpr int NB = kBK / 8;
+  const int qd = lane & 3;
+  auto slot_of = [&](int h) { return wrow + (lane >> 2) + 8 * h; };
+
+  // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
+  float s[NB][4];
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_ss<BF, kBK>(s, dq + (uint32_t((kk >> 2) * kSlots * 128 + (kk & 3) * 32) >> 4),
+                      dk + (uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32) >> 4));
+  wgmma_commit();
+  wgmma_wait<0>();
+  reg_fence(s);
+  if (arrive_bar >= 0) named_bar_arrive(arrive_bar, kAttnTcWgThreads);  // group 0: the stagger
+  if (softcap > 0.0f) {
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, softcap);
+  } else {
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, 0.0f);
+  }
+  int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};
+  if (!whole) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      jlo[h] = min(max(s_rlo[slot_of(h)] - i * kBK, 0), kBK);
+      jhi[h] = min(max(s_rhi[slot_of(h)] - i * kBK, 0), kBK);
+    }
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
+        s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
+      }
+  }
+  // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad (as tc_block).
+  float mx[2][NB];
+#pragma unroll
+  for (int j = 0; j < NB; ++j) {
+    mx[0][j] = det_max(s[j][0], s[j][1]);
+    mx[1][j] = det_max(s[j][2], s[j][3]);
+  }
+#pragma unroll
+  for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+    for (int j = 0; j < w; ++j) {
+      mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
+      mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
+    }
+  float alpha[2], msub[2];
+  bool skip[2];
+  bool must_keep = false;  // a slot with keys in this chunk skips this block: its o must stay as is
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float bmax = mx[h][0];
+    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+    const float m_new = det_max(m[h], bmax);
+    skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
+    alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
+    msub[h] = skip[h] ? 0.0f : m_new;
+    m[h] = skip[h] ? m[h] : m_new;
+    must_keep = must_keep || (skip[h] && ((live >> h) & 1u));
+  }
+  // p̃ and the quad lane's l share, exactly as tc_block.
+  uint32_t pa[4][4];
+  float quarter[2][4];
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {
+      const float* sj = s[2 * ks + jj];
+      pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
+      pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
+      t = t + lo_float<BF>(pa[ks][2 + h]);
+      quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+    l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], r);
+  }
+  // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc. A slot that skips the
+  // block keeps o bit for bit (0·v could be NaN at a tile-mate's key, and a zero sum could flip a signed zero):
+  // when a slot of the warpgroup with keys in this chunk skips (rare: a block boundary inside the m-tile, a row of
+  // -inf scores), P·V runs per 64-column panel on a copy and selects.
+  if (!warpgroup_or(must_keep, wg)) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[0][n][e] = o[0][n][e] * alpha[e >> 1];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o[0], pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(o[0]);
+  } else {
+#pragma unroll
+    for (int pn = 0; pn < D / 64; ++pn) {
+      float acc[8][4];
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[n][e] = o[0][8 * pn + n][e] * alpha[e >> 1];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        wgmma_rs<BF, 64>(acc, pa[ks], dv + (uint32_t(pn * kBK * 128 + ks * 16 * 128) >> 4));
+      wgmma_commit();
+      wgmma_wait<0>();
+      reg_fence(acc);
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[0][8 * pn + n][e] = skip[e >> 1] ? o[0][8 * pn + n][e] : acc[n][e];
+    }
+  }
+}
+
+template <typename T, int D, bool WG>
 struct TcSmem {
+  static constexpr int S = TcShape<WG>::stages;
   static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
-  static constexpr int k = q + kSlots * D;       // kStages x kBK x D     K blocks (ring)
-  static constexpr int v = k + kStages * kBK * D;  // kStages x kBK x D   V blocks
-  static constexpr int elems = v + kStages * kBK * D;
-  static constexpr size_t bytes = size_t(elems) * 2;
+  static constexpr int k = q + kSlots * D;       // S x kBK x D           K blocks (ring)
+  static constexpr int v = k + S * kBK * D;      // S x kBK x D           V blocks
+  static constexpr int elems = v + S * kBK * D;
+  static constexpr size_t bytes = size_t(elems) * 2 + 1024;  // + the alignment of the tiles to 1024 bytes
+  static_assert((kBK * D * 2) % 1024 == 0 && (kSlots * D * 2) % 1024 == 0, "every tile starts at a 1024-byte boundary");
 };
 
 // Per-pass values every thread reads: [0] anchor A, [1] / [2] min lo / max hi of the pass's slots with keys,
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32). Two CTAs are not in lockstep, so one's
-// softmax overlaps the other's mma; each warp's two m16 tiles share every K and V fragment.
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const AttentionLaunch L) {
+// WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs
+// are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2
+// warpgroups per SM (o 64, S 32 registers per thread), staggered by a named barrier so that one group's softmax
+// overlaps the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
+template <typename T, int D, bool WG>
+__global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
+    attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
-  constexpr int MT = kMTiles; // m16 tiles per warp
-  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot warp*16*MT + 16mt + lane/4 + 8h
-  using SM = TcSmem<T, D>;
+  constexpr int MT = TcShape<WG>::mtiles;  // m-tiles per thread
+  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + kMStride*mt + lane/4 + 8h
+  constexpr int NTH = TcShape<WG>::threads;
+  constexpr int kStages = TcShape<WG>::stages;
+  using SM = TcSmem<T, D, WG>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
-  uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_u4) + SM::q;
-  uint16_t* sK = reinterpret_cast<uint16_t*>(smem_u4) + SM::k;
-  uint16_t* sV = reinterpret_cast<uint16_t*>(smem_u4) + SM::v;
+  uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
+      reinterpret_cast<char*>(smem_u4) + ((1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4)) & 1023u)) & 1023u));
+  uint16_t* sQ = smem_al + SM::q;
+  uint16_t* sK = smem_al + SM::k;
+  uint16_t* sV = smem_al + SM::v;
   __shared__ int64_t t_anchor[kSlots], t_lo[kSlots], t_hi[kSlots];
   __shared__ int64_t t_qi[kSlots], t_h[kSlots];
   __shared__ long long s_red[kRedN];
   __shared__ int8_t t_pass[kSlots];
   __shared__ int s_rlo[kSlots], s_rhi[kSlots];
+  __shared__ int s_busy[4];  // WG: per warpgroup the busy block range [lo, hi] of its m-tile
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
   const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
@@ -464,9 +673,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
 
   const int64_t G = p.Hq / p.Hk;
   const int64_t Z = L.chunk_slots;
-  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
   // Launch order only: the last tile (in causal prefill the longest rows) first, so the short tiles fill the tail.
-  const int64_t z = blockIdx.x % Z, tile = tiles - 1 - int64_t(blockIdx.x / Z);
+  const int64_t z = blockIdx.x % Z, tile = tile_hi - 1 - int64_t(blockIdx.x / Z);
   const int64_t kvh = blockIdx.y;
   const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
   const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
@@ -475,9 +683,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int wrow = warp * 16 * MT;  // the warp's first slot
+  const int wrow = WG ? 64 * wg + 16 * (warp & 3) : warp * 16 * MT;  // the warp's first slot
+  constexpr int kMStride = WG ? 64 : 16;            // slots between the warp's rows of m-tile mt and mt + 1
   const int qd = lane & 3;          // column pair within an n8 tile
-  auto slot_of = [&](int i) { return wrow + 16 * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
+  auto slot_of = [&](int i) { return wrow + kMStride * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
   const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
   const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
   const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
@@ -487,6 +696,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
+  const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // WG: the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     __syncthreads();
@@ -510,6 +720,10 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
         s_red[kRedHi] = LLONG_MIN;
         s_red[kRedKlo] = LLONG_MAX;
         s_red[kRedKhi] = LLONG_MIN;
+      }
+      if (WG && tid < 2) {
+        s_busy[2 * tid] = INT_MAX;
+        s_busy[2 * tid + 1] = -1;
       }
       if (!__syncthreads_or(slot_left)) break;
       if (slot_left) atomicMin(&s_red[kRedAnchor], static_cast<long long>(t_anchor[tid]));
@@ -553,6 +767,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       // registers only). The slots' own ranges go to shared memory for the masked blocks (s_rlo / s_rhi, empty
       // when not in the pass or not in the chunk).
       int mt_busy_lo[MT], mt_busy_hi[MT], whole_lo = 0, whole_hi = INT_MAX;
+      unsigned live = 0;  // bit i: the thread's slot i has keys in this chunk
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mt_busy_lo[mt] = INT_MAX;
@@ -569,6 +784,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
           s_rhi[s] = rhi;
         }
         if (rlo < rhi) {
+          live |= 1u << i;
           mt_busy_lo[i >> 1] = min(mt_busy_lo[i >> 1], rlo / kBK);
           mt_busy_hi[i >> 1] = max(mt_busy_hi[i >> 1], (rhi - 1) / kBK);
           whole_lo = max(whole_lo, (rlo + kBK - 1) / kBK);
@@ -580,19 +796,32 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
       for (int mt = 0; mt < MT; ++mt) {
         mt_busy_lo[mt] = __reduce_min_sync(0xffffffffu, mt_busy_lo[mt]);
         mt_busy_hi[mt] = __reduce_max_sync(0xffffffffu, mt_busy_hi[mt]);
-        busy_lo = min(busy_lo, mt_busy_lo[mt]);
-        busy_hi = max(busy_hi, mt_busy_hi[mt]);
       }
       whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
       whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
-      __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
+      if constexpr (WG) {  // a wgmma is issued by the whole warpgroup: busy range over the group's m-tile
+        if (lane == 0) {
+          atomicMin(&s_busy[2 * wg], mt_busy_lo[0]);
+          atomicMax(&s_busy[2 * wg + 1], mt_busy_hi[0]);
+        }
+        __syncthreads();  // s_busy, and s_rlo / s_rhi of the warp's slots, are written
+        mt_busy_lo[0] = s_busy[2 * wg];
+        mt_busy_hi[0] = s_busy[2 * wg + 1];
+      } else {
+        __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        busy_lo = min(busy_lo, mt_busy_lo[mt]);
+        busy_hi = max(busy_hi, mt_busy_hi[mt]);
+      }
 
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
       if (!q_staged) {
         q_staged = true;
-        for (int i = tid; i < kSlots * DC; i += kThreads) {
+        for (int i = tid; i < kSlots * DC; i += NTH) {
           const int s = i / DC, cc = i % DC;
-          uint16_t* d = sQ + swz<D>(s, cc);
+          uint16_t* d = sQ + swz<D, WG>(kSlots, s, cc);
           const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
           if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
           else if (L.q_vec) cp_async16(d, src);
@@ -615,50 +844,72 @@ __global__ void __launch_bounds__(kThreads, 2) attention_tc_chunk_kernel(const A
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
 
-      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; kStages - 1 blocks are in flight.
+      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages. It advances kStep blocks at a time
+      // (one barrier per step): the step starting at block i waits for its kStep blocks and refills the buffers of
+      // the previous step with blocks i + kStages - kStep ..; the wgmma kernel's 2-block steps let its warpgroups
+      // drift by up to a block between barriers.
+      constexpr int kStep = WG ? 2 : 1;
+      static_assert(kStages % kStep == 0 && kStages >= 2 * kStep, "the ring holds a step in use and a step loading");
       const T* kblk = kb + cbase * p.k_ss;
       const T* vblk = vb + cbase * p.v_ss;
       const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
+      auto stage_step = [&](int nb0) {  // blocks nb0 .. nb0 + kStep - 1 (those that exist), one cp.async group
 #pragma unroll
-      for (int st = 0; st < kStages - 1; ++st) {
-        if (st < nblocks) {
-          const int jl = min(max(kl - st * kBK, 0), kBK), jh = min(max(kh - st * kBK, 0), kBK);
-          stage_block<T, D>(sK + st * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-          stage_block<T, D>(sV + st * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
-          kblk += kstep;
-          vblk += vstep;
-        }
-        cp_async_commit();
-      }
-      for (int i = 0; i < nblocks; ++i) {
-        cp_async_wait<kStages - 2>();
-        __syncthreads();  // block i has landed for every thread, and every warp is done with block i - 1
-        {
-          const int nb = i + kStages - 1;  // refill the buffer block i - 1 used
+        for (int u = 0; u < kStep; ++u) {
+          const int nb = nb0 + u;
           if (nb < nblocks) {
             const int nbuf = nb % kStages;
             const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-            stage_block<T, D>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-            stage_block<T, D>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+            stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
             kblk += kstep;
             vblk += vstep;
           }
-          cp_async_commit();
         }
-        if (i < busy_lo || i > busy_hi) continue;  // no slot of the warp here (or the warp has none)
+        cp_async_commit();
+      };
+#pragma unroll
+      for (int st = 0; st < kStages - kStep; st += kStep) stage_step(st);
+      for (int i = 0; i < nblocks; ++i) {
+        if (i % kStep == 0) {
+          cp_async_wait<(kStages - kStep) / kStep - 1>();
+          if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
+          __syncthreads();  // blocks i .. i + kStep - 1 have landed for every thread; every warp is done with the last step
+          stage_step(i + kStages - kStep);
+        }
+        const bool busy = i >= busy_lo && i <= busy_hi;  // some slot of the warp (WG: of the warpgroup) is here
+        if constexpr (WG) {
+          // Stagger: group 1 starts its block when group 0's S is done, so one group's softmax overlaps the
+          // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here. Two barrier ids
+          // by block parity: group 0 may be a block ahead.
+          const int bar = kStaggerBar + (i & 1);
+          if (wg == 1) named_bar_sync(bar, NTH);
+          if (!busy) {
+            if (wg == 0) named_bar_arrive(bar, NTH);
+            continue;
+          }
+        } else if (!busy) {
+          continue;
+        }
         const int buf = i % kStages;
         const uint32_t k_base = sK_u32 + uint32_t(buf * kBK * D * 2), v_base = sV_u32 + uint32_t(buf * kBK * D * 2);
         const bool whole = i >= whole_lo && i < whole_hi;
-        // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
-        // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
-        static_assert(MT == 2, "the dispatch below names m-tiles 0 and 1");
-        const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
-        if (only0)
-          tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                             p.softcap);
-        else
-          tc_block<BF, D, (1 << MT) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane,
-                                         p.scale, p.softcap);
+        if constexpr (WG) {
+          const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
+          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0 ? kStaggerBar + (i & 1) : -1,
+                             p.scale, p.softcap);
+        } else {
+          // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
+          // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
+          static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
+          const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
+          if (only0)
+            tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                               p.softcap);
+          else
+            tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow,
+                                                lane, p.scale, p.softcap);
+        }
       }
       cp_async_wait<0>();
 
@@ -766,22 +1017,37 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
-template <typename T, int D>
-int launch_typed(const AttentionLaunch& L) {
-  using SM = TcSmem<T, D>;
+// Chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
+template <typename T, int D, bool WG>
+int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
+  if (tile_hi <= tile_lo) return 0;
+  using SM = TcSmem<T, D, WG>;
   const AttentionParams& p = L.p;
-  cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
-  const int64_t G = p.Hq / p.Hk;
-  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
-  auto chunk = attention_tc_chunk_kernel<T, D>;
+  auto chunk = attention_tc_chunk_kernel<T, D, WG>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
-  const dim3 grid(unsigned(L.chunk_slots * tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  chunk<<<grid, kThreads, SM::bytes, stream>>>(L);
+  const dim3 grid(unsigned(L.chunk_slots * (tile_hi - tile_lo)), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
+  chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi);
+  return int(cudaGetLastError());
+}
+
+template <typename T, int D>
+int launch_typed(const AttentionLaunch& L) {
+  const AttentionParams& p = L.p;
+  const int64_t G = p.Hq / p.Hk;
+  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
+  // Kernel per tile, from the tile's own slot count: a tile of at least kAttnTcWgMinSlots slots (every tile but
+  // possibly the last) runs the wgmma kernel, a smaller one (a decode step's G slots, a short last tile) the
+  // mma.sync kernel. Both give every row the same bits (§6b; tests/test_attention_tc.py).
+  const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
+  const int64_t wg_tiles = last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
+  int e = launch_chunk<T, D, true>(L, 0, wg_tiles);
+  if (e == 0) e = launch_chunk<T, D, false>(L, wg_tiles, tiles);
+  if (e != 0) return e;
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
-  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, stream>>>(L);
+  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, static_cast<cudaStream_t>(L.stream)>>>(L);
   return int(cudaGetLastError());
 }
 
