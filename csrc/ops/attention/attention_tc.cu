@@ -666,6 +666,9 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   __shared__ int s_busy[4];  // WG: per warpgroup the busy block range [lo, hi] of its m-tile
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
+  // Programmatic dependent launch: the merge kernel may be launched now (scheduling only: it waits for this grid's
+  // completion and memory with griddepcontrol.wait before it reads anything), which hides its launch latency.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
@@ -978,6 +981,9 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   T* outg = static_cast<T*>(p.out);
   const int lane = threadIdx.x & 31;
   constexpr int kWarpsPerCta = kAttnTcMergeThreads / 32;
+  // Launched as a programmatic dependent of the chunk kernel (launch_typed): wait for its completion and memory
+  // (the workspace, its one-chunk rows) before anything else.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int64_t total = p.B * p.Q * p.Hq;
   for (int64_t rh = int64_t(blockIdx.x) * kWarpsPerCta + (threadIdx.x >> 5); rh < total;
        rh += int64_t(gridDim.x) * kWarpsPerCta) {
@@ -1047,7 +1053,20 @@ int launch_typed(const AttentionLaunch& L) {
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
-  attention_tc_merge_kernel<T, D><<<mgrid, kAttnTcMergeThreads, 0, static_cast<cudaStream_t>(L.stream)>>>(L);
+  // Programmatic stream serialization: the merge kernel's launch overlaps the chunk kernel's tail; the merge kernel
+  // starts with griddepcontrol.wait, so it still sees the chunk kernel's complete results.
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(mgrid);
+  cfg.blockDim = dim3(kAttnTcMergeThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = static_cast<cudaStream_t>(L.stream);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  const cudaError_t me = cudaLaunchKernelEx(&cfg, attention_tc_merge_kernel<T, D>, L);
+  if (me != cudaSuccess) return int(me);
   return int(cudaGetLastError());
 }
 
