@@ -249,6 +249,36 @@ def test_kernel_choice_boundary_rows_equal_decode(dtype, D, heads, Q):
 
 @pytest.mark.parametrize("dtype", TC_DTYPES)
 @pytest.mark.parametrize("D", TC_DIMS)
+@pytest.mark.parametrize("heads", ((1, 1), (4, 1), (16, 1)))
+@pytest.mark.parametrize("past", (0, 47, 1000, 2040))
+def test_small_tile_rows_equal_other_kernels(dtype, D, heads, past):
+    """A tile of <= 16 slots (every decode step with G <= 16, a short last tile) runs the mma.sync kernel's
+    small-tile variant (16 Q rows, a deeper K/V ring, L2 prefetch), 17..64 slots the mma.sync kernel, >= 65 the
+    wgmma kernel. The same rows through each are bitwise equal: a prefill whose one tile has exactly 16 slots
+    (small), 16 + G slots (mma.sync), 128 slots (wgmma); a prefill of 128 + 16 slots (wgmma, then a small last
+    tile); that last tile's rows alone as one 16-slot prefill; and single rows decoded alone (G slots: small).
+    past 0 / 47 / 1000 / 2040: rows within one block, across the block boundary 64, across the chunk boundary
+    1024, spanning 2 and 3 chunks (1, 2, ~18 and ~34 blocks)."""
+    Hq, Hk = heads
+    G = Hq // Hk
+    n16, n128 = 16 // G, 128 // G
+    Qmax = n128 + n16
+    K = past + Qmax
+    q, k, v = gpu_qkv(1, Hq, Hk, Qmax, K, D, dtype, past + D + G)
+    sc = 1.0 / math.sqrt(D)
+    ref = _op(q, k, v, causal_rows(Qmax, K, past=past), sc)
+    for n in (n16, n16 + 1, n128):
+        y = _op(q[:, :, :n], k, v, causal_rows(n, K, past=past), sc)
+        assert torch.equal(y, ref[:, :, :n]), n
+    y = _op(q[:, :, n128:], k, v, causal_rows(n16, K, past=past + n128), sc)
+    assert torch.equal(y, ref[:, :, n128:])
+    for r in sorted({0, n16 - 1, n16, n128 - 1, n128, Qmax - 1}):
+        alone = _op(q[:, :, r:r + 1], k, v, causal_rows(1, K, past=past + r), sc)
+        assert torch.equal(alone, ref[:, :, r:r + 1]), r
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("D", TC_DIMS)
 @pytest.mark.parametrize("heads", ((1, 1), (3, 3)))
 def test_skipped_block_keeps_state_with_inf_value(dtype, D, heads):
     """§6 step 2: a row that does not visit a block keeps its state bit for bit, also when its tile-mates read

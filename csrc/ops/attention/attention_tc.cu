@@ -9,8 +9,12 @@
 //    16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma m64n64k16 from shared memory, P·V by wgmma
 //    m64nDk16 with p̃ from registers; a 4-stage K/V ring advanced 2 blocks per barrier; group 1 starts each block
 //    when group 0's S is done.
-//  - mma.sync kernel (smaller tiles: decode steps, a short last tile): 128 threads = 4 warps, 2 CTAs per SM
+//  - mma.sync kernel (smaller tiles: a short last tile): 128 threads = 4 warps, 2 CTAs per SM
 //    (FlashAttention-2 layout); warp w owns slots 32w .. 32w+31 as two m16 tiles sharing every K and V fragment.
+//  - its small-tile variant (SMALL; tiles of <= kAttnTcSmallSlots slots: every decode step with G <= 16): the same
+//    kernel and block body for warp 0's first m16 tile only (the only one with slots), Q staged for 16 rows, a
+//    deeper K/V ring at the same 2 CTAs per SM, Q and the first K/V blocks requested before the row descriptors
+//    arrive, and K/V blocks prefetched into L2 ahead of the ring (scheduling only: the same instructions per slot).
 // In both, a lane holds the same C-fragment elements of its rows (the wgmma m64nN accumulator is, per warp, the
 // mma.sync m16n8 fragment per n8 tile), the score / o chains are k16 steps in the same order, and a wgmma k16 step
 // gives the bits of an mma.sync m16n8k16 step (scratch micro-test on the H100, 2 x 2^21 elements; the tests compare
@@ -66,6 +70,14 @@ struct TcShape {
   static constexpr int mtiles = WG ? 1 : kMTiles;
   static constexpr int ctas_per_sm = WG ? 1 : 2;
 };
+
+// Per variant: K/V ring stages and the Q rows staged (SMALL: the mma.sync kernel's small-tile variant).
+template <int D, bool WG, bool SMALL>
+constexpr int kRingStages = SMALL ? kAttnTcSmallRingBytes / (2 * kAttnBlockKeys * D * 2) : TcShape<WG>::stages;
+template <bool SMALL>
+constexpr int kQRows = SMALL ? kAttnTcSmallSlots : kAttnTcSlots;
+static_assert(kAttnTcSmallSlots == 16, "small-tile variant: its slots are warp 0's first m16 tile");
+static_assert(kAttnTcSmallRingBytes / (2 * kAttnBlockKeys * 128 * 2) >= 3, "small-tile variant: a deeper ring than kAttnTcStages");
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -129,6 +141,18 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// L2 prefetch of keys [k0, k1) of one kv head (rows `stride` elements apart; each row's D elements as 128-byte
+// lines), spread over the CTA. A hint: nothing moves into the CTA and no value depends on it.
+template <int D, typename T>
+__device__ __forceinline__ void prefetch_keys_l2(const T* base, int64_t stride, int64_t k0, int64_t k1, int t, int nth) {
+  constexpr int LPR = (D * 2 + 127) / 128;  // lines per key row
+  const int n = static_cast<int>(k1 - k0) * LPR;
+  for (int x = t; x < n; x += nth) {
+    const T* a = base + (k0 + x / LPR) * stride + (x % LPR) * 64;
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
+  }
+}
 
 // 8 elements (16 bytes) of T: one vector load where aligned, else element by element (same values).
 template <typename T>
@@ -220,8 +244,8 @@ struct TcLaneAddr {
 // One 64-key block for the warp's m-tiles in MASK (bit mt set: m-tile mt has keys here; the others have none
 // and are not touched, which is what §6 step 2 does to them anyway). A slot's arithmetic never reads another
 // slot, so which m-tiles run changes no bit of the slots that do.
-template <bool BF, int D, int MASK>
-__device__ __forceinline__ void tc_block(float (&o)[kMTiles][D / 8][4], float (&m)[2 * kMTiles], float (&l)[2 * kMTiles],
+template <bool BF, int D, int MASK, int MT = kMTiles>
+__device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 * MT], float (&l)[2 * MT],
                                          const uint32_t q_base, const uint32_t k_base, const uint32_t v_base,
                                          const TcLaneAddr& ad, const bool whole, const int i, const int* s_rlo,
                                          const int* s_rhi, const int wrow, const int lane, const float scale,
@@ -229,7 +253,6 @@ __device__ __forceinline__ void tc_block(float (&o)[kMTiles][D / 8][4], float (&
   constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
-  constexpr int MT = kMTiles;
   constexpr int SL = 2 * MT;
   constexpr uint32_t RB = 2 * D;  // bytes per tile row
   const int qd = lane & 3;
@@ -621,15 +644,15 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
   }
 }
 
-template <typename T, int D, bool WG>
+template <typename T, int D, bool WG, bool SMALL>
 struct TcSmem {
-  static constexpr int S = TcShape<WG>::stages;
-  static constexpr int q = 0;                    // kSlots x D            query rows of the tile (T)
-  static constexpr int k = q + kSlots * D;       // S x kBK x D           K blocks (ring)
+  static constexpr int S = kRingStages<D, WG, SMALL>;
+  static constexpr int q = 0;                    // kQRows x D            query rows of the tile (T)
+  static constexpr int k = q + kQRows<SMALL> * D;  // S x kBK x D         K blocks (ring)
   static constexpr int v = k + S * kBK * D;      // S x kBK x D           V blocks
   static constexpr int elems = v + S * kBK * D;
   static constexpr size_t bytes = size_t(elems) * 2 + 1024;  // + the alignment of the tiles to 1024 bytes
-  static_assert((kBK * D * 2) % 1024 == 0 && (kSlots * D * 2) % 1024 == 0, "every tile starts at a 1024-byte boundary");
+  static_assert((kBK * D * 2) % 1024 == 0 && (kQRows<SMALL> * D * 2) % 1024 == 0, "every tile starts at a 1024-byte boundary");
 };
 
 // Per-pass values every thread reads: [0] anchor A, [1] / [2] min lo / max hi of the pass's slots with keys,
@@ -640,17 +663,18 @@ enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 // are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2
 // warpgroups per SM (o 64, S 32 registers per thread), staggered by a named barrier so that one group's softmax
 // overlaps the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
-template <typename T, int D, bool WG>
+template <typename T, int D, bool WG, bool SMALL>
 __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
     attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
+  static_assert(!(WG && SMALL), "the small-tile variant is of the mma.sync kernel");
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
-  constexpr int MT = TcShape<WG>::mtiles;  // m-tiles per thread
+  constexpr int MT = SMALL ? 1 : TcShape<WG>::mtiles;  // m-tiles per thread (SMALL: slots 0 .. 15 are warp 0's m-tile 0)
   constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + kMStride*mt + lane/4 + 8h
   constexpr int NTH = TcShape<WG>::threads;
-  constexpr int kStages = TcShape<WG>::stages;
-  using SM = TcSmem<T, D, WG>;
+  constexpr int kStages = kRingStages<D, WG, SMALL>;
+  using SM = TcSmem<T, D, WG, SMALL>;
   const AttentionParams& p = L.p;
   extern __shared__ uint4 smem_u4[];
   uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
@@ -702,7 +726,28 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // WG: the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
+    if constexpr (SMALL) cp_async_wait<0>();  // the previous batch entry's Q copies (if it had no block) landed
     __syncthreads();
+    const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
+    const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
+    if constexpr (SMALL) {
+      // Before the row descriptors (one dependent DRAM round trip less): the tile's 16 Q rows (their addresses
+      // depend only on the slot), committed with the first ring step; and an L2 prefetch of the first blocks of
+      // chunk z as if the pass were anchored at key 0 (the common case; a wrong guess only costs bandwidth).
+      for (int i = tid; i < kQRows<SMALL> * DC; i += NTH) {
+        const int s = i / DC, cc = i % DC;
+        uint16_t* d = sQ + swz<D, WG>(kQRows<SMALL>, s, cc);
+        const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
+        if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+        else if (L.q_vec) cp_async16(d, src);
+        else *reinterpret_cast<uint4*>(d) = load8(src, false);
+      }
+      const int64_t g0 = z * kCK, g1 = min64(min64(g0 + int64_t(kStages - 1 + kAttnTcSmallPrefetchBlocks) * kBK, g0 + kCK), p.K);
+      if (g0 < g1) {
+        prefetch_keys_l2<D>(kb, p.k_ss, g0, g1, tid, NTH);
+        prefetch_keys_l2<D>(vb, p.v_ss, g0, g1, tid, NTH);
+      }
+    }
     bool slot_left = false;  // this thread's slot (tid < nslots) still waits for its pass
     if (tid < nslots) {
       const RowKeys r = read_row(p, b, t_qi[tid]);
@@ -711,9 +756,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       t_hi[tid] = r.hi;
       slot_left = true;
     }
-    bool q_staged = false;
-    const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
-    const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
+    bool q_staged = SMALL;  // SMALL: staged above
 
     for (;;) {  // passes: uniform across the CTA (every thread reads the same shared values)
       __syncthreads();  // the previous pass's readers of s_red / t_pass are done
@@ -820,7 +863,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       }
 
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
-      if (!q_staged) {
+      if (!SMALL && !q_staged) {
         q_staged = true;
         for (int i = tid; i < kSlots * DC; i += NTH) {
           const int s = i / DC, cc = i % DC;
@@ -867,6 +910,14 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
             stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
             kblk += kstep;
             vblk += vstep;
+            if constexpr (SMALL) {  // block nb + kAttnTcSmallPrefetchBlocks into L2, to be staged that many steps later
+              const int pb = nb + kAttnTcSmallPrefetchBlocks;
+              if (pb < nblocks) {
+                const int64_t k0 = cbase + max(kl, pb * kBK), k1 = cbase + min(kh, (pb + 1) * kBK);
+                prefetch_keys_l2<D>(kb, p.k_ss, k0, k1, tid, NTH);
+                prefetch_keys_l2<D>(vb, p.v_ss, k0, k1, tid, NTH);
+              }
+            }
           }
         }
         cp_async_commit();
@@ -901,6 +952,9 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
           tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0 ? kStaggerBar + (i & 1) : -1,
                              p.scale, p.softcap);
+        } else if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
+          tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                                p.softcap);
         } else {
           // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
           // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
@@ -966,6 +1020,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       }
     }
   }
+  if constexpr (SMALL) cp_async_wait<0>();  // Q copies of an entry without blocks land before the CTA exits
 }
 
 // §6 steps 4-5 for the rows spanning 2+ chunks: one warp per (row, head), lane <-> columns lane*CPL ..
@@ -1024,14 +1079,18 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
 }
 
 // Chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
-template <typename T, int D, bool WG>
+template <typename T, int D, bool WG, bool SMALL>
 int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
   if (tile_hi <= tile_lo) return 0;
-  using SM = TcSmem<T, D, WG>;
+  using SM = TcSmem<T, D, WG, SMALL>;
   const AttentionParams& p = L.p;
-  auto chunk = attention_tc_chunk_kernel<T, D, WG>;
+  auto chunk = attention_tc_chunk_kernel<T, D, WG, SMALL>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
+  if (SMALL) {  // 2 CTAs of ~110 KB per SM need the largest shared-memory carveout (a hint)
+    e = cudaFuncSetAttribute(chunk, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared));
+    if (e != cudaSuccess) return int(e);
+  }
   const dim3 grid(unsigned(L.chunk_slots * (tile_hi - tile_lo)), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
   chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi);
   return int(cudaGetLastError());
@@ -1043,12 +1102,16 @@ int launch_typed(const AttentionLaunch& L) {
   const int64_t G = p.Hq / p.Hk;
   const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
   // Kernel per tile, from the tile's own slot count: a tile of at least kAttnTcWgMinSlots slots (every tile but
-  // possibly the last) runs the wgmma kernel, a smaller one (a decode step's G slots, a short last tile) the
-  // mma.sync kernel. Both give every row the same bits (§6b; tests/test_attention_tc.py).
+  // possibly the last) runs the wgmma kernel, one of at most kAttnTcSmallSlots (a decode step's G <= 16 slots, a
+  // short last tile) the mma.sync kernel's small-tile variant, one in between the mma.sync kernel. All give every
+  // row the same bits (§6b; tests/test_attention_tc.py).
   const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
   const int64_t wg_tiles = last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
-  int e = launch_chunk<T, D, true>(L, 0, wg_tiles);
-  if (e == 0) e = launch_chunk<T, D, false>(L, wg_tiles, tiles);
+  int e = launch_chunk<T, D, true, false>(L, 0, wg_tiles);
+  if (e == 0) {
+    if (last_slots <= kAttnTcSmallSlots) e = launch_chunk<T, D, false, true>(L, wg_tiles, tiles);
+    else e = launch_chunk<T, D, false, false>(L, wg_tiles, tiles);
+  }
   if (e != 0) return e;
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
   const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
