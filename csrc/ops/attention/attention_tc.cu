@@ -141,6 +141,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// commit_group + wait_group 0: also covers copies not yet committed to a group (wait_group waits only for groups).
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // L2 prefetch of keys [k0, k1) of one kv head (rows `stride` elements apart; each row's D elements as 128-byte
 // lines), spread over the CTA. A hint: nothing moves into the CTA and no value depends on it.
@@ -726,7 +728,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // WG: the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
-    if constexpr (SMALL) cp_async_wait<0>();  // the previous batch entry's Q copies (if it had no block) landed
+    if constexpr (SMALL) cp_async_wait_all();  // the previous entry's Q copies (uncommitted if it had no block) landed
     __syncthreads();
     const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
     const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
@@ -1020,7 +1022,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       }
     }
   }
-  if constexpr (SMALL) cp_async_wait<0>();  // Q copies of an entry without blocks land before the CTA exits
+  if constexpr (SMALL) cp_async_wait_all();  // Q copies of an entry without blocks (uncommitted) land before exit
 }
 
 // §6 steps 4-5 for the rows spanning 2+ chunks: one warp per (row, head), lane <-> columns lane*CPL ..
