@@ -69,12 +69,19 @@ def error_bound(a, b, bias, dtype):
     m = min(K, KB) + math.ceil(K / KB) + 2
     u = 2.0**-24
     gamma = m * u / (1 - m * u)
+    return _bound_with_output_rounding(a, b, bias, dtype, lambda S: gamma * S)
+
+
+def _bound_with_output_rounding(a, b, bias, dtype, fp32_err_of):
+    """fp32_err_of(S) with S = sum_k |a_k b_k| + |bias|, plus the rounding to `dtype`:
+    u_out * (|exact| + fp32 error) and half a subnormal spacing (u_out * smallest normal) near zero."""
     S = a.double().abs().cpu() @ b.double().abs().cpu()
     if bias is not None:
         S = S + bias.double().abs().cpu()
     exact = float64_reference(a, b, bias)
     u_out = U_OUT[dtype]
-    return gamma * S + u_out * (exact.abs() + gamma * S) + u_out * torch.finfo(dtype).smallest_normal
+    fp32_err = fp32_err_of(S)
+    return fp32_err + u_out * (exact.abs() + fp32_err) + u_out * torch.finfo(dtype).smallest_normal
 
 
 def nontrivial(y):
@@ -359,13 +366,7 @@ def compensated_error_bound(a, b, bias, dtype):
     m = min(K, KB) + 4
     n = math.ceil(K / KB)
     gamma = m * u / (1 - m * u)
-    S = a.double().abs().cpu() @ b.double().abs().cpu()
-    if bias is not None:
-        S = S + bias.double().abs().cpu()
-    exact = float64_reference(a, b, bias)
-    u_out = U_OUT[dtype]
-    fp32_err = gamma * S + 4 * n * n * u * u * S
-    return fp32_err + u_out * (exact.abs() + fp32_err) + u_out * torch.finfo(dtype).smallest_normal
+    return _bound_with_output_rounding(a, b, bias, dtype, lambda S: gamma * S + 4 * n * n * u * u * S)
 
 
 def cancelling_blocks(m, k, n, dtype, device, seed):

@@ -170,16 +170,20 @@ def _batch_invariant(op, x, rows_to_check):
 @pytest.mark.parametrize("rows", GPU_ROWS)
 @pytest.mark.parametrize("n", (128, 2049, 4096))
 def test_rms_norm_batch_invariant_gpu(rows, n):
-    if rows * n > 2**26:
-        n = 128
+    _rms_norm_batch_checks(rows, n if rows * n <= 2**26 else 128, compensated=True)
+
+
+def _rms_norm_batch_checks(rows, n, compensated):
+    """rms_norm (cast_first; and compensated if asked) and add_rms_norm, both outputs with the residual rows
+    following the input rows, are row-count invariant at `rows` x `n` (bf16, CUDA)."""
     x = make((rows, n), torch.bfloat16, seed=rows, device="cuda")
     res = make((rows, n), torch.bfloat16, seed=rows + 1, device="cuda")
     w = make((n,), torch.bfloat16, seed=3, device="cuda")
     check = sorted({0, rows // 2, rows - 1})
     _batch_invariant(lambda t: detops.rms_norm(t, n, w, weight_mode="cast_first"), x, check)
-    _batch_invariant(lambda t: detops.rms_norm(t, n, w, compensated=True), x, check)
-    # add_rms_norm: both outputs, with the residual rows following the input rows
-    xr = torch.cat([x, res], 1)
+    if compensated:
+        _batch_invariant(lambda t: detops.rms_norm(t, n, w, compensated=True), x, check)
+    xr = torch.cat([x, res], 1)  # the residual half of a row starts n elements in
     _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
 
 
@@ -228,15 +232,8 @@ def test_rms_norm_cached_equals_general(n, dtype):
 @pytest.mark.parametrize("rows", GPU_ROWS)
 @pytest.mark.parametrize("n", (16, 2048, 8192))
 def test_rms_norm_cached_batch_invariant_gpu(rows, n):
-    if rows * n > 2**26:
-        n = 16
-    x = make((rows, n), torch.bfloat16, seed=rows, device="cuda")
-    res = make((rows, n), torch.bfloat16, seed=rows + 1, device="cuda")
-    w = make((n,), torch.bfloat16, seed=3, device="cuda")
-    check = sorted({0, rows // 2, rows - 1})
-    _batch_invariant(lambda t: detops.rms_norm(t, n, w, weight_mode="cast_first"), x, check)
-    xr = torch.cat([x, res], 1)  # the residual half of a row starts n elements in: aligned for these n
-    _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
+    # the cached and short-row variants (aligned: the residual half starts at n, a multiple of 8)
+    _rms_norm_batch_checks(rows, n if rows * n <= 2**26 else 16, compensated=False)
 
 
 @pytest.mark.parametrize("rows", GPU_ROWS)
