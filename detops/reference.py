@@ -166,53 +166,18 @@ def det_log(x) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# §4 online softmax lanes
+# §4 softmax row state
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _state_add(m, s, x):
-    """§4 adding x to lane states (m, s): -inf leaves the state; a new max rescales s by exp(m - x) then
-    adds exp(0) = 1; otherwise s + exp(x - m). (The two branches of csrc/reduce/reduce.h SoftmaxState.)"""
-    with np.errstate(invalid="ignore"):
-        new_max = x > m
-        s_new = np.where(new_max, s * det_exp(m - x) + f32(1), s + det_exp(x - m))
-        m_new = np.where(new_max, x, m)
-    skip = x == -np.inf
-    return np.where(skip, m, m_new), np.where(skip, s, s_new)
-
-
-def _state_merge(a, b):
-    """§4 (m1, s1) (+) (m2, s2): m = max(m1, m2) (a > b ? a : b); both empty -> empty;
-    s = s1*exp(m1 - m) + s2*exp(m2 - m)."""
-    (m1, s1), (m2, s2) = a, b
-    m = np.where(m1 > m2, m1, m2)
-    with np.errstate(invalid="ignore"):
-        s = s1 * det_exp(m1 - m) + s2 * det_exp(m2 - m)
-    empty = m == -np.inf
-    return np.where(empty, f32(-np.inf), m), np.where(empty, f32(0), s)
-
-
 def softmax_row_state(x: np.ndarray, compensated: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Row state (M, S) of §4 for each row of x (rows, n) float32."""
+    """(M, S) of §4 for each row of x (rows, n) float32: M = the row maximum (exact in any order), then
+    S = the §2 lane sum (plain or Neumaier) of exp(x - M). A NaN in a row makes its S, and so every output of
+    the row, NaN, whatever M is (here numpy's max returns the NaN)."""
     assert x.dtype == f32 and x.ndim == 2
-    rows, n = x.shape
-    if compensated:
-        # §4 compensated: M = max of the row (exact in any order; NaN-free input assumed), then the
-        # Neumaier lane sum of exp(x - M).
-        assert not np.isnan(x).any(), "same-order compensated reference assumes NaN-free input"
-        m = x.max(axis=1)
-        with np.errstate(invalid="ignore"):
-            return m, lane_sum(det_exp(x - m[:, None]), compensated=True)
-    L = lanes(n)
-    v = _lane_view(x, f32(-np.inf))  # padding -inf leaves a state unchanged, exactly like "not visited"
-    m = np.full((rows, L), -np.inf, dtype=f32)
-    s = np.zeros((rows, L), dtype=f32)
-    for j in range(v.shape[1]):
-        m, s = _state_add(m, s, v[:, j, :])
-    st = (m, s)
-    while st[0].shape[-1] > 1:
-        st = _state_merge((st[0][..., 0::2], st[1][..., 0::2]), (st[0][..., 1::2], st[1][..., 1::2]))
-    return st[0][..., 0], st[1][..., 0]
+    m = x.max(axis=1)
+    with np.errstate(invalid="ignore"):
+        return m, lane_sum(det_exp(x - m[:, None]), compensated=compensated)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -364,10 +329,10 @@ def log_softmax_f64(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # | h = x*r; y = h*w | h*(1+w)      | + 1; + 1 | + 2                                                      |
 # | cast_first round_in(h) * w      | |w| * (err(h) + ulp_in(h)): two roundings of nearly equal h can differ |
 # |                                 | by one ulp of the input dtype (2 u_in |h|), the f64 oracle rounds too |
-# | softmax S, online (§4)          | ln(n) + depth * (E_EXP + 3): each term's exponent is a telescoping     |
-# |                                 | sum of rounded differences (error u|x_i - M|, and sum_i w_i|x_i - M| <= |
-# |                                 | entropy <= ln n); per level one exp, one multiply, one add            |
-# | softmax S, compensated          | ln(n) + E_EXP + 3 + log2(L)  (Neumaier lanes: 2 u; plain tree)        |
+# | softmax S = lane-sum exp(x - M) | ln(n) + E_EXP + 3 + depth: each term's argument x_i - M is rounded     |
+# |                                 | (error u|x_i - M|, and sum_i w_i|x_i - M| <= entropy <= ln n), its exp |
+# |                                 | E_EXP; the sum of positive terms depth (compensated: log2(L), Neumaier |
+# |                                 | lanes 2 u, plain tree)                                                  |
 # | softmax y = exp(x - M) / S      | |x - M| + E_EXP + 2 + rel(S)                                          |
 # | log_softmax y = (x-M) - log S   | absolute: u|x-M| + rel(S) + E_LOG u |log S| + u |y| (+1 u each)       |
 # Then the output rounding: + u_out |y| (u_out = 0 for float32 out).
@@ -444,10 +409,7 @@ def softmax_error_bound(input: torch.Tensor, dim: int = -1, dtype: Optional[torc
     z = x - m
     log_s = torch.logsumexp(z, -1, keepdim=True)
     depth = _depth(n)
-    if compensated:
-        rel_s = math.log(n) + E_EXP + 3 + (lanes(n).bit_length() - 1)
-    else:
-        rel_s = math.log(n) + depth * (E_EXP + 3)
+    rel_s = math.log(n) + E_EXP + 3 + ((lanes(n).bit_length() - 1) if compensated else depth)
     if log:
         y = z - log_s
         err = _U * ((z.abs() + 1) + (rel_s + 1) + (E_LOG + 1) * log_s.abs() + 2 * y.abs())

@@ -53,28 +53,32 @@ static_assert(kRmsNormRowsPerThread <= kRmsNormMinThreadsPerRow &&
 // Rows with N <= kSoftmaxSplitMinN: one block of lane_threads(N) threads per row (short rows share a block),
 // thread t owning lanes 8t..8t+7; chunks whose loads a thread issues together: kSoftmaxBatchChunks.
 constexpr int kSoftmaxBatchChunks = 2;
-// Rows with N > kSoftmaxSplitMinN (lanes(N) = kMaxLanes = 4096): the split kernel. A thread owns
-// kSoftmaxSplitLanesPerThread (K) adjacent lanes (an aligned subtree); the row's 4096 / K threads are the
-// G = softmax_split_ctas() blocks of one thread-block cluster (block rank g owns the aligned lane range
-// g*4096/G .. (g+1)*4096/G - 1: a node of the §2 tree). N <= kSoftmaxRegisterChunks * 4096 (plain mode): the row
-// is read once and held in registers; longer rows, and compensated mode, are read twice, kSoftmaxStreamElems
-// elements per thread in flight. (H100 v5/v6 sweeps, NORM_SOFTMAX_NOTES: K = 4, G = 2 for both.)
+// Rows with N > kSoftmaxSplitMinN (lanes(N) = kMaxLanes = 4096): the split kernel, blocks of
+// kSoftmaxSplitBlockThreads threads. A thread owns K adjacent lanes (an aligned subtree); the row's 4096 / K threads
+// are the G = softmax_split_ctas(K) blocks of one thread-block cluster (block rank g owns the aligned lane range
+// g*4096/G .. (g+1)*4096/G - 1: a node of the §2 tree). Three shapes, by N (and the compensated mode) only:
+// - N <= kSoftmaxRegisterChunks * 4096: K = kSoftmaxNearLanesPerThread (4), G = 2; the row is read once and held
+//   in registers (8 chunks of 4 values a thread);
+// - N <= kSoftmaxLongRowChunks * 4096: K = 1, G = 8; read once and held in registers (38 values a thread: Llama's
+//   128256 and Qwen's 152064 vocabularies);
+// - longer rows, and compensated mode: K = 4, G = 2, streamed: read once per §4 pass, kSoftmaxStreamElems
+//   elements per thread in flight.
+// (H100 v5/v6 sweeps for K = 4, G = 2; v7 for the long shape: NORM_SOFTMAX_NOTES.)
 constexpr int64_t kSoftmaxSplitMinN = 16384;
 constexpr int kSoftmaxSplitBlockThreads = 512;
-constexpr int kSoftmaxSplitLanesPerThread = 4;
+constexpr int kSoftmaxNearLanesPerThread = 4;
+constexpr int kSoftmaxLongLanesPerThread = 1;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
 constexpr int kSoftmaxRegisterChunks = 8;
+constexpr int kSoftmaxLongRowChunks = 38;
 constexpr int kSoftmaxStreamElems = 16;
 static_assert(kSoftmaxSplitMinN >= kMaxLanes, "the split kernel needs lanes(N) == kMaxLanes");
-DETOPS_HD constexpr int softmax_split_ctas() {
-  return int(kMaxLanes / (kSoftmaxSplitLanesPerThread * kSoftmaxSplitBlockThreads));
+DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {
+  return int(kMaxLanes / (int64_t(lanes_per_thread) * kSoftmaxSplitBlockThreads));
 }
-static_assert(softmax_split_ctas() >= 1 && softmax_split_ctas() <= kSoftmaxMaxClusterCtas, "cluster size");
-// Compensated mode (§4: a max pass, a Neumaier pass, the write pass) streams every row: its lane arrays next to a
-// register-held row would spill (ptxas: 72-524 bytes).
-DETOPS_HD bool softmax_row_in_registers(int64_t n, bool compensated) {
-  return !compensated && n <= kSoftmaxRegisterChunks * kMaxLanes;
-}
+static_assert(softmax_split_ctas(kSoftmaxNearLanesPerThread) >= 2 &&
+                  softmax_split_ctas(kSoftmaxLongLanesPerThread) <= kSoftmaxMaxClusterCtas,
+              "cluster sizes");
 
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;

@@ -7,8 +7,7 @@
 
 namespace detops {
 
-// Reduces f(0), ..., f(n-1) with the lane type Lane (SumLane, NeumaierLane, SoftmaxState).
-// Returns the tree result of type Out (float for sums, SoftmaxState for softmax).
+// Reduces f(0), ..., f(n-1) with the lane type Lane (SumLane, NeumaierLane); returns the tree result.
 template <typename Lane, typename Out, typename F>
 Out lane_reduce_cpu(int64_t n, F f, Out (*finish)(const Lane&)) {
   const int64_t L = lanes(n);
@@ -24,6 +23,5 @@ Out lane_reduce_cpu(int64_t n, F f, Out (*finish)(const Lane&)) {
 
 inline float finish_sum(const SumLane& a) { return a.value(); }
 inline float finish_neumaier(const NeumaierLane& a) { return a.value(); }
-inline SoftmaxState finish_state(const SoftmaxState& a) { return a; }
 
 }  // namespace detops

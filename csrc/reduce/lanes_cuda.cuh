@@ -117,12 +117,6 @@ template <typename T>
 __device__ __forceinline__ void narrow8(const float (&f)[8], T (&o)[8]) { narrowk<8>(f, o); }
 
 __device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
-__device__ __forceinline__ SoftmaxState shfl_xor(SoftmaxState v, int off) {
-  SoftmaxState r;
-  r.m = __shfl_xor_sync(0xffffffffu, v.m, off);
-  r.s = __shfl_xor_sync(0xffffffffu, v.s, off);
-  return r;
-}
 
 // One butterfly level: both partners compute (lower lane's value) (+) (higher lane's value).
 template <typename V, typename Op>
@@ -180,26 +174,6 @@ struct SumOp {
 };
 struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return det_max(a, b); }
-};
-// merge(a, b) of reduce.h (§4) with one det_exp instead of two, same bits: the side that holds the maximum m has
-// the argument m - m, which is 0 for finite m (det_exp(0) == 1 exactly) and NaN otherwise (det_exp returns a NaN
-// argument as it is), so its factor is selected instead of evaluated; the other factor is det_exp of the same
-// argument as in merge. The products and the sum are merge's.
-__device__ __forceinline__ SoftmaxState merge_one_exp(SoftmaxState a, SoftmaxState b) {
-  SoftmaxState r;
-  r.m = det_max(a.m, b.m);
-  const bool a_holds_max = a.m > b.m;  // det_max's choice
-  const float top_arg = r.m - r.m;
-  const float e_top = top_arg == 0.0f ? 1.0f : top_arg;              // == det_exp(top_arg)
-  const float e_other = det_exp((a_holds_max ? b.m : a.m) - r.m);
-  const float s = a.s * (a_holds_max ? e_top : e_other) + b.s * (a_holds_max ? e_other : e_top);
-  r.s = r.m == -kInf ? 0.0f : s;  // merge's empty result
-  return r;
-}
-struct StateMergeOp {
-  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const {
-    return merge_one_exp(a, b);
-  }
 };
 
 }  // namespace detops

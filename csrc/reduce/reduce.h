@@ -106,23 +106,6 @@ struct NeumaierLane {
   DETOPS_HD float value() const { return s + c; }
 };
 
-// §4 online softmax state.
-struct SoftmaxState {
-  float m = -kInf;  // running max
-  float s = 0.0f;   // sum of exp(x - m)
-  DETOPS_HD void add(float x) {
-    if (x == -kInf) return;
-    if (x > m) { s = s * det_exp(m - x) + 1.0f; m = x; }  // == s*exp(m-m') + exp(x-m') with m' = x
-    else { s = s + det_exp(x - m); }                      // == s*exp(0) + exp(x-m'), exp(0) == 1
-  }
-};
-DETOPS_HD SoftmaxState merge(SoftmaxState a, SoftmaxState b) {
-  SoftmaxState r;
-  r.m = det_max(a.m, b.m);
-  if (r.m == -kInf) return r;
-  r.s = a.s * det_exp(a.m - r.m) + b.s * det_exp(b.m - r.m);
-  return r;
-}
 DETOPS_HD float merge(float a, float b) { return a + b; }
 
 // §2 step 3: bottom-up pairwise tree over n (a power of 2) values, in place; returns v[0].

@@ -11,18 +11,13 @@ static void softmax_rows(const SoftmaxParams& p) {
     for (int64_t r = r0; r < r1; ++r) {
       const In* x = static_cast<const In*>(p.x) + r * p.x_stride;
       auto xf = [&](int64_t i) { return to_float(x[i]); };
-      float m, s;
-      if (p.compensated) {
-        m = -kInf;
-        for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
-        s = lane_reduce_cpu<NeumaierLane, float>(p.n, [&](int64_t i) { return det_exp(xf(i) - m); },
-                                                finish_neumaier);
-      } else {
-        SoftmaxState st = lane_reduce_cpu<SoftmaxState, SoftmaxState>(p.n, xf, finish_state);
-        m = st.m;
-        s = st.s;
-      }
-      float log_s = p.log ? det_log(s) : 0.0f;
+      // §4: M = the row maximum, then S = lane sum (plain or Neumaier) of exp(x - M).
+      float m = -kInf;
+      for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
+      auto term = [&](int64_t i) { return det_exp(xf(i) - m); };
+      const float s = p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, term, finish_neumaier)
+                                    : lane_reduce_cpu<SumLane, float>(p.n, term, finish_sum);
+      const float log_s = p.log ? det_log(s) : 0.0f;
       Out* y = static_cast<Out*>(p.y) + r * p.n;
       for (int64_t i = 0; i < p.n; ++i) y[i] = from_float<Out>(softmax_apply(xf(i), m, s, log_s, p.log));
     }

@@ -1,11 +1,13 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
-// CPU kernel (SoftmaxState / merge / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
-// Two mappings of the same order, chosen by N (and the compensated mode) only (constants.h):
+// CPU kernel (SumLane / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
+// §4 is two passes (M = row max, then S = lane sum of exp(x - M)) and the write; mappings of that order, chosen
+// by N (and the compensated mode) only (constants.h):
 // - N <= kSoftmaxSplitMinN (row_kernel): one row = lane_threads(N) threads of one block, thread t owning lanes
 //   8t..8t+7; short rows share a block (rows_per_block(N)).
 // - longer rows (split_kernel): lanes(N) = 4096; a thread owns K adjacent lanes, the row's 4096 / K threads are
-//   the G blocks of one thread-block cluster; rows of at most kSoftmaxRegisterChunks * 4096 elements are read
-//   once and held in registers, longer rows are read twice.
+//   the G blocks of one thread-block cluster; rows of up to kSoftmaxRegisterChunks (K = 4) or kSoftmaxLongRowChunks
+//   (K = 1) chunks of 4096 are read once and held in registers, with exp(x - M) (or x - M) kept from the sum pass
+//   to the write pass: one det_exp per element; longer rows are streamed once per pass.
 // Each .cu file of this directory instantiates launch_softmax for one input dtype (parallel compilation).
 // Plain CUDA only: the torch glue is softmax_cuda.cpp.
 #pragma once
@@ -26,18 +28,6 @@ __device__ __forceinline__ void cluster_arrive() { (void)cg::this_cluster().barr
 __device__ __forceinline__ void cluster_wait() { cg::this_cluster().barrier_wait(); }
 template <typename T>
 __device__ __forceinline__ T* cluster_map(T* p, int rank) { return cg::this_cluster().map_shared_rank(p, rank); }
-
-// SoftmaxState::add (reduce.h, §4) without a branch: the same det_exp argument and the same operations as its
-// two branches, selected after the single det_exp call; x == -inf leaves the state as it is (x > m is false
-// then, so m stays, and s is kept). Scalar equivalent:
-//   if (x != -inf) x > m ? (s = s * exp(m - x) + 1, m = x) : (s = s + exp(x - m))
-__device__ __forceinline__ void absorb(SoftmaxState& st, float x) {
-  const bool up = x > st.m;
-  const float e = det_exp(up ? st.m - x : x - st.m);
-  const float s = up ? st.s * e + 1.0f : st.s + e;
-  st.s = x == -kInf ? st.s : s;
-  st.m = up ? x : st.m;
-}
 
 // f(j) for the lanes j < count of a thread's K lanes in one chunk; whole chunks (count >= K) without a per-lane
 // test, so the K independent lane updates form one straight-line block the compiler can interleave.
@@ -60,36 +50,43 @@ __device__ __forceinline__ void widen(const In (&v)[K], float (&xs)[K]) {
 }
 
 // The K elements p[0..count) of one thread's lanes in a chunk (count may be < K or <= 0 at the row's end: the
-// missing ones are not read). `vector_ok`: the tensor's base and row stride are multiples of 16 bytes, so the
-// K * sizeof(T) bytes (8 or 16: a power of 2 that divides the element offset's byte count) are one aligned access.
+// missing ones are not read). `vector_ok`: the tensor's base and row stride are multiples of 16 bytes, so K * sizeof(T)
+// bytes of 8 or 16 (a power of 2 that divides the element offset's byte count) are one aligned access; K = 1 is a
+// plain scalar access.
 template <int K, typename T>
 __device__ __forceinline__ void load_lanes(const T* p, int64_t count, bool vector_ok, T (&v)[K]) {
   constexpr int kBytes = K * int(sizeof(T));
-  static_assert(kBytes == 8 || kBytes == 16, "K = 4 lanes of 16- or 32-bit values");
-  using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
-  if (vector_ok && count >= K) {
-    const Vec a = *reinterpret_cast<const Vec*>(p);
-    memcpy(v, &a, kBytes);
+  if constexpr (kBytes == 8 || kBytes == 16) {
+    using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
+    if (vector_ok && count >= K) {
+      const Vec a = *reinterpret_cast<const Vec*>(p);
+      memcpy(v, &a, kBytes);
+      return;
+    }
   } else {
-#pragma unroll
-    for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
+    static_assert(K == 1, "K = 1, or 4 lanes of 16- or 32-bit values");
   }
+#pragma unroll
+  for (int j = 0; j < K; ++j) v[j] = j < count ? p[j] : T{};
 }
 
 template <int K, typename T>
-__device__ __forceinline__ void store_lanes(T* p, int64_t count, bool vector_ok, const T (&v)[K]) {
+__device__ __forceinline__ void store_lanes(T* p, int64_t count, bool vector_ok, const T* v) {
   constexpr int kBytes = K * int(sizeof(T));
-  static_assert(kBytes == 8 || kBytes == 16, "K = 4 lanes of 16- or 32-bit values");
-  using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
-  if (vector_ok && count >= K) {
-    Vec a;
-    memcpy(&a, v, kBytes);
-    *reinterpret_cast<Vec*>(p) = a;
+  if constexpr (kBytes == 8 || kBytes == 16) {
+    using Vec = std::conditional_t<kBytes == 8, uint2, uint4>;
+    if (vector_ok && count >= K) {
+      Vec a;
+      memcpy(&a, v, kBytes);
+      *reinterpret_cast<Vec*>(p) = a;
+      return;
+    }
   } else {
-#pragma unroll
-    for (int j = 0; j < K; ++j)
-      if (j < count) p[j] = v[j];
+    static_assert(K == 1, "K = 1, or 4 lanes of 16- or 32-bit values");
   }
+#pragma unroll
+  for (int j = 0; j < K; ++j)
+    if (j < count) p[j] = v[j];
 }
 
 // ---- N <= kSoftmaxSplitMinN: one block per row (short rows sharing it) ------------------------------------
@@ -129,9 +126,8 @@ __device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t firs
 }
 
 // One row = lane_threads(N) threads (threadIdx.x), rows_per_block(N) rows per block (threadIdx.y).
-template <typename In, typename Out, bool Compensated>
+template <typename In, typename Out, typename Lane>
 __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
-  __shared__ SoftmaxState warp_states[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
   const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
@@ -154,34 +150,23 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
     chunk_range(x, p.n, first, L, vec_x, 1, chunks, false, f);
   };
 
-  float m, s;
-  if constexpr (!Compensated) {
-    // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
-    SoftmaxState st[8];
-    all_chunks([&](int64_t c, const float (&xs)[8]) {
-      each_lane<8>(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
-    });
-    const SoftmaxState total = row_tree(st, warp_states[threadIdx.y], StateMergeOp{});
-    m = total.m;
-    s = total.s;
-  } else {
-    // §4 compensated: M = row maximum (exact in any order), then S = Neumaier lane sum of exp(x - M).
-    float mx[8];
+  // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
+  float mx[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) mx[j] = -kInf;
-    all_chunks([&](int64_t c, const float (&xs)[8]) {
-      each_lane<8>(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
-    });
-    m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
-    NeumaierLane acc[8];
-    all_chunks([&](int64_t c, const float (&xs)[8]) {
-      each_lane<8>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
-    });
-    float lane_values[8];
+  for (int j = 0; j < 8; ++j) mx[j] = -kInf;
+  all_chunks([&](int64_t c, const float (&xs)[8]) {
+    each_lane<8>(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
+  });
+  const float m = row_tree(mx, warp_max[threadIdx.y], MaxOp{});
+  // Step 2: S = lane sum (plain or Neumaier, ascending within the lane) of exp(x - M), then the §2 tree.
+  Lane acc[8];
+  all_chunks([&](int64_t c, const float (&xs)[8]) {
+    each_lane<8>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
+  });
+  float lane_values[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
-    s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
-  }
+  for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
+  const float s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
   const float log_s = p.log ? det_log(s) : 0.0f;
 
   // Write pass, elementwise (§4). Chunks 1.. go from the row's end backwards (those read last are the likeliest
@@ -205,8 +190,6 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
 // ---- N > kSoftmaxSplitMinN: one row over the G blocks of a cluster ----------------------------------------
 
 constexpr int kSplitThreads = kSoftmaxSplitBlockThreads;
-constexpr int kSplitLanesPerThread = kSoftmaxSplitLanesPerThread;  // K
-constexpr int kSplitCtas = softmax_split_ctas();                     // G
 
 // §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise
 // with every merge done once: node[t] = node[2t] (+) node[2t+1] level by level through shared memory (one
@@ -270,19 +253,27 @@ __device__ __forceinline__ V row_value(V block_node, V* slot, V* result, Op op) 
   return *result;
 }
 
-// One row = 4096 / K threads: G = kSplitCtas cluster blocks of kSplitThreads, block rank g owning
+// The row's maximum (§4 step 1) from a thread's K lane maxima, or its sum (step 2) from its K lane values: the
+// thread's subtree, the block tree, the cluster's G block nodes. Ends with row_value's cluster_arrive.
+template <int G, int K, typename Op>
+__device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float* tree_buf, float* slot,
+                                            float* result, Op op) {
+  return row_value<G>(block_tree(thread_tree(lane_values, op), tree_buf, op), slot, result, op);
+}
+
+// One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
 // threads g*kSplitThreads .. (g+1)*kSplitThreads - 1, thread t lanes K*t .. K*t + K - 1 (element c*4096 + K*t + j
-// is lane K*t + j). C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept
-// in registers for every pass; C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
-// flight (the last, partial batch too).
-template <typename In, typename Out, bool Compensated, int C>
+// is lane K*t + j).
+// C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept in registers; the
+// step-2 value of each element (exp(x - M), or x - M for log_softmax) replaces it there for the write pass, so
+// det_exp runs once per element. C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
+// flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_apply).
+template <typename In, typename Out, typename Lane, int K, int C>
 __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
-  constexpr int K = kSplitLanesPerThread;
-  constexpr int G = kSplitCtas;
-  static_assert(G > 1 && K % 2 == 0 && G * K * kSplitThreads == kMaxLanes, "cluster shape");
+  constexpr int G = softmax_split_ctas(K);
+  static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
-  __shared__ alignas(16) unsigned char tree_buf[kSplitThreads * 3 / 2 * sizeof(SoftmaxState)];
-  __shared__ SoftmaxState node_state, row_state;
+  __shared__ float tree_buf[kSplitThreads * 3 / 2];
   __shared__ float node_max, row_max, node_sum, row_sum;
   const int rank = int(blockIdx.x % unsigned(G));
   const int64_t row = int64_t(blockIdx.x / unsigned(G));
@@ -290,90 +281,116 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
   const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
   Out* y = static_cast<Out*>(p.y) + row * p.n;
   const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
+  auto count = [&](int64_t c) { return p.n - (c * L + first); };  // the chunk's valid lanes (>= K: all K)
 
-  constexpr int CacheChunks = C > 0 ? C : 1;
-  In cache[CacheChunks][K];
+  float mx[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) mx[j] = -kInf;
+  Lane acc[K];
+  float lane_values[K];
+
   if constexpr (C > 0) {
+    // chunks <= C here; every chunk but the last is whole: 32-bit counts (64-bit ones per chunk spill).
+    const int nchunks = int(chunks);
+    const int tail = nchunks > 0 ? int(min(p.n - ((chunks - 1) * L + first), int64_t(K))) : 0;
+    auto lanes_in = [&](int c) { return c + 1 < nchunks ? K : (c + 1 == nchunks ? tail : 0); };
+    In raw[C][K];
 #pragma unroll
-    for (int c = 0; c < C; ++c) load_lanes<K>(x + c * L + first, p.n - (c * L + first), vec_x, cache[c]);
-  }
-  // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
-  auto all_chunks = [&](bool descending, auto&& f) {
-    if constexpr (C > 0) {
+    for (int c = 0; c < C; ++c)
+      if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
+    // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
 #pragma unroll
-      for (int c = 0; c < C; ++c) {
+    for (int c = 0; c < C; ++c)
+      if (c < nchunks) {
         float xs[K];
-        widen<K>(cache[c], xs);
-        f(int64_t(c), xs);
+        widen<K>(raw[c], xs);
+        each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
       }
-    } else {
+    const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
+    // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for the
+    // write pass, replacing the raw value in registers.
+    float v[C][K];
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      if (c < nchunks) {
+        float xs[K], e[K];
+        widen<K>(raw[c], xs);
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          const float z = xs[j] - m;
+          e[j] = det_exp(z);
+          v[c][j] = p.log ? z : e[j];
+        }
+        each_lane<K>(lanes_in(c), [&](int j) { acc[j].add(e[j]); });
+      }
+#pragma unroll
+    for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
+    cluster_wait();  // completes the max's cluster_arrive before the next cluster barrier
+    const float s = row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{});
+    const float log_s = p.log ? det_log(s) : 0.0f;
+    // Write pass. The output rounding converts two values at a time (narrowk), so with K = 1 two chunks go
+    // together.
+    constexpr int P = K == 1 ? 2 : 1;
+    static_assert(C % P == 0, "chunk pairs");
+#pragma unroll
+    for (int c = 0; c < C; c += P)
+      if (c < nchunks) {
+        float f[P * K];
+#pragma unroll
+        for (int q = 0; q < P; ++q)
+#pragma unroll
+          for (int j = 0; j < K; ++j)
+            f[q * K + j] = c + q < nchunks ? softmax_from_step2(v[c + q][j], s, log_s, p.log) : 0.0f;
+        Out o[P * K];
+        narrowk<P * K>(f, o);
+#pragma unroll
+        for (int q = 0; q < P; ++q)
+          if (c + q < nchunks) store_lanes<K>(y + (c + q) * L + first, lanes_in(c + q), vec_y, o + q * K);
+      }
+  } else {
+    // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
+    auto all_chunks = [&](bool descending, auto&& f) {
       constexpr int U = kSoftmaxStreamElems / K > 0 ? kSoftmaxStreamElems / K : 1;
       for (int64_t b = 0; b < chunks; b += U) {
-        In v[U][K];
+        In raw[U][K];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
           const int64_t c = descending ? chunks - 1 - (b + u) : b + u;  // c < 0 or >= chunks: count <= 0
-          const int64_t count = c >= 0 && c < chunks ? p.n - (c * L + first) : 0;
-          load_lanes<K>(x + c * L + first, count, vec_x, v[u]);
+          load_lanes<K>(x + c * L + first, c >= 0 && c < chunks ? count(c) : 0, vec_x, raw[u]);
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
           const int64_t c = descending ? chunks - 1 - (b + u) : b + u;
           if (c >= 0 && c < chunks) {
             float xs[K];
-            widen<K>(v[u], xs);
+            widen<K>(raw[u], xs);
             f(c, xs);
           }
         }
       }
-    }
-  };
-
-  float m, s;
-  if constexpr (!Compensated) {
-    // §4 online state per lane, ascending within the lane; lanes merged by the §2 tree.
-    SoftmaxState st[K];
+    };
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
-      each_lane<K>(p.n - (c * L + first), [&](int j) { absorb(st[j], xs[j]); });
+      each_lane<K>(count(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
     });
-    const SoftmaxState node = block_tree(thread_tree(st, StateMergeOp{}),
-                                         reinterpret_cast<SoftmaxState*>(tree_buf), StateMergeOp{});
-    const SoftmaxState total = row_value<G>(node, &node_state, &row_state, StateMergeOp{});
-    m = total.m;
-    s = total.s;
-  } else {
-    // §4 compensated: M = row maximum (exact in any order), then S = Neumaier lane sum of exp(x - M).
-    float mx[K];
-#pragma unroll
-    for (int j = 0; j < K; ++j) mx[j] = -kInf;
+    const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
-      each_lane<K>(p.n - (c * L + first), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
+      each_lane<K>(count(c), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
     });
-    m = row_value<G>(block_tree(thread_tree(mx, MaxOp{}), reinterpret_cast<float*>(tree_buf), MaxOp{}),
-                     &node_max, &row_max, MaxOp{});
-    NeumaierLane acc[K];
-    all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
-      each_lane<K>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
-    });
-    float lane_values[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    cluster_wait();  // completes row_value's arrive before the next cluster barrier
-    s = row_value<G>(block_tree(thread_tree(lane_values, SumOp{}), reinterpret_cast<float*>(tree_buf), SumOp{}),
-                     &node_sum, &row_sum, SumOp{});
-  }
-  const float log_s = p.log ? det_log(s) : 0.0f;
-
-  // Write pass, elementwise (§4); streamed rows from the end backwards (read last: likeliest still in L2).
-  all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
-    const int64_t i = c * L + first;
-    float f[K];
+    cluster_wait();
+    const float s = row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{});
+    const float log_s = p.log ? det_log(s) : 0.0f;
+    // Write pass, from the row's end backwards (read last: likeliest still in L2).
+    all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
+      float f[K];
 #pragma unroll
-    for (int j = 0; j < K; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
-    Out o[K];
-    narrowk<K>(f, o);  // §1 rounding, the hardware's pairwise conversion (same bits as from_float)
-    store_lanes<K>(y + i, p.n - i, vec_y, o);
-  });
+      for (int j = 0; j < K; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
+      Out o[K];
+      narrowk<K>(f, o);  // §1 rounding, the hardware's pairwise conversion (same bits as from_float)
+      store_lanes<K>(y + c * L + first, count(c), vec_y, o);
+    });
+  }
   cluster_wait();  // no block exits while another may still read its node slot
 }
 
@@ -395,14 +412,16 @@ int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParam
   return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
 }
 
-template <typename In, typename Out, bool Compensated, int C>
+template <typename In, typename Out, typename Lane, int K, int C>
 int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
-  const int64_t blocks = p.rows * kSplitCtas;
+  constexpr int G = softmax_split_ctas(K);
+  const int64_t blocks = p.rows * G;
   if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
-  return launch(split_kernel<In, Out, Compensated, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)),
-                kSplitCtas, p, vec_x, vec_y, stream);
+  return launch(split_kernel<In, Out, Lane, K, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, p,
+                vec_x, vec_y, stream);
 }
 
+// The mapping, by N and the compensated mode only (constants.h).
 template <typename In, typename Out>
 int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
   const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
@@ -411,14 +430,18 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
     const int rpb = rows_per_block(p.n);
     const int64_t blocks = (p.rows + rpb - 1) / rpb;
     if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
-    auto kernel = p.compensated ? row_kernel<In, Out, true> : row_kernel<In, Out, false>;
+    auto kernel = p.compensated ? row_kernel<In, Out, NeumaierLane> : row_kernel<In, Out, SumLane>;
     return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, p, vec_x,
                   vec_y, stream);
   }
-  if (softmax_row_in_registers(p.n, p.compensated))
-    return launch_split<In, Out, false, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
-  return p.compensated ? launch_split<In, Out, true, 0>(p, vec_x, vec_y, stream)
-                       : launch_split<In, Out, false, 0>(p, vec_x, vec_y, stream);
+  constexpr int kNear = kSoftmaxNearLanesPerThread, kLong = kSoftmaxLongLanesPerThread;
+  // Compensated mode streams every row: its Neumaier lanes next to a register-held row would spill.
+  if (p.compensated) return launch_split<In, Out, NeumaierLane, kNear, 0>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxRegisterChunks * kMaxLanes)
+    return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks>(p, vec_x, vec_y, stream);
+  return launch_split<In, Out, SumLane, kNear, 0>(p, vec_x, vec_y, stream);
 }
 
 }  // namespace softmax_detail
