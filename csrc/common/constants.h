@@ -71,9 +71,6 @@ constexpr int kSoftmaxLongLanesPerThread = 1;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
 constexpr int kSoftmaxRegisterChunks = 8;
 constexpr int kSoftmaxLongRowChunks = 38;
-// Long held rows: a cluster does this many consecutive rows, loading the next while it reduces and writes the
-// current one (a constant, not the row count: the rows of a cluster never depend on how many there are).
-constexpr int kSoftmaxLongRowsPerCluster = 4;
 constexpr int kSoftmaxStreamElems = 16;
 static_assert(kSoftmaxSplitMinN >= kMaxLanes, "the split kernel needs lanes(N) == kMaxLanes");
 DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {
