@@ -13,8 +13,6 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
-#include <atomic>
-#include <cstdlib>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
 
@@ -263,35 +261,17 @@ __device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float
   return row_value<G>(block_tree(thread_tree(lane_values, op), tree_buf, op), slot, result, op);
 }
 
-// 16 bytes global -> shared without registers; only the first src_bytes are read, the rest is zero-filled.
-__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
-// Shared memory of split_kernel<..., C, Staged>: the block's C chunk segments of K * kSplitThreads elements.
-template <typename In, int K, int C, bool Staged>
-constexpr int split_stage_bytes() {
-  return Staged ? C * K * kSplitThreads * int(sizeof(In)) : 0;
-}
-
 // One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
 // threads g*kSplitThreads .. (g+1)*kSplitThreads - 1, thread t lanes K*t .. K*t + K - 1 (element c*4096 + K*t + j
 // is lane K*t + j).
-// C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once and kept in registers; the step-2 value
-// of each element (exp(x - M), or x - M for log_softmax) replaces it there for the write pass, so det_exp runs once
-// per element. Staged (and 16-byte aligned rows): the block's part of the row (per chunk K * kSplitThreads adjacent
-// elements) is first copied to shared memory in 16-byte pieces (cp.async), then each thread reads its lanes from
-// there: a thread's own lanes are 2-8 bytes a chunk, and loads that narrow leave DRAM idle (v7a: K = 1 rows ran at
-// ~50 % of copy bandwidth with 2-byte loads).
-// C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in flight (the last, partial batch
-// too), and the write pass evaluates det_exp again (softmax_apply).
-template <typename In, typename Out, typename Lane, int K, int C, bool Staged>
+// C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept in registers; the
+// step-2 value of each element (exp(x - M), or x - M for log_softmax) replaces it there for the write pass, so
+// det_exp runs once per element. C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
+// flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_apply).
+template <typename In, typename Out, typename Lane, int K, int C>
 __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   constexpr int G = softmax_split_ctas(K);
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
-  static_assert(!Staged || C > 0, "staging is for held rows");
   constexpr int64_t L = kMaxLanes;
   __shared__ float tree_buf[kSplitThreads * 3 / 2];
   __shared__ float node_max, row_max, node_sum, row_sum;
@@ -315,37 +295,9 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     const int tail = nchunks > 0 ? int(min(p.n - ((chunks - 1) * L + first), int64_t(K))) : 0;
     auto lanes_in = [&](int c) { return c + 1 < nchunks ? K : (c + 1 == nchunks ? tail : 0); };
     In raw[C][K];
-    bool direct = true;
-    if constexpr (Staged) {
-      if (vec_x) {
-        direct = false;
-        constexpr int kSeg = K * kSplitThreads;            // a chunk's elements in this block
-        constexpr int kPerPiece = 16 / int(sizeof(In));    // elements per 16-byte piece
-        constexpr int kPieces = C * kSeg / kPerPiece;
-        extern __shared__ __align__(16) unsigned char stage_bytes[];
-        In* stage = reinterpret_cast<In*>(stage_bytes);    // [C][kSeg]
-        const int64_t seg0 = int64_t(rank) * kSeg;        // the block's first element of chunk 0
-        for (int i = threadIdx.x; i < kPieces; i += kSplitThreads) {
-          const int c = i / (kSeg / kPerPiece);
-          const int e = (i % (kSeg / kPerPiece)) * kPerPiece;
-          const int64_t at = c * L + seg0 + e;
-          const int64_t valid = p.n - at;                  // elements of this piece inside the row
-          if (valid > 0)
-            cp_async16_zfill(stage + c * kSeg + e, x + at,
-                             int(min(valid, int64_t(kPerPiece))) * int(sizeof(In)));
-        }
-        cp_async_wait_all();
-        __syncthreads();
 #pragma unroll
-        for (int c = 0; c < C; ++c)
-          if (c < nchunks) memcpy(raw[c], stage + c * kSeg + threadIdx.x * K, sizeof(raw[c]));
-      }
-    }
-    if (direct) {
-#pragma unroll
-      for (int c = 0; c < C; ++c)
-        if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
-    }
+    for (int c = 0; c < C; ++c)
+      if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
     // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
 #pragma unroll
     for (int c = 0; c < C; ++c)
@@ -443,12 +395,12 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
 }
 
 template <typename Kernel>
-int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, int smem_bytes, const SoftmaxParams& p, bool vec_x,
-           bool vec_y, void* stream) {
+int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParams& p, bool vec_x, bool vec_y,
+           void* stream) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
-  config.dynamicSmemBytes = size_t(smem_bytes);
+  config.dynamicSmemBytes = 0;
   config.stream = static_cast<cudaStream_t>(stream);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -460,26 +412,16 @@ int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, int smem_bytes, co
   return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
 }
 
-template <typename In, typename Out, typename Lane, int K, int C, bool Staged = false>
+template <typename In, typename Out, typename Lane, int K, int C>
 int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
   constexpr int G = softmax_split_ctas(K);
-  constexpr int kSmem = split_stage_bytes<In, K, C, Staged>();
   const int64_t blocks = p.rows * G;
   if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
-  auto kernel = split_kernel<In, Out, Lane, K, C, Staged>;
-  if constexpr (kSmem > 48 * 1024) {  // dynamic shared memory above 48 KB: allowed once per kernel and device
-    static std::atomic<uint64_t> allowed{0};
-    const uint64_t bit = uint64_t(1) << (p.device & 63);
-    if (!(allowed.load() & bit)) {
-      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-      if (e != cudaSuccess) return int(e);
-      allowed.fetch_or(bit);
-    }
-  }
-  return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, kSmem, p, vec_x, vec_y, stream);
+  return launch(split_kernel<In, Out, Lane, K, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, p,
+                vec_x, vec_y, stream);
 }
 
-// The mapping, by N, the compensated mode and (staging) the row alignment only (constants.h).
+// The mapping, by N and the compensated mode only (constants.h).
 template <typename In, typename Out>
 int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
   const bool vec_x = vector_aligned(p.x, p.x_stride, sizeof(In));
@@ -489,23 +431,16 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
     const int64_t blocks = (p.rows + rpb - 1) / rpb;
     if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
     auto kernel = p.compensated ? row_kernel<In, Out, NeumaierLane> : row_kernel<In, Out, SumLane>;
-    return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, 0, p, vec_x,
+    return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, p, vec_x,
                   vec_y, stream);
   }
   constexpr int kNear = kSoftmaxNearLanesPerThread, kLong = kSoftmaxLongLanesPerThread;
   // Compensated mode streams every row: its Neumaier lanes next to a register-held row would spill.
   if (p.compensated) return launch_split<In, Out, NeumaierLane, kNear, 0>(p, vec_x, vec_y, stream);
-  static const int experiment = getenv("DETOPS_SOFTMAX_EXP") ? atoi(getenv("DETOPS_SOFTMAX_EXP")) : 0;  // XXX
-  if (p.n <= kSoftmaxRegisterChunks * kMaxLanes) {
-    if (experiment == 0)
-      return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks, true>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxRegisterChunks * kMaxLanes)
     return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
-  }
-  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes) {
-    if (experiment != 2)
-      return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks, true>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes)
     return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks>(p, vec_x, vec_y, stream);
-  }
   return launch_split<In, Out, SumLane, kNear, 0>(p, vec_x, vec_y, stream);
 }
 
