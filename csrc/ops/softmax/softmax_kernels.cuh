@@ -13,8 +13,6 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
-#include <atomic>
-#include <cstdlib>
 #include "../../reduce/lanes_cuda.cuh"
 #include "softmax_launch.h"
 
@@ -263,13 +261,6 @@ __device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float
   return row_value<G>(block_tree(thread_tree(lane_values, op), tree_buf, op), slot, result, op);
 }
 
-// 16 bytes global -> shared without registers; only the first src_bytes are read, the rest is zero-filled.
-__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 // One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
 // threads g*kSplitThreads .. (g+1)*kSplitThreads - 1, thread t lanes K*t .. K*t + K - 1 (element c*4096 + K*t + j
 // is lane K*t + j).
@@ -277,72 +268,36 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // step-2 value of each element (exp(x - M), or x - M for log_softmax) replaces it there for the write pass, so
 // det_exp runs once per element. C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
 // flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_apply).
-template <typename In, typename Out, typename Lane, int K, int C, int R>
+template <typename In, typename Out, typename Lane, int K, int C>
 __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   constexpr int G = softmax_split_ctas(K);
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
   __shared__ float tree_buf[kSplitThreads * 3 / 2];
   __shared__ float node_max, row_max, node_sum, row_sum;
-  static_assert(R == 1 || C > 0, "streamed rows: one per cluster");
   const int rank = int(blockIdx.x % unsigned(G));
-  const int64_t first_row = int64_t(blockIdx.x / unsigned(G)) * R;
+  const int64_t row = int64_t(blockIdx.x / unsigned(G));
   const int64_t first = (int64_t(rank) * kSplitThreads + threadIdx.x) * K;
-  const In* x = static_cast<const In*>(p.x) + first_row * p.x_stride;
-  Out* y = static_cast<Out*>(p.y) + first_row * p.n;
+  const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
+  Out* y = static_cast<Out*>(p.y) + row * p.n;
   const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
   auto count = [&](int64_t c) { return p.n - (c * L + first); };  // the chunk's valid lanes (>= K: all K)
 
+  float mx[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) mx[j] = -kInf;
+  Lane acc[K];
+  float lane_values[K];
+
   if constexpr (C > 0) {
     // chunks <= C here; every chunk but the last is whole: 32-bit counts (64-bit ones per chunk spill).
-    int nchunks = int(chunks);
-    int tail = nchunks > 0 ? int(min(p.n - ((chunks - 1) * L + first), int64_t(K))) : 0;
+    const int nchunks = int(chunks);
+    const int tail = nchunks > 0 ? int(min(p.n - ((chunks - 1) * L + first), int64_t(K))) : 0;
     auto lanes_in = [&](int c) { return c + 1 < nchunks ? K : (c + 1 == nchunks ? tail : 0); };
-    // R > 1 and 16-byte aligned rows: the block's part of the next row (per chunk K * kSplitThreads adjacent
-    // elements) is copied to shared memory (cp.async, 16-byte pieces, no registers) while this row is computed.
-    constexpr int kSeg = K * kSplitThreads;
-    constexpr int kPerPiece = 16 / int(sizeof(In));
-    extern __shared__ __align__(16) unsigned char stage_bytes[];
-    In* stage = reinterpret_cast<In*>(stage_bytes);  // [C][kSeg]
-    constexpr bool staged = R > 1;  // launched for 16-byte aligned rows only
-    auto stage_row = [&](int64_t row) {
-      const In* xr = static_cast<const In*>(p.x) + row * p.x_stride + int64_t(rank) * kSeg;
-#pragma unroll 1
-      for (int i = threadIdx.x; i < C * kSeg / kPerPiece; i += kSplitThreads) {
-        const int c = i / (kSeg / kPerPiece);
-        const int e = (i % (kSeg / kPerPiece)) * kPerPiece;
-        const int64_t valid = p.n - (c * L + int64_t(rank) * kSeg + e);  // elements of this piece in the row
-        if (valid > 0)
-          cp_async16_zfill(stage + c * kSeg + e, xr + c * L + e, int(min(valid, int64_t(kPerPiece))) * int(sizeof(In)));
-      }
-    };
-    if constexpr (staged) stage_row(first_row);
-#pragma unroll 1
-    for (int r = 0; r < R; ++r) {
-    const int64_t row = first_row + r;
-    if (row >= p.rows) break;  // the same for every block of the cluster
-    // Opaque per row: otherwise the compiler hoists the C per-chunk counts out of the row loop into registers.
-    asm volatile("" : "+r"(nchunks), "+r"(tail));
     In raw[C][K];
-    if constexpr (staged) {
-      cp_async_wait_all();
-      __syncthreads();
 #pragma unroll
-      for (int c = 0; c < C; ++c)
-        if (c < nchunks) memcpy(raw[c], stage + c * kSeg + threadIdx.x * K, sizeof(raw[c]));
-      __syncthreads();  // every thread has its values: the buffer takes the next row
-      if (r + 1 < R && row + 1 < p.rows) stage_row(row + 1);
-    } else {
-      const In* xr = static_cast<const In*>(p.x) + row * p.x_stride + first;
-#pragma unroll
-      for (int c = 0; c < C; ++c)
-        if (c < nchunks) load_lanes<K>(xr + c * L, lanes_in(c), vec_x, raw[c]);
-    }
-    float mx[K];
-#pragma unroll
-    for (int j = 0; j < K; ++j) mx[j] = -kInf;
-    Lane acc[K];
-    float lane_values[K];
+    for (int c = 0; c < C; ++c)
+      if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
     // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
 #pragma unroll
     for (int c = 0; c < C; ++c)
@@ -373,7 +328,6 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     cluster_wait();  // completes the max's cluster_arrive before the next cluster barrier
     const float s = row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{});
     const float log_s = p.log ? det_log(s) : 0.0f;
-    Out* yr = static_cast<Out*>(p.y) + row * p.n + first;
     // Write pass. The output rounding converts two values at a time (narrowk), so with K = 1 two chunks go
     // together.
     constexpr int P = K == 1 ? 2 : 1;
@@ -391,16 +345,9 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         narrowk<P * K>(f, o);
 #pragma unroll
         for (int q = 0; q < P; ++q)
-          if (c + q < nchunks) store_lanes<K>(yr + (c + q) * L, lanes_in(c + q), vec_y, o + q * K);
+          if (c + q < nchunks) store_lanes<K>(y + (c + q) * L + first, lanes_in(c + q), vec_y, o + q * K);
       }
-    cluster_wait();  // the sum's slots are read by every block before the next row (or the exit)
-    }
   } else {
-    float mx[K];
-#pragma unroll
-    for (int j = 0; j < K; ++j) mx[j] = -kInf;
-    Lane acc[K];
-    float lane_values[K];
     // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
     auto all_chunks = [&](bool descending, auto&& f) {
       constexpr int U = kSoftmaxStreamElems / K > 0 ? kSoftmaxStreamElems / K : 1;
@@ -443,17 +390,17 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
       narrowk<K>(f, o);  // §1 rounding, the hardware's pairwise conversion (same bits as from_float)
       store_lanes<K>(y + c * L + first, count(c), vec_y, o);
     });
-    cluster_wait();  // no block exits while another may still read its node slot
   }
+  cluster_wait();  // no block exits while another may still read its node slot
 }
 
 template <typename Kernel>
-int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, int smem_bytes, const SoftmaxParams& p, bool vec_x,
-           bool vec_y, void* stream) {
+int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, const SoftmaxParams& p, bool vec_x, bool vec_y,
+           void* stream) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
-  config.dynamicSmemBytes = size_t(smem_bytes);
+  config.dynamicSmemBytes = 0;
   config.stream = static_cast<cudaStream_t>(stream);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -465,24 +412,13 @@ int launch(Kernel kernel, dim3 grid, dim3 block, int cluster, int smem_bytes, co
   return int(cudaLaunchKernelEx(&config, kernel, p, vec_x, vec_y));
 }
 
-// R rows per cluster; R > 1 stages the next row in C * K * kSplitThreads elements of dynamic shared memory.
-template <typename In, typename Out, typename Lane, int K, int C, int R = 1>
+template <typename In, typename Out, typename Lane, int K, int C>
 int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
   constexpr int G = softmax_split_ctas(K);
-  constexpr int kSmem = R > 1 ? C * K * kSplitThreads * int(sizeof(In)) : 0;
-  const int64_t blocks = (p.rows + R - 1) / R * G;
+  const int64_t blocks = p.rows * G;
   if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
-  auto kernel = split_kernel<In, Out, Lane, K, C, R>;
-  if constexpr (kSmem > 48 * 1024) {  // dynamic shared memory above 48 KB: allowed once per kernel and device
-    static std::atomic<uint64_t> allowed{0};
-    const uint64_t bit = uint64_t(1) << (p.device & 63);
-    if (!(allowed.load() & bit)) {
-      const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-      if (e != cudaSuccess) return int(e);
-      allowed.fetch_or(bit);
-    }
-  }
-  return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, kSmem, p, vec_x, vec_y, stream);
+  return launch(split_kernel<In, Out, Lane, K, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, p,
+                vec_x, vec_y, stream);
 }
 
 // The mapping, by N and the compensated mode only (constants.h).
@@ -495,23 +431,16 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
     const int64_t blocks = (p.rows + rpb - 1) / rpb;
     if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
     auto kernel = p.compensated ? row_kernel<In, Out, NeumaierLane> : row_kernel<In, Out, SumLane>;
-    return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, 0, p, vec_x,
+    return launch(kernel, dim3(unsigned(blocks)), dim3(unsigned(lane_threads(p.n)), unsigned(rpb)), 1, p, vec_x,
                   vec_y, stream);
   }
   constexpr int kNear = kSoftmaxNearLanesPerThread, kLong = kSoftmaxLongLanesPerThread;
   // Compensated mode streams every row: its Neumaier lanes next to a register-held row would spill.
   if (p.compensated) return launch_split<In, Out, NeumaierLane, kNear, 0>(p, vec_x, vec_y, stream);
-  static const int experiment = getenv("DETOPS_SOFTMAX_EXP") ? atoi(getenv("DETOPS_SOFTMAX_EXP")) : 0;  // XXX
-  if (p.n <= kSoftmaxRegisterChunks * kMaxLanes) {
-    if (experiment == 2 && vec_x)
-      return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks, 4>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxRegisterChunks * kMaxLanes)
     return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
-  }
-  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes) {
-    if (experiment == 1 || !vec_x)
-      return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks>(p, vec_x, vec_y, stream);
-    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks, 4>(p, vec_x, vec_y, stream);
-  }
+  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks>(p, vec_x, vec_y, stream);
   return launch_split<In, Out, SumLane, kNear, 0>(p, vec_x, vec_y, stream);
 }
 
