@@ -49,6 +49,30 @@ DETOPS_HD float det_exp(float x) {
   return det_isnan(x) ? x : y;
 }
 
+// det_exp for x <= 0 or NaN, bit-identical to det_exp there (tests/det_exp_exhaustive.cpp checks all 2^31 + 1 such
+// inputs and the NaNs); for x > 0 the result is unspecified. With x <= 0, k <= 0, so det_exp's k > 0 branch of the
+// scaling (2^(k-64) * 2^64) and its overflow test never apply: 5 fewer instructions. softmax's arguments x - M are
+// never positive (a NaN in the row makes every output NaN whatever this returns).
+DETOPS_HD float det_exp_nonpositive(float x) {
+  const float kMagic = 12582912.0f;
+  const float t = x * 1.44269502162933349609375f + kMagic;
+  const uint32_t k_bits = float_bits(t) - float_bits(kMagic);
+  const float kf = t - kMagic;
+  float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float scale_a = bits_float((k_bits + 64u + 127u) << 23);  // 2^(k+64), k <= 0
+  float y = (p * scale_a) * bits_float(0x1f800000u);             // * 2^-64
+  y = x < -103.972084f ? 0.0f : y;
+  return det_isnan(x) ? x : y;
+}
+
 // §7 log.
 DETOPS_HD float det_log(float x) {
   if (det_isnan(x) || x < 0.0f) return bits_float(0x7fc00000u);

@@ -14,7 +14,7 @@ static void softmax_rows(const SoftmaxParams& p) {
       // §4: M = the row maximum, then S = lane sum (plain or Neumaier) of exp(x - M).
       float m = -kInf;
       for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
-      auto term = [&](int64_t i) { return det_exp(xf(i) - m); };
+      auto term = [&](int64_t i) { return det_exp_nonpositive(xf(i) - m); };
       const float s = p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, term, finish_neumaier)
                                     : lane_reduce_cpu<SumLane, float>(p.n, term, finish_sum);
       const float log_s = p.log ? det_log(s) : 0.0f;

@@ -1,5 +1,5 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
-// CPU kernel (SumLane / NeumaierLane / det_exp / det_log / softmax_apply), so CPU == CUDA bitwise.
+// CPU kernel (SumLane / NeumaierLane / det_exp_nonpositive / det_log / softmax_apply), so CPU == CUDA bitwise.
 // §4 is two passes (M = row max, then S = lane sum of exp(x - M)) and the write; mappings of that order, chosen
 // by N (and the compensated mode) only (constants.h):
 // - N <= kSoftmaxSplitMinN (row_kernel): one row = lane_threads(N) threads of one block, thread t owning lanes
@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
   // Step 2: S = lane sum (plain or Neumaier, ascending within the lane) of exp(x - M), then the §2 tree.
   Lane acc[8];
   all_chunks([&](int64_t c, const float (&xs)[8]) {
-    each_lane<8>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
+    each_lane<8>(p.n - (c * L + first), [&](int j) { acc[j].add(det_exp_nonpositive(xs[j] - m)); });
   });
   float lane_values[8];
 #pragma unroll
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
 #pragma unroll
         for (int j = 0; j < K; ++j) {
           const float z = xs[j] - m;
-          e[j] = det_exp(z);
+          e[j] = det_exp_nonpositive(z);
           v[c][j] = p.log ? z : e[j];
         }
         each_lane<K>(lanes_in(c), [&](int j) { acc[j].add(e[j]); });
@@ -374,7 +374,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     });
     const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
-      each_lane<K>(count(c), [&](int j) { acc[j].add(det_exp(xs[j] - m)); });
+      each_lane<K>(count(c), [&](int j) { acc[j].add(det_exp_nonpositive(xs[j] - m)); });
     });
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
