@@ -255,7 +255,12 @@ def test_accuracy(device, c):
     stock = (torch.log_softmax if c["log"] else torch.softmax)(x, -1, dtype=c["out"])
     oracle = oracle.where(finite, float("nan"))  # normwise errors over the representable entries
     e_detops, e_stock = R.normwise_error(y, oracle), R.normwise_error(stock, oracle)
-    assert e_detops <= STOCK_FACTOR * e_stock, (e_detops, e_stock)
+    # Below one unit roundoff of the output dtype (normwise) both results are within a rounding of the exact one,
+    # and the ratio is noise: on peaked rows (one y ~ 1) it is the direction of one rounding of S ~ 1 in a row or
+    # two (fp32, 64 rows: e_detops 1.5e-8 = 0.25 u, stock 6.4e-9; the pre-v7 online order gave 2.03x on the same
+    # draw: the test was flaky before, it is not a looser promise).
+    u_out = float(torch.finfo(y.dtype).eps) / 2
+    assert e_detops <= max(STOCK_FACTOR * e_stock, u_out), (e_detops, e_stock)
 
 
 def _ill_conditioned_row(device):
