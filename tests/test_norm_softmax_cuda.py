@@ -19,11 +19,11 @@ LENGTHS = (1, 7, 8, 9, 128, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4095, 4
 SMALL_LENGTHS = tuple(n for n in LENGTHS if n <= 8192)
 # softmax only: around every mapping boundary of the CUDA kernels (constants.h): the split kernel for
 # N > kSoftmaxSplitMinN = 16384, rows held in registers with K = 4 lanes a thread for N <= kSoftmaxRegisterChunks *
-# 4096 = 32768 and with K = 1 (8-block clusters, chunks written in pairs: odd chunk counts) for N <=
-# kSoftmaxLongRowChunks * 4096 = 155648, streamed beyond; and a partial last chunk / a last chunk that ends inside a
-# thread's lanes or a cluster block's range.
+# 4096 = 32768 and with K = 1 (8-block clusters, chunks written in pairs: odd chunk counts; padded to the chunk caps
+# kSoftmaxLongChunkCaps = 16 / 24 / 32 / 38 chunks of 4096) for N <= 155648, streamed beyond; and a partial last
+# chunk / a last chunk that ends inside a thread's lanes or a cluster block's range.
 SPLIT_LENGTHS = (16383, 16384, 16385, 16386, 20481, 28673, 32767, 32768, 32769, 36863, 36865, 65535, 65536, 65537,
-                 126977, 155647, 155648, 155649, 159745)
+                 98303, 98304, 98305, 126977, 131071, 131072, 131073, 155647, 155648, 155649, 159745)
 SOFTMAX_LENGTHS = LENGTHS + SPLIT_LENGTHS
 # Row counts across thresholds where stock kernels switch (vLLM's 256), and rows_per_block(N) boundaries.
 GPU_ROWS = (1, 2, 7, 8, 9, 255, 256, 257, 2047, 2048, 2049, 65536)

@@ -71,6 +71,9 @@ constexpr int kSoftmaxLongLanesPerThread = 1;
 constexpr int kSoftmaxMaxClusterCtas = 8;  // the portable cluster size limit
 constexpr int kSoftmaxRegisterChunks = 8;
 constexpr int kSoftmaxLongRowChunks = 38;
+// The K = 1 kernel is compiled for these chunk counts (the rows past a thread's last chunk are padded and computed):
+// the launcher takes the smallest that holds ceil(N / 4096), so at most a third of the work is padding.
+constexpr int kSoftmaxLongChunkCaps[4] = {16, 24, 32, kSoftmaxLongRowChunks};
 constexpr int kSoftmaxStreamElems = 16;
 static_assert(kSoftmaxSplitMinN >= kMaxLanes, "the split kernel needs lanes(N) == kMaxLanes");
 DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {

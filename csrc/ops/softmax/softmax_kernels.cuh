@@ -294,17 +294,29 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     const int nchunks = int(chunks);
     const int tail = nchunks > 0 ? int(min(p.n - ((chunks - 1) * L + first), int64_t(K))) : 0;
     auto lanes_in = [&](int c) { return c + 1 < nchunks ? K : (c + 1 == nchunks ? tail : 0); };
+    // K = 1 (padded): the chunks past the thread's last are read as -inf and computed like the others (their max
+    // term changes nothing, their exp is 0 and adds +0 to a lane sum that is never -0), so only the loads and stores
+    // are predicated: no branch and convergence barrier per chunk (4 per element in the guarded form). The launcher
+    // picks C, the smallest of kSoftmaxLongChunkCaps that holds the row, to bound the padded work.
+    constexpr bool kPadded = K == 1;
     In raw[C][K];
+    if constexpr (kPadded) {
+      const In neg_inf = from_float<In>(-kInf);
 #pragma unroll
-    for (int c = 0; c < C; ++c)
-      if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
+      for (int c = 0; c < C; ++c) raw[c][0] = c < nchunks ? x[c * L + first] : neg_inf;
+    } else {
+#pragma unroll
+      for (int c = 0; c < C; ++c)
+        if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
+    }
     // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
 #pragma unroll
     for (int c = 0; c < C; ++c)
-      if (c < nchunks) {
+      if (kPadded || c < nchunks) {
         float xs[K];
         widen<K>(raw[c], xs);
-        each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
+        if constexpr (kPadded) mx[0] = det_max(mx[0], xs[0]);
+        else each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
       }
     const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
     // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for the
@@ -312,7 +324,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     float v[C][K];
 #pragma unroll
     for (int c = 0; c < C; ++c)
-      if (c < nchunks) {
+      if (kPadded || c < nchunks) {
         float xs[K], e[K];
         widen<K>(raw[c], xs);
 #pragma unroll
@@ -321,7 +333,8 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
           e[j] = det_exp_nonpositive(z);
           v[c][j] = p.log ? z : e[j];
         }
-        each_lane<K>(lanes_in(c), [&](int j) { acc[j].add(e[j]); });
+        if constexpr (kPadded) acc[0].add(e[0]);
+        else each_lane<K>(lanes_in(c), [&](int j) { acc[j].add(e[j]); });
       }
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
@@ -334,18 +347,22 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     static_assert(C % P == 0, "chunk pairs");
 #pragma unroll
     for (int c = 0; c < C; c += P)
-      if (c < nchunks) {
+      if (kPadded || c < nchunks) {
         float f[P * K];
 #pragma unroll
         for (int q = 0; q < P; ++q)
 #pragma unroll
           for (int j = 0; j < K; ++j)
-            f[q * K + j] = c + q < nchunks ? softmax_from_step2(v[c + q][j], s, log_s, p.log) : 0.0f;
+            f[q * K + j] =
+                kPadded || c + q < nchunks ? softmax_from_step2(v[c + q][j], s, log_s, p.log) : 0.0f;
         Out o[P * K];
         narrowk<P * K>(f, o);
 #pragma unroll
         for (int q = 0; q < P; ++q)
-          if (c + q < nchunks) store_lanes<K>(y + (c + q) * L + first, lanes_in(c + q), vec_y, o + q * K);
+          if (c + q < nchunks) {
+            if constexpr (kPadded) y[(c + q) * L + first] = o[q];
+            else store_lanes<K>(y + (c + q) * L + first, lanes_in(c + q), vec_y, o + q * K);
+          }
       }
   } else {
     // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
@@ -439,8 +456,15 @@ int launch_softmax_impl(const SoftmaxParams& p, void* stream) {
   if (p.compensated) return launch_split<In, Out, NeumaierLane, kNear, 0>(p, vec_x, vec_y, stream);
   if (p.n <= kSoftmaxRegisterChunks * kMaxLanes)
     return launch_split<In, Out, SumLane, kNear, kSoftmaxRegisterChunks>(p, vec_x, vec_y, stream);
-  if (p.n <= kSoftmaxLongRowChunks * kMaxLanes)
-    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongRowChunks>(p, vec_x, vec_y, stream);
+  static_assert(kSoftmaxLongChunkCaps[3] == kSoftmaxLongRowChunks, "the largest cap holds every long row");
+  if (p.n <= kSoftmaxLongChunkCaps[0] * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongChunkCaps[0]>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxLongChunkCaps[1] * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongChunkCaps[1]>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxLongChunkCaps[2] * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongChunkCaps[2]>(p, vec_x, vec_y, stream);
+  if (p.n <= kSoftmaxLongChunkCaps[3] * kMaxLanes)
+    return launch_split<In, Out, SumLane, kLong, kSoftmaxLongChunkCaps[3]>(p, vec_x, vec_y, stream);
   return launch_split<In, Out, SumLane, kNear, 0>(p, vec_x, vec_y, stream);
 }
 
