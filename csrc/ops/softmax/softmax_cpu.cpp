@@ -1,5 +1,6 @@
 // softmax / log_softmax on the CPU: docs/REDUCTION_ORDER.md §2, §4. Rows in parallel, one order per row.
 #include <ATen/Parallel.h>
+#include <vector>
 #include "../../reduce/lanes_cpu.h"
 #include "softmax_backends.h"
 
@@ -8,18 +9,25 @@ namespace detops {
 template <typename In, typename Out>
 static void softmax_rows(const SoftmaxParams& p) {
   at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
+    // softmax keeps each element's exp(x - M) from the sum pass for the write pass (§4: the same value), so det_exp
+    // runs once per element, as on the GPU.
+    std::vector<float> kept(p.log ? 0 : size_t(p.n));
     for (int64_t r = r0; r < r1; ++r) {
       const In* x = static_cast<const In*>(p.x) + r * p.x_stride;
       auto xf = [&](int64_t i) { return to_float(x[i]); };
       // §4: M = the row maximum, then S = lane sum (plain or Neumaier) of exp(x - M).
       float m = -kInf;
       for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
-      auto term = [&](int64_t i) { return det_exp_nonpositive(xf(i) - m); };
-      const float s = p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, term, finish_neumaier)
-                                    : lane_reduce_cpu<SumLane, float>(p.n, term, finish_sum);
+      auto sum = [&](auto term) {
+        return p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, term, finish_neumaier)
+                             : lane_reduce_cpu<SumLane, float>(p.n, term, finish_sum);
+      };
+      const float s = p.log ? sum([&](int64_t i) { return det_exp_nonpositive(xf(i) - m); })
+                            : sum([&](int64_t i) { return kept[size_t(i)] = det_exp_nonpositive(xf(i) - m); });
       const float log_s = p.log ? det_log(s) : 0.0f;
       Out* y = static_cast<Out*>(p.y) + r * p.n;
-      for (int64_t i = 0; i < p.n; ++i) y[i] = from_float<Out>(softmax_apply(xf(i), m, s, log_s, p.log));
+      for (int64_t i = 0; i < p.n; ++i)
+        y[i] = from_float<Out>(softmax_from_step2(p.log ? xf(i) - m : kept[size_t(i)], s, log_s, p.log));
     }
   });
 }
