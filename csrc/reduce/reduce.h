@@ -53,6 +53,8 @@ DETOPS_HD float det_exp(float x) {
 // inputs and the NaNs); for x > 0 the result is unspecified. With x <= 0, k <= 0, so det_exp's k > 0 branch of the
 // scaling (2^(k-64) * 2^64) and its overflow test never apply: 5 fewer instructions. softmax's arguments x - M are
 // never positive (a NaN in the row makes every output NaN whatever this returns).
+// Its first 14 lines repeat det_exp's on purpose: a shared helper changes the attention kernels' SASS (not their
+// arithmetic), and that change has not run on a GPU yet (session 4 had no device time left).
 DETOPS_HD float det_exp_nonpositive(float x) {
   const float kMagic = 12582912.0f;
   const float t = x * 1.44269502162933349609375f + kMagic;
