@@ -16,6 +16,21 @@ VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 HOST_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math"]
+
+
+def host_has_fma():
+    """x86-64 build host with the FMA instruction set: -mfma lets det_fma (the one fused operation of the order,
+    §1/§7) be an instruction instead of a call to the C library's fmaf (same bits either way; -ffp-contract=off
+    still forbids contracting anything else). pip builds on the machine that runs the kernels."""
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"):
+        return False
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and " fma " in line + " " for line in f)
+
+
+if host_has_fma():
+    HOST_FLAGS.append("-mfma")
 NVCC_NUMERICS = ["--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false"]
 
 

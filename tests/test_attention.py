@@ -496,26 +496,9 @@ F32 = __import__("numpy").float32
 
 
 def np_det_exp(x):
-    """REDUCTION_ORDER.md §7 det_exp in numpy float32 (IEEE single ops, no FMA: each ufunc rounds once)."""
-    import numpy as np
-    x = np.asarray(x, dtype=np.float32)
-    with np.errstate(all="ignore"):
-        magic = F32(12582912.0)
-        kf = (x * F32(1.44269502162933349609375) + magic) - magic
-        r = (x - kf * F32(0.693145751953125)) - kf * F32(1.428606765330187e-06)
-        p = F32(1.0) / F32(5040.0)
-        for c in (720.0, 120.0, 24.0, 6.0):
-            p = p * r + F32(1.0) / F32(c)
-        p = (p * r + F32(0.5)) * r + F32(1.0)
-        p = p * r + F32(1.0)
-        k = np.nan_to_num(kf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.int64)
-        k = np.clip(k, -252, 254)
-        k1 = np.trunc(k / 2).astype(np.int64)  # C's int division truncates
-        pow2 = lambda e: ((e + 127).astype(np.uint32) << 23).view(np.float32)  # noqa: E731
-        y = (p * pow2(k1)) * pow2(k - k1)
-    y = np.where(x < F32(-103.972084), F32(0.0), y)
-    y = np.where(x > F32(88.72283935546875), F32(np.inf), y)
-    return np.where(np.isnan(x), x, y).astype(np.float32)
+    """REDUCTION_ORDER.md §7 det_exp in numpy float32: the softmax references' implementation (its fma is exact)."""
+    from detops.reference import det_exp
+    return det_exp(x)
 
 
 def np_det_tanh(x):

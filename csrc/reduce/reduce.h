@@ -16,34 +16,51 @@ DETOPS_HD float det_max(float a, float b) { return a > b ? a : b; }
 DETOPS_HD float det_abs(float a) { return bits_float(float_bits(a) & 0x7fffffffu); }
 DETOPS_HD bool det_isnan(float a) { return a != a; }
 
-// §7 exp. exp(0) == 1 exactly (r == 0, polynomial == 1, scale 2^0).
-// Evaluation order, branch-free and bit-identical to the reference form of §7 (kept verbatim in
-// tests/det_exp_exhaustive.cpp, which compares the two over all 2^32 inputs):
-// - t = x*log2e + 1.5*2^23 is the reference's rounded sum; wherever the range checks pass (|k| <= 150) the bits
-//   of t minus the bits of 1.5*2^23 are k itself, so no float->int conversion is needed.
+// §1 fused multiply-add: a*b + c rounded once (IEEE fma), the only fused operation of the order (§7 exp). The
+// host calls the C library's fmaf (correctly rounded everywhere; one instruction where setup.py adds -mfma).
+DETOPS_HD float det_fma(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
+#endif
+}
+
+// §7 exp, the part shared by det_exp and det_exp_nonpositive: k = round(x*log2e) and the polynomial p(r) with
+// exp(x) = p * 2^k. t = fma(x, log2e, 1.5*2^23) rounds x*log2e to an integer (RNE) in its last bits: wherever the
+// range checks pass (|k| <= 150) the bits of t minus the bits of 1.5*2^23 are k itself, so no float->int conversion
+// is needed. r = fma(-k, ln2_lo, fma(-k, ln2_hi, x)) (the inner one is exact: k*ln2_hi has 16 significant bits);
+// the degree-7 Taylor polynomial in Horner form, one fma a step.
+struct ExpParts { uint32_t k_bits; float p; };
+DETOPS_HD ExpParts det_exp_parts(float x) {
+  const float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float t = det_fma(x, 1.44269502162933349609375f, kMagic);
+  const float kf = t - kMagic;
+  const float r = det_fma(-kf, 1.428606765330187e-06f, det_fma(-kf, 0.693145751953125f, x));
+  float p = 1.0f / 5040.0f;
+  p = det_fma(p, r, 1.0f / 720.0f);
+  p = det_fma(p, r, 1.0f / 120.0f);
+  p = det_fma(p, r, 1.0f / 24.0f);
+  p = det_fma(p, r, 1.0f / 6.0f);
+  p = det_fma(p, r, 0.5f);
+  p = det_fma(p, r, 1.0f);
+  p = det_fma(p, r, 1.0f);
+  return {float_bits(t) - float_bits(kMagic), p};
+}
+
+// §7 exp. exp(0) == 1 exactly (r == 0, polynomial == 1, scale 2^0). Branch-free and bit-identical to the
+// reference form of §7 (kept in tests/det_exp_exhaustive.cpp, which compares the two over all 2^32 inputs):
 // - 2^k is applied as 2^(k-c) then 2^c with c = 64 (k > 0) or -64 (k <= 0): for every k in [-150, 128] the first
 //   product is exact (normal), so the result is p * 2^k rounded once, as in the reference's two scalings.
 // - The special inputs select their results at the end (NaN, then +inf above, then 0 below), the reference's
 //   early returns in the same priority; no branch, so a thread's independent calls can interleave.
 DETOPS_HD float det_exp(float x) {
-  const float kMagic = 12582912.0f;                 // 1.5 * 2^23: adding it rounds to an integer (RNE)
-  const float t = x * 1.44269502162933349609375f + kMagic;
-  const uint32_t k_bits = float_bits(t) - float_bits(kMagic);  // == k (two's complement) when |k| < 2^22
-  const float kf = t - kMagic;
-  float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const bool k_positive = int32_t(k_bits) > 0;
+  const ExpParts e = det_exp_parts(x);
+  const bool k_positive = int32_t(e.k_bits) > 0;
   const uint32_t c_bits = k_positive ? 64u : uint32_t(-64);
-  const float scale_a = bits_float((k_bits - c_bits + 127u) << 23);  // 2^(k-c) (garbage only for specials)
+  const float scale_a = bits_float((e.k_bits - c_bits + 127u) << 23);  // 2^(k-c) (garbage only for specials)
   const float scale_c = bits_float(k_positive ? 0x5f800000u : 0x1f800000u);  // 2^64 or 2^-64
-  float y = (p * scale_a) * scale_c;
+  float y = (e.p * scale_a) * scale_c;
   y = x < -103.972084f ? 0.0f : y;
   y = x > 88.72283935546875f ? kInf : y;
   return det_isnan(x) ? x : y;
@@ -51,26 +68,12 @@ DETOPS_HD float det_exp(float x) {
 
 // det_exp for x <= 0 or NaN, bit-identical to det_exp there (tests/det_exp_exhaustive.cpp checks all 2^31 + 1 such
 // inputs and the NaNs); for x > 0 the result is unspecified. With x <= 0, k <= 0, so det_exp's k > 0 branch of the
-// scaling (2^(k-64) * 2^64) and its overflow test never apply: 5 fewer instructions. softmax's arguments x - M are
-// never positive (a NaN in the row makes every output NaN whatever this returns).
-// Its first 14 lines repeat det_exp's on purpose: a shared helper changes the attention kernels' SASS (not their
-// arithmetic), and that change has not run on a GPU yet (session 4 had no device time left).
+// scaling (2^(k-64) * 2^64) and its overflow test never apply. softmax's arguments x - M are never positive (a NaN
+// in the row makes every output NaN whatever this returns).
 DETOPS_HD float det_exp_nonpositive(float x) {
-  const float kMagic = 12582912.0f;
-  const float t = x * 1.44269502162933349609375f + kMagic;
-  const uint32_t k_bits = float_bits(t) - float_bits(kMagic);
-  const float kf = t - kMagic;
-  float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const float scale_a = bits_float((k_bits + 64u + 127u) << 23);  // 2^(k+64), k <= 0
-  float y = (p * scale_a) * bits_float(0x1f800000u);             // * 2^-64
+  const ExpParts e = det_exp_parts(x);
+  const float scale_a = bits_float((e.k_bits + 64u + 127u) << 23);  // 2^(k+64), k <= 0
+  float y = (e.p * scale_a) * bits_float(0x1f800000u);             // * 2^-64
   y = x < -103.972084f ? 0.0f : y;
   return det_isnan(x) ? x : y;
 }

@@ -30,8 +30,8 @@ constexpr int64_t kPanelCols = kMatmulCpuPanelCols;
 constexpr int64_t kPanelRows = kMatmulCpuPanelRows;
 constexpr int64_t kKB = kMatmulKBlock;
 
-// GCC vector extension: element-wise IEEE ops, no reassociation, no FMA (-ffp-contract=off; the AVX2 clone
-// below does not even enable the FMA instruction set).
+// GCC vector extension: element-wise IEEE ops, no reassociation, no FMA (-ffp-contract=off, also where setup.py
+// adds -mfma for det_fma).
 typedef float vfloat __attribute__((vector_size(kVec * sizeof(float))));
 
 __attribute__((always_inline)) inline vfloat load(const float* p) {

@@ -20,8 +20,5 @@ struct SoftmaxParams {
 // the row's S (log_s = det_log(S) precomputed for log_softmax). Kernels that hold the row keep v from step 2.
 DETOPS_HD float softmax_from_step2(float v, float s, float log_s, bool log) { return log ? v - log_s : v / s; }
 DETOPS_HD float softmax_step2(float x, float m, bool log) { return log ? x - m : det_exp_nonpositive(x - m); }
-DETOPS_HD float softmax_apply(float x, float m, float s, float log_s, bool log) {
-  return softmax_from_step2(softmax_step2(x, m, log), s, log_s, log);
-}
 
 }  // namespace detops

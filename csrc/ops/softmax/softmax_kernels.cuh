@@ -1,5 +1,6 @@
 // softmax / log_softmax on CUDA: docs/REDUCTION_ORDER.md §2 and §4 with the same shared arithmetic as the
-// CPU kernel (SumLane / NeumaierLane / det_exp_nonpositive / det_log / softmax_apply), so CPU == CUDA bitwise.
+// CPU kernel (SumLane / NeumaierLane / det_exp_nonpositive / det_log / softmax_step2 / softmax_from_step2), so
+// CPU == CUDA bitwise; the division by S is RowDivision (row_division.cuh: the IEEE division's bits).
 // §4 is two passes (M = row max, then S = lane sum of exp(x - M)) and the write; mappings of that order, chosen
 // by N (and the compensated mode) only (constants.h):
 // - N <= kSoftmaxSplitMinN (row_kernel): one row = lane_threads(N) threads of one block, thread t owning lanes
@@ -14,6 +15,7 @@
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
 #include "../../reduce/lanes_cuda.cuh"
+#include "row_division.cuh"
 #include "softmax_launch.h"
 
 namespace detops {
@@ -87,6 +89,30 @@ __device__ __forceinline__ void store_lanes(T* p, int64_t count, bool vector_ok,
 #pragma unroll
   for (int j = 0; j < K; ++j)
     if (j < count) p[j] = v[j];
+}
+
+// The write pass's outputs f[j] = softmax_from_step2(v[j], S, log S) for a group of a thread's step-2 values.
+// softmax divides by S with RowDivision (same bits); the group's rare values outside its proven range are redone
+// by the IEEE division: one test and branch a group, not per element.
+template <int N>
+__device__ __forceinline__ void write_values(const float (&v)[N], const RowDivision& d, float log_s, bool log,
+                                             float (&f)[N]) {
+  if (log) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) f[j] = softmax_from_step2(v[j], d.s, log_s, true);
+    return;
+  }
+  bool ieee = false;
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    f[j] = d.fast(v[j]);
+    ieee = ieee || d.ieee(v[j]);
+  }
+  if (ieee) {
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (d.ieee(v[j])) f[j] = softmax_from_step2(v[j], d.s, log_s, false);
+  }
 }
 
 // ---- N <= kSoftmaxSplitMinN: one block per row (short rows sharing it) ------------------------------------
@@ -166,16 +192,17 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
   float lane_values[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j) lane_values[j] = acc[j].value();
-  const float s = row_tree(lane_values, warp_sums[threadIdx.y], SumOp{});
-  const float log_s = p.log ? det_log(s) : 0.0f;
+  const RowDivision div(row_tree(lane_values, warp_sums[threadIdx.y], SumOp{}));
+  const float log_s = p.log ? det_log(div.s) : 0.0f;
 
   // Write pass, elementwise (§4). Chunks 1.. go from the row's end backwards (those read last are the likeliest
   // to still be in L2), chunk 0 from the cache last.
   auto emit = [&](int64_t c, const float (&xs)[8]) {
     const int64_t i = c * L + first;
-    float f[8];
+    float v[8], f[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
+    for (int j = 0; j < 8; ++j) v[j] = softmax_step2(xs[j], m, p.log);
+    write_values(v, div, log_s, p.log, f);
     Out o[8];
     narrow8(f, o);
     store8(y + i, p.n - i, vec_y, o);
@@ -191,31 +218,25 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
 
 constexpr int kSplitThreads = kSoftmaxSplitBlockThreads;
 
-// §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise
-// with every merge done once: node[t] = node[2t] (+) node[2t+1] level by level through shared memory (one
-// barrier per level; `buf` holds kSplitThreads * 3 / 2 values), the last 32 in warp 0 by XOR butterflies
-// (lower lane first). Scalar equivalent for 4 nodes: r = (n0 (+) n1) (+) (n2 (+) n3). The block's node is
-// returned in every lane of warp 0 (other warps: unspecified). Every thread of the block must call it.
+// §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise: each
+// warp's 32 consecutive nodes by XOR butterflies (offsets 1..16, lower lane first: the subtree of its 32 nodes),
+// then warp 0 the same over the kSplitWarps warp nodes (`buf` holds them): one block barrier, not one a level.
+// Scalar equivalent for 4 nodes: r = (n0 (+) n1) (+) (n2 (+) n3). The block's node is returned in every lane of
+// warp 0 (other warps: unspecified). Every thread of the block must call it.
+constexpr int kSplitWarps = kSplitThreads / kWarpSize;
+static_assert(kSplitWarps <= kWarpSize && (kSplitWarps & (kSplitWarps - 1)) == 0, "warp nodes: one warp's butterfly");
 template <typename V, typename Op>
 __device__ __forceinline__ V block_tree(V node, V* buf, Op op) {
-  const int t = threadIdx.x;
-  V* src = buf;
-  V* dst = buf + kSplitThreads;
-  src[t] = node;
-  __syncthreads();
-#pragma unroll
-  for (int width = kSplitThreads; width > kWarpSize; width /= 2) {
-    if (t < width / 2) dst[t] = op(src[2 * t], src[2 * t + 1]);
-    __syncthreads();
-    V* const done = src;  // read by this level only (the barrier above): the next level's output
-    src = dst;
-    dst = done;
-  }
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   V v = node;
-  if (t < kWarpSize) {
-    v = src[t];
 #pragma unroll
-    for (int off = 1; off < kWarpSize; off *= 2) v = butterfly(v, t, off, op);
+  for (int off = 1; off < kWarpSize; off *= 2) v = butterfly(v, lane, off, op);
+  if (lane == 0) buf[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = buf[lane % kSplitWarps];
+#pragma unroll
+    for (int off = 1; off < kSplitWarps; off *= 2) v = butterfly(v, lane, off, op);
   }
   return v;
 }
@@ -267,27 +288,21 @@ __device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float
 // C > 0: every thread's chunks (at most C: N <= C * 4096) are loaded once, up front, and kept in registers; the
 // step-2 value of each element (exp(x - M), or x - M for log_softmax) replaces it there for the write pass, so
 // det_exp runs once per element. C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
-// flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_apply).
+// flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_step2).
 template <typename In, typename Out, typename Lane, int K, int C>
 __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   constexpr int G = softmax_split_ctas(K);
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
-  __shared__ float tree_buf[kSplitThreads * 3 / 2];
+  __shared__ float tree_buf[kSplitWarps];
   __shared__ float node_max, row_max, node_sum, row_sum;
   const int rank = int(blockIdx.x % unsigned(G));
   const int64_t row = int64_t(blockIdx.x / unsigned(G));
   const int64_t first = (int64_t(rank) * kSplitThreads + threadIdx.x) * K;
-  const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
-  Out* y = static_cast<Out*>(p.y) + row * p.n;
   const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
   auto count = [&](int64_t c) { return p.n - (c * L + first); };  // the chunk's valid lanes (>= K: all K)
-
-  float mx[K];
-#pragma unroll
-  for (int j = 0; j < K; ++j) mx[j] = -kInf;
-  Lane acc[K];
-  float lane_values[K];
+  const In* x = static_cast<const In*>(p.x) + row * p.x_stride;
+  Out* y = static_cast<Out*>(p.y) + row * p.n;
 
   if constexpr (C > 0) {
     // chunks <= C here; every chunk but the last is whole: 32-bit counts (64-bit ones per chunk spill).
@@ -310,6 +325,9 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         if (c < nchunks) load_lanes<K>(x + c * L + first, lanes_in(c), vec_x, raw[c]);
     }
     // §4 step 1: M = the row maximum (lane maxima, then the §2 tree: any order gives the same M).
+    float mx[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) mx[j] = -kInf;
 #pragma unroll
     for (int c = 0; c < C; ++c)
       if (kPadded || c < nchunks) {
@@ -319,8 +337,9 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         else each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
       }
     const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
-    // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for the
-    // write pass, replacing the raw value in registers.
+    // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for
+    // the write pass, replacing the raw value in registers.
+    Lane acc[K];
     float v[C][K];
 #pragma unroll
     for (int c = 0; c < C; ++c)
@@ -336,11 +355,12 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         if constexpr (kPadded) acc[0].add(e[0]);
         else each_lane<K>(lanes_in(c), [&](int j) { acc[j].add(e[j]); });
       }
+    float lane_values[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
     cluster_wait();  // completes the max's cluster_arrive before the next cluster barrier
-    const float s = row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{});
-    const float log_s = p.log ? det_log(s) : 0.0f;
+    const RowDivision div(row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{}));
+    const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass. The output rounding converts two values at a time (narrowk), so with K = 1 two chunks go
     // together.
     constexpr int P = K == 1 ? 2 : 1;
@@ -348,13 +368,12 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
 #pragma unroll
     for (int c = 0; c < C; c += P)
       if (kPadded || c < nchunks) {
-        float f[P * K];
+        float w[P * K], f[P * K];
 #pragma unroll
         for (int q = 0; q < P; ++q)
 #pragma unroll
-          for (int j = 0; j < K; ++j)
-            f[q * K + j] =
-                kPadded || c + q < nchunks ? softmax_from_step2(v[c + q][j], s, log_s, p.log) : 0.0f;
+          for (int j = 0; j < K; ++j) w[q * K + j] = kPadded || c + q < nchunks ? v[c + q][j] : 0.0f;
+        write_values(w, div, log_s, p.log, f);
         Out o[P * K];
         narrowk<P * K>(f, o);
 #pragma unroll
@@ -365,6 +384,11 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
           }
       }
   } else {
+    float mx[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) mx[j] = -kInf;
+    Lane acc[K];
+    float lane_values[K];
     // f(c, xs) for the thread's chunks c (ascending, or descending if `descending`: elementwise passes only).
     auto all_chunks = [&](bool descending, auto&& f) {
       constexpr int U = kSoftmaxStreamElems / K > 0 ? kSoftmaxStreamElems / K : 1;
@@ -396,13 +420,14 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
     cluster_wait();
-    const float s = row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{});
-    const float log_s = p.log ? det_log(s) : 0.0f;
+    const RowDivision div(row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{}));
+    const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass, from the row's end backwards (read last: likeliest still in L2).
     all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
-      float f[K];
+      float v[K], f[K];
 #pragma unroll
-      for (int j = 0; j < K; ++j) f[j] = softmax_apply(xs[j], m, s, log_s, p.log);
+      for (int j = 0; j < K; ++j) v[j] = softmax_step2(xs[j], m, p.log);
+      write_values(v, div, log_s, p.log, f);
       Out o[K];
       narrowk<K>(f, o);  // §1 rounding, the hardware's pairwise conversion (same bits as from_float)
       store_lanes<K>(y + c * L + first, count(c), vec_y, o);
@@ -434,8 +459,8 @@ int launch_split(const SoftmaxParams& p, bool vec_x, bool vec_y, void* stream) {
   constexpr int G = softmax_split_ctas(K);
   const int64_t blocks = p.rows * G;
   if (blocks > kMaxGridBlocks) return int(cudaErrorInvalidConfiguration);
-  return launch(split_kernel<In, Out, Lane, K, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G, p,
-                vec_x, vec_y, stream);
+  return launch(split_kernel<In, Out, Lane, K, C>, dim3(unsigned(blocks)), dim3(unsigned(kSplitThreads)), G,
+                p, vec_x, vec_y, stream);
 }
 
 // The mapping, by N and the compensated mode only (constants.h).
