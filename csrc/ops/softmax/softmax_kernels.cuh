@@ -13,7 +13,6 @@
 // Plain CUDA only: the torch glue is softmax_cuda.cpp.
 #pragma once
 #include <cuda_runtime.h>
-#include <cooperative_groups.h>
 #include "../../reduce/lanes_cuda.cuh"
 #include "row_division.cuh"
 #include "softmax_launch.h"
@@ -21,15 +20,6 @@
 namespace detops {
 namespace softmax_detail {
 
-namespace cg = cooperative_groups;
-
-// Thread-block cluster primitives (one cluster = the blocks of one row). arrive has release, wait acquire
-// semantics: a block's shared-memory writes before arrive are visible to the cluster after wait.
-__device__ __forceinline__ void cluster_sync_all() { cg::this_cluster().sync(); }
-__device__ __forceinline__ void cluster_arrive() { (void)cg::this_cluster().barrier_arrive(); }
-__device__ __forceinline__ void cluster_wait() { cg::this_cluster().barrier_wait(); }
-template <typename T>
-__device__ __forceinline__ T* cluster_map(T* p, int rank) { return cg::this_cluster().map_shared_rank(p, rank); }
 
 // f(j) for the lanes j < count of a thread's K lanes in one chunk; whole chunks (count >= K) without a per-lane
 // test, so the K independent lane updates form one straight-line block the compiler can interleave.
@@ -254,32 +244,79 @@ __device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
   return t[0];
 }
 
-// The row's value from the block nodes of its G cluster blocks: rank g's node covers lanes g*4096/G ..
-// (g+1)*4096/G - 1; thread 0 of every block merges the G nodes bottom-up pairwise, lower rank first (same bits in
-// every block; scalar equivalent for G = 4: r = (n0 (+) n1) (+) (n2 (+) n3)), and the block reads it from
-// `result`. `slot` is this block's node for the other blocks; the caller must cluster_wait() before the next
-// row_value and before it exits (no block may leave while another reads its slot).
-template <int G, typename V, typename Op>
-__device__ __forceinline__ V row_value(V block_node, V* slot, V* result, Op op) {
-  if (threadIdx.x == 0) *slot = block_node;
-  cluster_sync_all();
+// The G blocks of a row's cluster exchange their block nodes through distributed shared memory, E times a kernel
+// (the row's max, then its sum): thread 0 of every block pushes its node into slot [e][rank] of every block of the
+// cluster with st.async, which completes on the receiving block's mbarrier bar[e]; a block waits on its own
+// mbarrier only. No cluster barrier per exchange: cooperative groups' cluster sync is a GPU-scope memory fence
+// (MEMBAR.ALL.GPU) plus an L1 invalidation per arrive / wait, ~40 % of the K = 1 kernel's warp time in ncu
+// (NORM_SOFTMAX_NOTES v8). Each exchange has its own mbarrier and slots, used once (phase 0), so nothing is reused
+// and no block may need to wait for another before it exits: a block's waits complete only once every write into
+// its slots has landed.
+template <int G, int E>
+struct ClusterExchange {
+  alignas(8) uint64_t bar[E];
+  float slot[E][G];
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
+// Every thread of every block, first thing: thread 0 initialises the mbarriers (one arrival, its own, with the
+// G node bytes expected), then the block arrives (relaxed) at the cluster barrier that exchange 0 waits on, so no
+// node is pushed into a block before its mbarriers exist.
+template <int G, int E>
+__device__ __forceinline__ void exchange_init(ClusterExchange<G, E>& ex) {
   if (threadIdx.x == 0) {
-    V v[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) v[g] = *cluster_map(slot, g);
-    *result = thread_tree(v, op);
+    for (int e = 0; e < E; ++e) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(&ex.bar[e])) : "memory");
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(&ex.bar[e])),
+                   "n"(G * int(sizeof(float)))
+                   : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  __syncthreads();
-  cluster_arrive();  // this block is done reading the others' slots
-  return *result;
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 }
 
-// The row's maximum (§4 step 1) from a thread's K lane maxima, or its sum (step 2) from its K lane values: the
-// thread's subtree, the block tree, the cluster's G block nodes. Ends with row_value's cluster_arrive.
+// The row's value of exchange e from this block's node (valid in thread 0): every block merges the G nodes
+// bottom-up pairwise, lower rank first (same bits in every thread of every block; scalar equivalent for G = 4:
+// r = (n0 (+) n1) (+) (n2 (+) n3)). Every thread of every block calls it, for e = 0, 1, ... in order.
+template <int G, int E, typename Op>
+__device__ __forceinline__ float exchange(ClusterExchange<G, E>& ex, int e, int rank, float node, Op op) {
+  if (e == 0) asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // every block's mbarriers exist
+  if (threadIdx.x == 0) {
+    const uint32_t slot = smem_u32(&ex.slot[e][rank]), bar = smem_u32(&ex.bar[e]);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      uint32_t remote_slot, remote_bar;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_slot) : "r"(slot), "r"(g));
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote_bar) : "r"(bar), "r"(g));
+      asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(remote_slot),
+                   "r"(__float_as_uint(node)), "r"(remote_bar)
+                   : "memory");
+    }
+  }
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n"
+      "@!done bra WAIT;\n"
+      "}\n" ::"r"(smem_u32(&ex.bar[e]))
+      : "memory");
+  float v[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) v[g] = ex.slot[e][g];
+  return thread_tree(v, op);
+}
+
+// The row's maximum (§4 step 1, exchange 0) from a thread's K lane maxima, or its sum (step 2, exchange 1) from its
+// K lane values: the thread's subtree, the block tree, the cluster's G block nodes. (block_tree's buffer is reused
+// by the next reduction only after this block's exchange completed, which needs warp 0's node: warp 0 has read it.)
 template <int G, int K, typename Op>
-__device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float* tree_buf, float* slot,
-                                            float* result, Op op) {
-  return row_value<G>(block_tree(thread_tree(lane_values, op), tree_buf, op), slot, result, op);
+__device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float* tree_buf,
+                                            ClusterExchange<G, 2>& ex, int e, int rank, Op op) {
+  return exchange(ex, e, rank, block_tree(thread_tree(lane_values, op), tree_buf, op), op);
 }
 
 // One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
@@ -295,7 +332,8 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
   __shared__ float tree_buf[kSplitWarps];
-  __shared__ float node_max, row_max, node_sum, row_sum;
+  __shared__ ClusterExchange<G, 2> ex;
+  exchange_init(ex);
   const int rank = int(blockIdx.x % unsigned(G));
   const int64_t row = int64_t(blockIdx.x / unsigned(G));
   const int64_t first = (int64_t(rank) * kSplitThreads + threadIdx.x) * K;
@@ -336,7 +374,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         if constexpr (kPadded) mx[0] = det_max(mx[0], xs[0]);
         else each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
       }
-    const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
+    const float m = row_reduce<G>(mx, tree_buf, ex, 0, rank, MaxOp{});
     // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for
     // the write pass, replacing the raw value in registers.
     Lane acc[K];
@@ -358,8 +396,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     float lane_values[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    cluster_wait();  // completes the max's cluster_arrive before the next cluster barrier
-    const RowDivision div(row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{}));
+    const RowDivision div(row_reduce<G>(lane_values, tree_buf, ex, 1, rank, SumOp{}));
     const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass. The output rounding converts two values at a time (narrowk), so with K = 1 two chunks go
     // together.
@@ -413,14 +450,13 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
       each_lane<K>(count(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
     });
-    const float m = row_reduce<G>(mx, tree_buf, &node_max, &row_max, MaxOp{});
+    const float m = row_reduce<G>(mx, tree_buf, ex, 0, rank, MaxOp{});
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
       each_lane<K>(count(c), [&](int j) { acc[j].add(det_exp_nonpositive(xs[j] - m)); });
     });
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    cluster_wait();
-    const RowDivision div(row_reduce<G>(lane_values, tree_buf, &node_sum, &row_sum, SumOp{}));
+    const RowDivision div(row_reduce<G>(lane_values, tree_buf, ex, 1, rank, SumOp{}));
     const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass, from the row's end backwards (read last: likeliest still in L2).
     all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
@@ -433,7 +469,6 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
       store_lanes<K>(y + c * L + first, count(c), vec_y, o);
     });
   }
-  cluster_wait();  // no block exits while another may still read its node slot
 }
 
 template <typename Kernel>
