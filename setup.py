@@ -2,7 +2,8 @@
 
 Numerics flags are pinned here and nowhere else (docs/REDUCTION_ORDER.md §1): no fast-math, no FMA
 contraction, IEEE division and square root, no flush-to-zero. They are echoed by `python -m detops info`.
-Environment: DETOPS_CUDA_ARCH (default "90a") picks the CUDA target; DETOPS_NO_CUDA=1 builds CPU only.
+Environment: DETOPS_CUDA_ARCH (default "90a") picks the CUDA target; DETOPS_NO_CUDA=1 builds CPU only;
+DETOPS_HOST_FMA=0 builds the host code without -mfma.
 """
 import glob
 import os
@@ -21,8 +22,11 @@ HOST_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math"]
 def host_has_fma():
     """x86-64 build host with the FMA instruction set: -mfma lets det_fma (the one fused operation of the order,
     §1/§7) be an instruction instead of a call to the C library's fmaf (same bits either way; -ffp-contract=off
-    still forbids contracting anything else). pip builds on the machine that runs the kernels."""
+    still forbids contracting anything else). pip builds on the machine that runs the kernels; DETOPS_HOST_FMA=0
+    leaves the flag out (a build meant for other x86-64 machines)."""
     import platform
+    if os.environ.get("DETOPS_HOST_FMA") == "0":
+        return False
     if platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"):
         return False
     with open("/proc/cpuinfo") as f:
