@@ -208,29 +208,6 @@ __global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p
 
 constexpr int kSplitThreads = kSoftmaxSplitBlockThreads;
 
-// §2 step 3 over the block's kSplitThreads nodes (thread t's node = its K lanes' subtree), bottom-up pairwise: each
-// warp's 32 consecutive nodes by XOR butterflies (offsets 1..16, lower lane first: the subtree of its 32 nodes),
-// then warp 0 the same over the kSplitWarps warp nodes (`buf` holds them): one block barrier, not one a level.
-// Scalar equivalent for 4 nodes: r = (n0 (+) n1) (+) (n2 (+) n3). The block's node is returned in every lane of
-// warp 0 (other warps: unspecified). Every thread of the block must call it.
-constexpr int kSplitWarps = kSplitThreads / kWarpSize;
-static_assert(kSplitWarps <= kWarpSize && (kSplitWarps & (kSplitWarps - 1)) == 0, "warp nodes: one warp's butterfly");
-template <typename V, typename Op>
-__device__ __forceinline__ V block_tree(V node, V* buf, Op op) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  V v = node;
-#pragma unroll
-  for (int off = 1; off < kWarpSize; off *= 2) v = butterfly(v, lane, off, op);
-  if (lane == 0) buf[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = buf[lane % kSplitWarps];
-#pragma unroll
-    for (int off = 1; off < kSplitWarps; off *= 2) v = butterfly(v, lane, off, op);
-  }
-  return v;
-}
-
 // In-thread §2 subtree over a thread's K adjacent lanes, e.g. K = 4: (v0 (+) v1) (+) (v2 (+) v3).
 template <int K, typename V, typename Op>
 __device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
@@ -311,12 +288,13 @@ __device__ __forceinline__ float exchange(ClusterExchange<G, E>& ex, int e, int 
 }
 
 // The row's maximum (§4 step 1, exchange 0) from a thread's K lane maxima, or its sum (step 2, exchange 1) from its
-// K lane values: the thread's subtree, the block tree, the cluster's G block nodes. (block_tree's buffer is reused
-// by the next reduction only after this block's exchange completed, which needs warp 0's node: warp 0 has read it.)
+// K lane values: the block's subtree over its threads' K-lane subtrees (row_tree: in-thread tree, warp butterflies,
+// one barrier, butterflies over the warp nodes; `warp_nodes` is this reduction's own buffer), then the cluster's G
+// block nodes.
 template <int G, int K, typename Op>
-__device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float* tree_buf,
+__device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float* warp_nodes,
                                             ClusterExchange<G, 2>& ex, int e, int rank, Op op) {
-  return exchange(ex, e, rank, block_tree(thread_tree(lane_values, op), tree_buf, op), op);
+  return exchange(ex, e, rank, row_tree(lane_values, warp_nodes, op), op);
 }
 
 // One row = 4096 / K threads: G = softmax_split_ctas(K) cluster blocks of kSplitThreads, block rank g owning
@@ -331,7 +309,8 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
   constexpr int G = softmax_split_ctas(K);
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
-  __shared__ float tree_buf[kSplitWarps];
+  static_assert(kSplitThreads <= kMaxLaneThreads, "row_tree's warp nodes");
+  __shared__ float warp_nodes[2][kMaxWarpsPerRow];  // the max's, then the sum's
   __shared__ ClusterExchange<G, 2> ex;
   exchange_init(ex);
   const int rank = int(blockIdx.x % unsigned(G));
@@ -374,7 +353,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
         if constexpr (kPadded) mx[0] = det_max(mx[0], xs[0]);
         else each_lane<K>(lanes_in(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
       }
-    const float m = row_reduce<G>(mx, tree_buf, ex, 0, rank, MaxOp{});
+    const float m = row_reduce<G>(mx, warp_nodes[0], ex, 0, rank, MaxOp{});
     // Step 2: S = lane sum of exp(x - M), ascending within the lane; v keeps each element's step-2 value for
     // the write pass, replacing the raw value in registers.
     Lane acc[K];
@@ -396,7 +375,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     float lane_values[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    const RowDivision div(row_reduce<G>(lane_values, tree_buf, ex, 1, rank, SumOp{}));
+    const RowDivision div(row_reduce<G>(lane_values, warp_nodes[1], ex, 1, rank, SumOp{}));
     const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass. The output rounding converts two values at a time (narrowk), so with K = 1 two chunks go
     // together.
@@ -450,13 +429,13 @@ __global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
       each_lane<K>(count(c), [&](int j) { mx[j] = det_max(mx[j], xs[j]); });
     });
-    const float m = row_reduce<G>(mx, tree_buf, ex, 0, rank, MaxOp{});
+    const float m = row_reduce<G>(mx, warp_nodes[0], ex, 0, rank, MaxOp{});
     all_chunks(false, [&](int64_t c, const float (&xs)[K]) {
       each_lane<K>(count(c), [&](int j) { acc[j].add(det_exp_nonpositive(xs[j] - m)); });
     });
 #pragma unroll
     for (int j = 0; j < K; ++j) lane_values[j] = acc[j].value();
-    const RowDivision div(row_reduce<G>(lane_values, tree_buf, ex, 1, rank, SumOp{}));
+    const RowDivision div(row_reduce<G>(lane_values, warp_nodes[1], ex, 1, rank, SumOp{}));
     const float log_s = p.log ? det_log(div.s) : 0.0f;
     // Write pass, from the row's end backwards (read last: likeliest still in L2).
     all_chunks(true, [&](int64_t c, const float (&xs)[K]) {
