@@ -482,60 +482,52 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr, uint32_t lbo, uint3
   return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(lbo >> 4) << 16) | (uint64_t(sbo >> 4) << 32) | (uint64_t(1) << 62);
 }
 
-// Named barriers of the wgmma kernel (0 is __syncthreads): 1 + wg the warpgroup votes, kStaggerBar (+ 1) the stagger.
-constexpr int kStaggerBar = 3;
+// Named barriers of the wgmma kernel (0 is __syncthreads): kStaggerBar + (step & 1), the stagger.
+constexpr int kStaggerBar = 1;
 __device__ __forceinline__ void named_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 __device__ __forceinline__ void named_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
-// OR of `pred` over the 128 threads of a warpgroup (named barrier 1 + wg; the CTA's __syncthreads uses 0).
-__device__ __forceinline__ bool warpgroup_or(bool pred, int wg) {
-  uint32_t r;
-  asm volatile(
-      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(r)
-      : "r"(uint32_t(pred)), "r"(1 + wg)
-      : "memory");
-  return r != 0;
+// Keeps registers read by an in-flight wgmma (the P·V A operand) alive up to this point (after its wait).
+__device__ __forceinline__ void reg_use(const uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" ::"r"(a[i][e]) : "memory");
 }
 
-// The wgmma kernel's 64-key block for one warpgroup: its m64 tile (slots 64wg .. 64wg+63; warp w of the group owns
-// rows 16w .. 16w+15), run only when some slot of the tile has keys here (warpgroup-uniform; otherwise the tile is
-// not touched, as §6 step 2 does). The accumulators of wgmma m64nNk16 are, per warp, exactly the mma.sync m16n8
-// C fragments of its rows (n8 tile j, element e), so every per-slot step after S is tc_block's, and each score /
-// o element gets the k16 chain of §6b (a wgmma k16 step == an mma.sync m16n8k16 step, bit for bit:
-// tests/test_attention_tc.py runs rows through both kernels).
+// S of one 64-key block for a warpgroup's m64 tile, issued as one wgmma group (not waited):
+// §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
 template <bool BF, int D>
-__device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
-                                            const uint64_t dk, const uint64_t dv, const bool whole, const unsigned live,
-                                            const int i, const int* s_rlo, const int* s_rhi, const int wrow,
-                                            const int lane, const int wg, const int arrive_bar, const float scale,
-                                            const float softcap) {
-  constexpr int NT = D / 8;
-  constexpr int NB = kBK / 8;
-  const int qd = lane & 3;
-  auto slot_of = [&](int h) { return wrow + (lane >> 2) + 8 * h; };
-
-  // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
-  float s[NB][4];
+__device__ __forceinline__ void wg_scores(float (&s)[kBK / 8][4], const uint64_t dq, const uint64_t dk) {
 #pragma unroll
-  for (int j = 0; j < NB; ++j)
+  for (int j = 0; j < kBK / 8; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
-  wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
     wgmma_ss<BF, kBK>(s, dq + (uint32_t((kk >> 2) * kSlots * 128 + (kk & 3) * 32) >> 4),
                       dk + (uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32) >> 4));
   wgmma_commit();
-  wgmma_wait<0>();
-  reg_fence(s);
-  if (arrive_bar >= 0) named_bar_arrive(arrive_bar, kAttnTcWgThreads);  // group 0: the stagger
+}
+
+// The softmax of block i for one thread of a warpgroup (its slots h = 0, 1: rows lane/4 and +8 of the warp's 16),
+// from the block's S accumulators (per warp exactly the mma.sync m16n8 C fragments, so this is tc_block's §6b step 2
+// line for line): scores and masks, block max, α, p̃ packed into the P·V A operand pa, the quad lane's l share; m
+// and l updated. A slot that skips the block (no key of it here, or m' = -inf) keeps m and l and gets α = 1 and
+// p̃ = 0 (every score of it is -inf), so its P·V adds only 0·v terms (its o is put back by the caller, see below).
+template <bool BF>
+__device__ __forceinline__ void wg_softmax(float (&s)[kBK / 8][4], float (&m)[2], float (&l)[2], uint32_t (&pa)[4][4],
+                                           float (&alpha)[2], bool (&skip)[2], const bool whole, const int i,
+                                           const int* s_rlo, const int* s_rhi, const int wrow, const int lane,
+                                           const float scale, const float softcap) {
+  constexpr int NB = kBK / 8;
+  const int qd = lane & 3;
   if (softcap > 0.0f) {
 #pragma unroll
     for (int j = 0; j < NB; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, softcap);
-  } else {
+  } else {  // the same function with the constant 0: no tanh code in the common loop
 #pragma unroll
     for (int j = 0; j < NB; ++j)
 #pragma unroll
@@ -545,8 +537,9 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
   if (!whole) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      jlo[h] = min(max(s_rlo[slot_of(h)] - i * kBK, 0), kBK);
-      jhi[h] = min(max(s_rhi[slot_of(h)] - i * kBK, 0), kBK);
+      const int slot = wrow + (lane >> 2) + 8 * h;
+      jlo[h] = min(max(s_rlo[slot] - i * kBK, 0), kBK);
+      jhi[h] = min(max(s_rhi[slot] - i * kBK, 0), kBK);
     }
 #pragma unroll
     for (int j = 0; j < NB; ++j)
@@ -556,7 +549,7 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
         s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
       }
   }
-  // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad (as tc_block).
+  // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad.
   float mx[2][NB];
 #pragma unroll
   for (int j = 0; j < NB; ++j) {
@@ -570,9 +563,7 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
       mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
       mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
     }
-  float alpha[2], msub[2];
-  bool skip[2];
-  bool must_keep = false;  // a slot with keys in this chunk skips this block: its o must stay as is
+  float msub[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float bmax = mx[h][0];
@@ -581,12 +572,10 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
     const float m_new = det_max(m[h], bmax);
     skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
     alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
-    msub[h] = skip[h] ? 0.0f : m_new;
+    msub[h] = skip[h] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
     m[h] = skip[h] ? m[h] : m_new;
-    must_keep = must_keep || (skip[h] && ((live >> h) & 1u));
   }
-  // p̃ and the quad lane's l share, exactly as tc_block.
-  uint32_t pa[4][4];
+  // p̃ and the quad lane's l share (§6b: quarter w = ks, t_w, r = (t_0 + t_1) + (t_2 + t_3), l_q = l_q*α + r).
   float quarter[2][4];
 #pragma unroll
   for (int ks = 0; ks < 4; ++ks) {
@@ -608,42 +597,128 @@ __device__ __forceinline__ void tc_block_wg(float (&o)[1][D / 8][4], float (&m)[
     const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
     l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], r);
   }
-  // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc. A slot that skips the
-  // block keeps o bit for bit (0·v could be NaN at a tile-mate's key, and a zero sum could flip a signed zero):
-  // when a slot of the warpgroup with keys in this chunk skips (rare: a block boundary inside the m-tile, a row of
-  // -inf scores), P·V runs per 64-column panel on a copy and selects.
-  if (!warpgroup_or(must_keep, wg)) {
+}
+
+// A slot with keys in this chunk that skips a block must keep o bit for bit, but its P·V (issued for the whole
+// m64 tile) still adds 0·v terms (NaN at an infinite value; +0 onto a -0). Rare (a block boundary inside the m64
+// tile, a row whose scores are all -inf so far), so per thread and without a warpgroup vote: the thread copies its
+// o to local memory before the P·V (o_save) and puts the kept slots' elements back after it (o_restore). Explicit
+// st/ld.local, so that the copy is made only when needed (the compiler would otherwise store it every block).
+template <int NT>
+__device__ __forceinline__ void o_save(float (&copy)[NT * 4], const float (&o)[NT][4], bool (&keep)[2],
+                                       const bool (&skip)[2], const unsigned live) {
+  keep[0] = skip[0] && (live & 1u);
+  keep[1] = skip[1] && (live & 2u);
+  if (keep[0] || keep[1]) {
+    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_local(copy));
 #pragma unroll
     for (int n = 0; n < NT; ++n)
+      asm volatile("st.local.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(a + 16 * n), "f"(o[n][0]), "f"(o[n][1]),
+                   "f"(o[n][2]), "f"(o[n][3])
+                   : "memory");
+  }
+}
+template <int NT>
+__device__ __forceinline__ void o_restore(const float (&copy)[NT * 4], float (&o)[NT][4], const bool (&keep)[2]) {
+  if (keep[0] || keep[1]) {
+    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_local(copy));
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o[0][n][e] = o[0][n][e] * alpha[e >> 1];
-    wgmma_fence();
+    for (int n = 0; n < NT; ++n) {
+      float c[4];
+      asm volatile("ld.local.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                   : "r"(a + 16 * n)
+                   : "memory");
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o[0], pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
-    wgmma_commit();
-    wgmma_wait<0>();
-    reg_fence(o[0]);
-  } else {
-#pragma unroll
-    for (int pn = 0; pn < D / 64; ++pn) {
-      float acc[8][4];
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[n][e] = o[0][8 * pn + n][e] * alpha[e >> 1];
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks)
-        wgmma_rs<BF, 64>(acc, pa[ks], dv + (uint32_t(pn * kBK * 128 + ks * 16 * 128) >> 4));
-      wgmma_commit();
-      wgmma_wait<0>();
-      reg_fence(acc);
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[0][8 * pn + n][e] = skip[e >> 1] ? o[0][8 * pn + n][e] : acc[n][e];
+      for (int e = 0; e < 4; ++e) o[n][e] = keep[e >> 1] ? c[e] : o[n][e];
     }
   }
+}
+
+// Orders the softmax of a block before a later wgmma wait (its results are inputs of these empty volatile asms,
+// which keep their place among the volatile wgmma ones), so that it overlaps the wgmma in flight.
+__device__ __forceinline__ void softmax_done(uint32_t (&pa)[4][4], float (&alpha)[2], float (&m)[2], float (&l)[2]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(pa[i][e])::"memory");
+#pragma unroll
+  for (int h = 0; h < 2; ++h) asm volatile("" : "+f"(alpha[h]), "+f"(m[h]), "+f"(l[h])::"memory");
+}
+
+// §6b o: acc = o*α. Skipped when every α of the warp is 1 (α = 1 exactly when m did not grow: o·1 = o, the same
+// bits — NaN payloads aside, which every later step canonicalises).
+template <int NT>
+__device__ __forceinline__ void wg_rescale(float (&o)[NT][4], const float (&alpha)[2]) {
+  if (__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) return;
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[n][e] = o[n][e] * alpha[e >> 1];
+}
+
+// P·V of one block for a warpgroup's m64 tile, issued as one wgmma group onto o (not waited):
+// §6b: acc = o*α (done); acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc.
+template <bool BF, int D>
+__device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)[4][4], const uint64_t dv) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) wgmma_rs<BF, D>(o, pa[ks], dv + (uint32_t(ks * 16 * 128) >> 4));
+  wgmma_commit();
+}
+
+// One ring step of the wgmma kernel for one warpgroup: NBLK (1 or 2) consecutive 64-key blocks i, i + 1, run only
+// when some slot of the group's m64 tile has keys in each (warpgroup-uniform; a block without is not touched, as
+// §6 step 2 does). Every per-slot step is §6b's, block after block; only the issue order overlaps them: S of both
+// blocks is issued at once, so S(i+1) runs on the tensor cores during the softmax of block i, and P·V(i) during the
+// softmax of block i+1 (the accumulators of an in-flight wgmma are never touched: each block has its own S and p̃
+// registers; o is waited for before block i+1 rescales it). Group 0 arrives at `arrive_bar` once its first S is
+// done (the stagger: group 1 starts its step then).
+template <bool BF, int D, int NBLK>
+__device__ __forceinline__ void tc_step_wg(float (&o)[D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
+                                           const uint64_t dk0, const uint64_t dv0, const bool whole0,
+                                           const uint64_t dk1, const uint64_t dv1, const bool whole1, const unsigned live,
+                                           const int i, const int* s_rlo, const int* s_rhi, const int wrow,
+                                           const int lane, const int arrive_bar, const float scale, const float softcap) {
+  static_assert(NBLK == 1 || NBLK == 2, "a ring step is one or two blocks");
+  constexpr int NT = D / 8;
+  float sa[kBK / 8][4], sb[kBK / 8][4];
+  wgmma_fence();
+  wg_scores<BF, D>(sa, dq, dk0);
+  if constexpr (NBLK == 2) wg_scores<BF, D>(sb, dq, dk1);
+  wgmma_wait<NBLK - 1>();
+  reg_fence(sa);
+  if (arrive_bar >= 0) named_bar_arrive(arrive_bar, kAttnTcWgThreads);
+  uint32_t pa[4][4];
+  float alpha[2];
+  bool skip[2], keep[2];
+  __align__(16) float copy[NT * 4];
+  wg_softmax<BF>(sa, m, l, pa, alpha, skip, whole0, i, s_rlo, s_rhi, wrow, lane, scale, softcap);
+  o_save(copy, o, keep, skip, live);
+  wg_rescale(o, alpha);
+  wg_pv<BF, D>(o, pa, dv0);
+  if constexpr (NBLK == 2) {
+    wgmma_wait<1>();  // S(i+1) done; P·V(i) may still run
+    reg_fence(sb);
+    uint32_t pb[4][4];
+    wg_softmax<BF>(sb, m, l, pb, alpha, skip, whole1, i + 1, s_rlo, s_rhi, wrow, lane, scale, softcap);
+    softmax_done(pb, alpha, m, l);
+    wgmma_wait<0>();
+    reg_fence(o);
+    reg_use(pa);
+    o_restore(copy, o, keep);
+    o_save(copy, o, keep, skip, live);
+    wg_rescale(o, alpha);
+    wg_pv<BF, D>(o, pb, dv1);
+    wgmma_wait<0>();
+    reg_fence(o);
+    reg_use(pb);
+  } else {
+    wgmma_wait<0>();
+    reg_fence(o);
+    reg_use(pa);
+  }
+  o_restore(copy, o, keep);
 }
 
 template <typename T, int D, bool WG, bool SMALL>
@@ -662,9 +737,10 @@ struct TcSmem {
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
 // WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs
-// are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_block_wg): 1 CTA of 2
-// warpgroups per SM (o 64, S 32 registers per thread), staggered by a named barrier so that one group's softmax
-// overlaps the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
+// are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_step_wg): 1 CTA of 2
+// warpgroups per SM (o 64, S 2 x 32 registers per thread), each overlapping its own S / P·V of one block with the
+// softmax of the other block of a ring step, and staggered by a named barrier so that one group's softmax overlaps
+// the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
 template <typename T, int D, bool WG, bool SMALL>
 __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
     attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
@@ -926,48 +1002,54 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       };
 #pragma unroll
       for (int st = 0; st < kStages - kStep; st += kStep) stage_step(st);
-      for (int i = 0; i < nblocks; ++i) {
-        if (i % kStep == 0) {
-          cp_async_wait<(kStages - kStep) / kStep - 1>();
-          if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
-          __syncthreads();  // blocks i .. i + kStep - 1 have landed for every thread; every warp is done with the last step
-          stage_step(i + kStages - kStep);
-        }
-        const bool busy = i >= busy_lo && i <= busy_hi;  // some slot of the warp (WG: of the warpgroup) is here
+      for (int i = 0; i < nblocks; i += kStep) {
+        cp_async_wait<(kStages - kStep) / kStep - 1>();
+        if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
+        __syncthreads();  // blocks i .. i + kStep - 1 have landed for every thread; every warp is done with the last step
+        stage_step(i + kStages - kStep);
+        auto busy = [&](int blk) { return blk < nblocks && blk >= busy_lo && blk <= busy_hi; };  // some slot of the warp (WG: of the warpgroup) is here
+        auto whole = [&](int blk) { return blk >= whole_lo && blk < whole_hi; };
+        auto k_base = [&](int blk) { return sK_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
+        auto v_base = [&](int blk) { return sV_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
         if constexpr (WG) {
-          // Stagger: group 1 starts its block when group 0's S is done, so one group's softmax overlaps the
+          // The step's blocks with keys of the group (busy ranges are contiguous: both, the first or the last).
+          // Stagger: group 1 starts its step when group 0's first S is done, so one group's softmax overlaps the
           // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here. Two barrier ids
-          // by block parity: group 0 may be a block ahead.
-          const int bar = kStaggerBar + (i & 1);
+          // by step parity: group 0 may be a step ahead.
+          const int bar = kStaggerBar + ((i / kStep) & 1);
           if (wg == 1) named_bar_sync(bar, NTH);
-          if (!busy) {
-            if (wg == 0) named_bar_arrive(bar, NTH);
-            continue;
+          const int arrive = wg == 0 ? bar : -1;
+          const bool b0 = busy(i), b1 = busy(i + 1);
+          auto dk = [&](int blk) { return gmma_desc(k_base(blk), 16, 1024); };
+          auto dv = [&](int blk) { return gmma_desc(v_base(blk), kBK * 128, 1024); };
+          if (b0 && b1) {
+            tc_step_wg<BF, D, 2>(o[0], m, l, dq, dk(i), dv(i), whole(i), dk(i + 1), dv(i + 1), whole(i + 1), live, i,
+                                 s_rlo, s_rhi, wrow, lane, arrive, p.scale, p.softcap);
+          } else if (b0 || b1) {
+            const int j = b0 ? i : i + 1;
+            tc_step_wg<BF, D, 1>(o[0], m, l, dq, dk(j), dv(j), whole(j), dk(j), dv(j), whole(j), live, j, s_rlo, s_rhi,
+                                 wrow, lane, arrive, p.scale, p.softcap);
+          } else if (wg == 0) {
+            named_bar_arrive(bar, NTH);
           }
-        } else if (!busy) {
-          continue;
-        }
-        const int buf = i % kStages;
-        const uint32_t k_base = sK_u32 + uint32_t(buf * kBK * D * 2), v_base = sV_u32 + uint32_t(buf * kBK * D * 2);
-        const bool whole = i >= whole_lo && i < whole_hi;
-        if constexpr (WG) {
-          const uint64_t dk = gmma_desc(k_base, 16, 1024), dv = gmma_desc(v_base, kBK * 128, 1024);
-          tc_block_wg<BF, D>(o, m, l, dq, dk, dv, whole, live, i, s_rlo, s_rhi, wrow, lane, wg, wg == 0 ? kStaggerBar + (i & 1) : -1,
-                             p.scale, p.softcap);
-        } else if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
-          tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                                p.softcap);
         } else {
-          // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
-          // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
-          static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
-          const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
-          if (only0)
-            tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                               p.softcap);
-          else
-            tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base, v_base, ad, whole, i, s_rlo, s_rhi, wrow,
-                                                lane, p.scale, p.softcap);
+          if (!busy(i)) continue;
+          const bool w = whole(i);
+          if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
+            tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                                  p.softcap);
+          } else {
+            // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
+            // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
+            static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
+            const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
+            if (only0)
+              tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, p.scale,
+                                 p.softcap);
+            else
+              tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow,
+                                                  lane, p.scale, p.softcap);
+          }
         }
       }
       cp_async_wait<0>();
