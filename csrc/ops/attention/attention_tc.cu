@@ -25,9 +25,9 @@
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
 // pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
-//   S = Q Kᵀ: per score, k16 steps over d ascending, from 0; s = attn_score(S); masked -> -inf;
-//   block max, α = tc_exp(m - m'), p = tc_exp(s - m') rounded to T (cvt.rn), per quad lane l_q = l_q*α + r_q
-//   (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
+//   S = Q Kᵀ: per score, k16 steps over d ascending, from 0; u = S (or attn_score(S): tc_expo); masked -> -inf;
+//   block max m' (NaN-propagating), α = 2^(m·κ - m'·κ), p = 2^fma(u, κ, -m'·κ) rounded to T (cvt.rn), per quad
+//   lane l_q = l_q*α + r_q (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
 //   o = k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the block
 //   is untouched; an m-tile none of whose slots has a key in the block is skipped (warp- / warpgroup-uniform).
 // The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
@@ -82,13 +82,36 @@ static_assert(kAttnTcSmallRingBytes / (2 * kAttnBlockKeys * 128 * 2) >= 3, "smal
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// §6b exp: e^x as 2^(x * log2 e): the product rounded to fp32 (mul.rn), then the hardware ex2.approx.ftz
-// (MUFU.EX2; results below 2^-126 flush to +0, ex2(-inf) = +0). Inline PTX pins both instructions. Every
-// in-chunk α and p of the tensor-core path goes through this one function (prefill, chunked prefill, decode).
-__device__ __forceinline__ float tc_exp(float x) {
-  float y, r;
-  asm("mul.rn.f32 %0, %1, 0f3FB8AA3B;" : "=f"(y) : "f"(x));  // 0x3FB8AA3B = log2(e) rounded to fp32
+// §6b exponent (v3). A block's scores are kept in "u" units and exponentiated in base 2 as p = 2^(u·κ - m'·κ):
+//  raw (no softcap and scale·log2 e > 0 in fp32, the common case): u = the S accumulator itself (the dot product),
+//    κ = scale·log2 e rounded to fp32 (mul.rn), so a score costs no instruction before the max;
+//  otherwise u = attn_score(acc, scale, softcap) (§6 step 1) and κ = log2 e.
+// The max is the same in either unit (u ↦ u·scale is monotone for scale > 0), and the chunk state's m goes to the
+// §6 merge in score units: m·scale rounded (raw) or m (tc_chunk_m). The choice reads only scale and softcap.
+constexpr float kTcLog2e = 1.44269504088896340736f;  // 0x3FB8AA3B
+struct TcExpo {
+  float scale, softcap, kappa;
+  bool raw;
+};
+__device__ __forceinline__ TcExpo tc_expo(float scale, float softcap) {
+  const float k = __fmul_rn(scale, kTcLog2e);
+  const bool raw = !(softcap > 0.0f) && k > 0.0f;
+  return TcExpo{scale, softcap, raw ? k : kTcLog2e, raw};
+}
+__device__ __forceinline__ float tc_chunk_m(float m, const TcExpo& x) { return x.raw ? __fmul_rn(m, x.scale) : m; }
+// 2^y by the hardware: ex2.approx.ftz.f32 (MUFU.EX2; results below 2^-126 flush to +0, 2^-inf = +0, NaN -> NaN).
+// Inline PTX pins it. Every in-chunk α and p of the tensor-core path goes through it (prefill, chunked prefill,
+// decode), with y = fma(u, κ, -m'·κ) (p: one fused rounding) or m·κ - m'·κ (α).
+__device__ __forceinline__ float tc_ex2(float y) {
+  float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+  return r;
+}
+// The block max: NaN-propagating (a NaN score makes the row NaN, as it does through its p), otherwise exact, so
+// the order of the tree is immaterial.
+__device__ __forceinline__ float tc_max(float a, float b) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
   return r;
 }
 
@@ -243,6 +266,95 @@ struct TcLaneAddr {
   uint32_t x_k;     // chunk bit b = (lane >> 3) & 1 (K)
 };
 
+// §6b step 2 for one m16 tile of a thread's slots (h = 0, 1: rows lane/4 and +8 of the tile; element e of n8 tile
+// j holds slot e >> 1, key 8j + 2qd + (e & 1)), from the tile's S accumulators s: u (and the mask: keys outside
+// the slot's [jlo, jhi) get -inf), the block max (the thread's 16 scores as a pairwise tree, then the quad),
+// m' = max(m, bm), α = 2^(m·κ - m'·κ), p̃ = round_T(2^fma(u, κ, -m'·κ)) packed straight into the P·V A operand pa
+// (k16 step ks = keys 16ks .. 16ks+15 = tiles 2ks: a0 slot 0, a1 slot 1, and 2ks+1: a2, a3), and the quad lane's
+// share of l in the §6b order: quarter w = ks, t_w = ((p̃[16w+2q] + p̃[16w+2q+1]) + p̃[16w+8+2q]) + p̃[16w+8+2q+1]
+// (the leading 0 + of §6b is exact: p̃ >= +0), r = (t_0 + t_1) + (t_2 + t_3), l_q = l_q*α + r. A slot that skips
+// the block (no key of it here, or m' = -inf) keeps m and l and gets α = 1 and p̃ = 0 (its u are all -inf).
+// Both kernels call this: the mma.sync C fragment and a warp's rows of the wgmma accumulator are the same layout
+// (row0: the first slot of the m16 tile). RAW = x.raw, a template argument: the wgmma kernel branches on it once
+// per step (a run-time branch inside, next to in-flight wgmma accumulators, serializes them).
+template <bool BF, bool RAW>
+__device__ __forceinline__ void tc_softmax_tile(float (&s)[kBK / 8][4], float (&m)[2], float (&l)[2],
+                                                uint32_t (&pa)[4][4], float (&alpha)[2], bool (&skip)[2],
+                                                const bool whole, const int i, const int* s_rlo, const int* s_rhi,
+                                                const int row0, const int lane, const TcExpo& x) {
+  constexpr int NB = kBK / 8;
+  const int qd = lane & 3;
+  if constexpr (!RAW) {
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], x.scale, x.softcap);
+  }
+  int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};  // the slots' keys of block i (empty: not visited, §6 step 2)
+  if (!whole) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int slot = row0 + (lane >> 2) + 8 * h;
+      jlo[h] = min(max(s_rlo[slot] - i * kBK, 0), kBK);
+      jhi[h] = min(max(s_rhi[slot] - i * kBK, 0), kBK);
+    }
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
+        s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
+      }
+  }
+  float mx[2][NB];
+#pragma unroll
+  for (int j = 0; j < NB; ++j) {
+    mx[0][j] = tc_max(s[j][0], s[j][1]);
+    mx[1][j] = tc_max(s[j][2], s[j][3]);
+  }
+#pragma unroll
+  for (int w = NB / 2; w >= 1; w /= 2)
+#pragma unroll
+    for (int j = 0; j < w; ++j) {
+      mx[0][j] = tc_max(mx[0][j], mx[0][j + w]);
+      mx[1][j] = tc_max(mx[1][j], mx[1][j + w]);
+    }
+  float nmk[2];  // -m'·κ (0 for a skipped slot: its u are -inf, so p = 2^-inf = 0)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float bmax = mx[h][0];
+    bmax = tc_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+    bmax = tc_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+    const float m_new = tc_max(m[h], bmax);
+    skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
+    const float mk_new = __fmul_rn(m_new, x.kappa);
+    alpha[h] = skip[h] ? 1.0f : tc_ex2(__fsub_rn(__fmul_rn(m[h], x.kappa), mk_new));
+    nmk[h] = skip[h] ? 0.0f : -mk_new;
+    m[h] = skip[h] ? m[h] : m_new;
+  }
+  float quarter[2][4];
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj) {
+      const float* sj = s[2 * ks + jj];
+      pa[ks][2 * jj] = round_pack<BF>(tc_ex2(__fmaf_rn(sj[0], x.kappa, nmk[0])), tc_ex2(__fmaf_rn(sj[1], x.kappa, nmk[0])));
+      pa[ks][2 * jj + 1] = round_pack<BF>(tc_ex2(__fmaf_rn(sj[2], x.kappa, nmk[1])), tc_ex2(__fmaf_rn(sj[3], x.kappa, nmk[1])));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
+      t = t + lo_float<BF>(pa[ks][2 + h]);
+      quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
+    l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], r);
+  }
+}
+
 // One 64-key block for the warp's m-tiles in MASK (bit mt set: m-tile mt has keys here; the others have none
 // and are not touched, which is what §6 step 2 does to them anyway). A slot's arithmetic never reads another
 // slot, so which m-tiles run changes no bit of the slots that do.
@@ -257,7 +369,6 @@ __device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 
   constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
   constexpr int SL = 2 * MT;
   constexpr uint32_t RB = 2 * D;  // bytes per tile row
-  const int qd = lane & 3;
   auto act = [](int mt) { return ((MASK >> mt) & 1) != 0; };
   // Opaque copies, made per block: the compiler cannot hoist the ~80 derived addresses out of the block loop
   // (where they would occupy registers or spill); each is 1-2 integer ops next to its ldmatrix.
@@ -293,121 +404,27 @@ __device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 
       }
     }
   }
-  // Scores and masks (element e of tile j of m-tile mt: slot 2mt + (e>>1) of the thread, key 8j + 2qd +
-  // (e&1)); block max per slot (exact in any order): thread, then quad shuffles.
-  if (softcap > 0.0f) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      if (!act(mt)) continue;
-#pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, softcap);
-    }
-  } else {  // the same function with the constant 0: no tanh code in the common loop
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      if (!act(mt)) continue;
-#pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][j][e] = attn_score(s[mt][j][e], scale, 0.0f);
-    }
-  }
-  // The slots' keys of block i are [jlo, jhi) (empty: the slot does not visit it, §6 step 2); whole: all.
-  int jlo[SL], jhi[SL];
-#pragma unroll
-  for (int k = 0; k < SL; ++k) {
-    jlo[k] = 0;
-    jhi[k] = kBK;
-  }
-  if (!whole) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      if (!act(mt)) continue;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int k = 2 * mt + h;
-        jlo[k] = min(max(s_rlo[slot_of(k)] - i * kBK, 0), kBK);
-        jhi[k] = min(max(s_rhi[slot_of(k)] - i * kBK, 0), kBK);
-      }
-#pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = 8 * j + 2 * qd + (e & 1), k = 2 * mt + (e >> 1);
-          s[mt][j][e] = (key >= jlo[k] && key < jhi[k]) ? s[mt][j][e] : -kInf;
-        }
-    }
-  }
-  // The thread's 16 scores per slot as a pairwise tree (short dependency chain; the slot's scores and
-  // their places are the same in every tile, so the result is too).
-  float alpha[SL], msub[SL];
+  // §6b step 2 per active m-tile (the slots' keys of block i are [jlo, jhi): empty when the slot does not visit
+  // it, §6 step 2; whole: all).
+  const TcExpo x = tc_expo(scale, softcap);
+  float alpha[SL];
   bool skip[SL];
+  uint32_t pa[MT][4][4];
+  using Pair = float[2];
+  using Flags = bool[2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if (!act(mt)) continue;
+    Pair& mm = *reinterpret_cast<Pair*>(m + 2 * mt);
+    Pair& ll = *reinterpret_cast<Pair*>(l + 2 * mt);
+    Pair& aa = *reinterpret_cast<Pair*>(alpha + 2 * mt);
+    Flags& sk = *reinterpret_cast<Flags*>(skip + 2 * mt);
+    if (x.raw) tc_softmax_tile<BF, true>(s[mt], mm, ll, pa[mt], aa, sk, whole, i, s_rlo, s_rhi, wrow + 16 * mt, lane, x);
+    else tc_softmax_tile<BF, false>(s[mt], mm, ll, pa[mt], aa, sk, whole, i, s_rlo, s_rhi, wrow + 16 * mt, lane, x);
+  }
   bool any_skip = false;
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    if (!act(mt)) continue;
-    float mx[2][NB];
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-      mx[0][j] = det_max(s[mt][j][0], s[mt][j][1]);
-      mx[1][j] = det_max(s[mt][j][2], s[mt][j][3]);
-    }
-#pragma unroll
-    for (int w = NB / 2; w >= 1; w /= 2)
-#pragma unroll
-      for (int j = 0; j < w; ++j) {
-        mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
-        mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int k = 2 * mt + h;
-      float bmax = mx[h][0];
-      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
-      bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
-      const float m_new = det_max(m[k], bmax);
-      // Not visited (no key of the slot here) or every score -inf: the state does not change (§6 step 2/3).
-      skip[k] = jlo[k] >= jhi[k] || m_new == -kInf;
-      alpha[k] = skip[k] ? 1.0f : tc_exp(m[k] - m_new);
-      msub[k] = skip[k] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
-      m[k] = skip[k] ? m[k] : m_new;
-      any_skip = any_skip || skip[k];
-    }
-  }
-  // p̃ = round_T(tc_exp(s - m')), packed straight into the P·V A operand: k16 step ks = keys 16ks ..
-  // 16ks+15 = tiles 2ks (a0: slot h = 0, a1: h = 1) and 2ks+1 (a2, a3). The quad lane's share of the row
-  // sum in the §6b order: quarter w = ks, t_w = ((p̃[16w+2q] + p̃[16w+2q+1]) + p̃[16w+8+2q]) +
-  // p̃[16w+8+2q+1] (the leading 0 + of §6b is exact: p̃ >= +0), r = (t_0 + t_1) + (t_2 + t_3),
-  // l_q = l_q*α + r.
-  uint32_t pa[MT][4][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    if (!act(mt)) continue;
-    float quarter[2][4];
-#pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
-#pragma unroll
-      for (int jj = 0; jj < 2; ++jj) {
-        const float* sj = s[mt][2 * ks + jj];
-        pa[mt][ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[2 * mt]), tc_exp(sj[1] - msub[2 * mt]));
-        pa[mt][ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[2 * mt + 1]), tc_exp(sj[3] - msub[2 * mt + 1]));
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float t = lo_float<BF>(pa[mt][ks][h]) + hi_float<BF>(pa[mt][ks][h]);
-        t = t + lo_float<BF>(pa[mt][ks][2 + h]);
-        quarter[h][ks] = t + hi_float<BF>(pa[mt][ks][2 + h]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int k = 2 * mt + h;
-      const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
-      l[k] = skip[k] ? l[k] : attn_l_update(l[k], alpha[k], r);
-    }
-  }
+  for (int k = 0; k < SL; ++k) any_skip = any_skip || (act(k >> 1) && skip[k]);
   // §6b o: acc = o*α; acc = mma_k16(acc, p̃[16ks..], v[16ks..]), ks ascending; o = acc (skipped slots keep
   // o). Two copies of the loop (no slot skips / some do), so the branch is taken once per block; each V
   // fragment feeds the active m-tiles.
@@ -496,107 +513,17 @@ __device__ __forceinline__ void reg_use(const uint32_t (&a)[4][4]) {
 }
 
 // S of one 64-key block for a warpgroup's m64 tile, issued as one wgmma group (not waited):
-// §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step).
+// §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending (one wgmma per k16 step). The first step
+// is issued with scale-d = 0 (acc = A·B: the step onto a zero accumulator, which is what the hardware runs for a
+// zero C too: ptxas turned the zeroed accumulator into RZ), so no register is written between the wgmma fence and
+// the issue (such a write makes ptxas inject a warpgroup arrive, which in a divergent path serializes every wgmma).
 template <bool BF, int D>
 __device__ __forceinline__ void wg_scores(float (&s)[kBK / 8][4], const uint64_t dq, const uint64_t dk) {
 #pragma unroll
-  for (int j = 0; j < kBK / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
-#pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
     wgmma_ss<BF, kBK>(s, dq + (uint32_t((kk >> 2) * kSlots * 128 + (kk & 3) * 32) >> 4),
-                      dk + (uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32) >> 4));
+                      dk + (uint32_t((kk >> 2) * kBK * 128 + (kk & 3) * 32) >> 4), kk > 0);
   wgmma_commit();
-}
-
-// The softmax of block i for one thread of a warpgroup (its slots h = 0, 1: rows lane/4 and +8 of the warp's 16),
-// from the block's S accumulators (per warp exactly the mma.sync m16n8 C fragments, so this is tc_block's §6b step 2
-// line for line): scores and masks, block max, α, p̃ packed into the P·V A operand pa, the quad lane's l share; m
-// and l updated. A slot that skips the block (no key of it here, or m' = -inf) keeps m and l and gets α = 1 and
-// p̃ = 0 (every score of it is -inf), so its P·V adds only 0·v terms (its o is put back by the caller, see below).
-template <bool BF>
-__device__ __forceinline__ void wg_softmax(float (&s)[kBK / 8][4], float (&m)[2], float (&l)[2], uint32_t (&pa)[4][4],
-                                           float (&alpha)[2], bool (&skip)[2], const bool whole, const int i,
-                                           const int* s_rlo, const int* s_rhi, const int wrow, const int lane,
-                                           const float scale, const float softcap) {
-  constexpr int NB = kBK / 8;
-  const int qd = lane & 3;
-  if (softcap > 0.0f) {
-#pragma unroll
-    for (int j = 0; j < NB; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, softcap);
-  } else {  // the same function with the constant 0: no tanh code in the common loop
-#pragma unroll
-    for (int j = 0; j < NB; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = attn_score(s[j][e], scale, 0.0f);
-  }
-  int jlo[2] = {0, 0}, jhi[2] = {kBK, kBK};
-  if (!whole) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int slot = wrow + (lane >> 2) + 8 * h;
-      jlo[h] = min(max(s_rlo[slot] - i * kBK, 0), kBK);
-      jhi[h] = min(max(s_rhi[slot] - i * kBK, 0), kBK);
-    }
-#pragma unroll
-    for (int j = 0; j < NB; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = 8 * j + 2 * qd + (e & 1), h = e >> 1;
-        s[j][e] = (key >= jlo[h] && key < jhi[h]) ? s[j][e] : -kInf;
-      }
-  }
-  // Block max per slot: the thread's 16 scores as a pairwise tree, then the quad.
-  float mx[2][NB];
-#pragma unroll
-  for (int j = 0; j < NB; ++j) {
-    mx[0][j] = det_max(s[j][0], s[j][1]);
-    mx[1][j] = det_max(s[j][2], s[j][3]);
-  }
-#pragma unroll
-  for (int w = NB / 2; w >= 1; w /= 2)
-#pragma unroll
-    for (int j = 0; j < w; ++j) {
-      mx[0][j] = det_max(mx[0][j], mx[0][j + w]);
-      mx[1][j] = det_max(mx[1][j], mx[1][j + w]);
-    }
-  float msub[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float bmax = mx[h][0];
-    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
-    bmax = det_max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
-    const float m_new = det_max(m[h], bmax);
-    skip[h] = jlo[h] >= jhi[h] || m_new == -kInf;
-    alpha[h] = skip[h] ? 1.0f : tc_exp(m[h] - m_new);
-    msub[h] = skip[h] ? 0.0f : m_new;  // skipped: every s is -inf, so p = tc_exp(-inf) = 0
-    m[h] = skip[h] ? m[h] : m_new;
-  }
-  // p̃ and the quad lane's l share (§6b: quarter w = ks, t_w, r = (t_0 + t_1) + (t_2 + t_3), l_q = l_q*α + r).
-  float quarter[2][4];
-#pragma unroll
-  for (int ks = 0; ks < 4; ++ks) {
-#pragma unroll
-    for (int jj = 0; jj < 2; ++jj) {
-      const float* sj = s[2 * ks + jj];
-      pa[ks][2 * jj] = round_pack<BF>(tc_exp(sj[0] - msub[0]), tc_exp(sj[1] - msub[0]));
-      pa[ks][2 * jj + 1] = round_pack<BF>(tc_exp(sj[2] - msub[1]), tc_exp(sj[3] - msub[1]));
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float t = lo_float<BF>(pa[ks][h]) + hi_float<BF>(pa[ks][h]);
-      t = t + lo_float<BF>(pa[ks][2 + h]);
-      quarter[h][ks] = t + hi_float<BF>(pa[ks][2 + h]);
-    }
-  }
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const float r = (quarter[h][0] + quarter[h][1]) + (quarter[h][2] + quarter[h][3]);
-    l[h] = skip[h] ? l[h] : attn_l_update(l[h], alpha[h], r);
-  }
 }
 
 // A slot with keys in this chunk that skips a block must keep o bit for bit, but its P·V (issued for the whole
@@ -674,12 +601,12 @@ __device__ __forceinline__ void wg_pv(float (&o)[D / 8][4], const uint32_t (&pa)
 // softmax of block i+1 (the accumulators of an in-flight wgmma are never touched: each block has its own S and p̃
 // registers; o is waited for before block i+1 rescales it). Group 0 arrives at `arrive_bar` once its first S is
 // done (the stagger: group 1 starts its step then).
-template <bool BF, int D, int NBLK>
+template <bool BF, int D, int NBLK, bool RAW>
 __device__ __forceinline__ void tc_step_wg(float (&o)[D / 8][4], float (&m)[2], float (&l)[2], const uint64_t dq,
                                            const uint64_t dk0, const uint64_t dv0, const bool whole0,
                                            const uint64_t dk1, const uint64_t dv1, const bool whole1, const unsigned live,
                                            const int i, const int* s_rlo, const int* s_rhi, const int wrow,
-                                           const int lane, const int arrive_bar, const float scale, const float softcap) {
+                                           const int lane, const int arrive_bar, const TcExpo& x) {
   static_assert(NBLK == 1 || NBLK == 2, "a ring step is one or two blocks");
   constexpr int NT = D / 8;
   float sa[kBK / 8][4], sb[kBK / 8][4];
@@ -693,7 +620,7 @@ __device__ __forceinline__ void tc_step_wg(float (&o)[D / 8][4], float (&m)[2], 
   float alpha[2];
   bool skip[2], keep[2];
   __align__(16) float copy[NT * 4];
-  wg_softmax<BF>(sa, m, l, pa, alpha, skip, whole0, i, s_rlo, s_rhi, wrow, lane, scale, softcap);
+  tc_softmax_tile<BF, RAW>(sa, m, l, pa, alpha, skip, whole0, i, s_rlo, s_rhi, wrow, lane, x);
   o_save(copy, o, keep, skip, live);
   wg_rescale(o, alpha);
   wg_pv<BF, D>(o, pa, dv0);
@@ -701,7 +628,7 @@ __device__ __forceinline__ void tc_step_wg(float (&o)[D / 8][4], float (&m)[2], 
     wgmma_wait<1>();  // S(i+1) done; P·V(i) may still run
     reg_fence(sb);
     uint32_t pb[4][4];
-    wg_softmax<BF>(sb, m, l, pb, alpha, skip, whole1, i + 1, s_rlo, s_rhi, wrow, lane, scale, softcap);
+    tc_softmax_tile<BF, RAW>(sb, m, l, pb, alpha, skip, whole1, i + 1, s_rlo, s_rhi, wrow, lane, x);
     softmax_done(pb, alpha, m, l);
     wgmma_wait<0>();
     reg_fence(o);
@@ -1022,13 +949,21 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           const bool b0 = busy(i), b1 = busy(i + 1);
           auto dk = [&](int blk) { return gmma_desc(k_base(blk), 16, 1024); };
           auto dv = [&](int blk) { return gmma_desc(v_base(blk), kBK * 128, 1024); };
+          const TcExpo x = tc_expo(p.scale, p.softcap);
+          auto step = [&](auto nblk, auto raw) {
+            constexpr int N = decltype(nblk)::value;
+            const int j = (N == 1 && !b0) ? i + 1 : i;
+            tc_step_wg<BF, D, N, decltype(raw)::value>(o[0], m, l, dq, dk(j), dv(j), whole(j), dk(j + 1), dv(j + 1),
+                                                       whole(j + 1), live, j, s_rlo, s_rhi, wrow, lane, arrive, x);
+          };
+          using One = std::integral_constant<int, 1>;
+          using Two = std::integral_constant<int, 2>;
           if (b0 && b1) {
-            tc_step_wg<BF, D, 2>(o[0], m, l, dq, dk(i), dv(i), whole(i), dk(i + 1), dv(i + 1), whole(i + 1), live, i,
-                                 s_rlo, s_rhi, wrow, lane, arrive, p.scale, p.softcap);
+            if (x.raw) step(Two{}, std::true_type{});
+            else step(Two{}, std::false_type{});
           } else if (b0 || b1) {
-            const int j = b0 ? i : i + 1;
-            tc_step_wg<BF, D, 1>(o[0], m, l, dq, dk(j), dv(j), whole(j), dk(j), dv(j), whole(j), live, j, s_rlo, s_rhi,
-                                 wrow, lane, arrive, p.scale, p.softcap);
+            if (x.raw) step(One{}, std::true_type{});
+            else step(One{}, std::false_type{});
           } else if (wg == 0) {
             named_bar_arrive(bar, NTH);
           }
@@ -1067,6 +1002,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         const int s = slot_of(k);
         if (!(s_rlo[s] < s_rhi[s])) continue;
         const int mt = k >> 1, h = k & 1;
+        const float mc = tc_chunk_m(m[k], tc_expo(p.scale, p.softcap));  // the chunk's m in score units (§6 merge)
         const int64_t qi = t_qi[s], hq = t_h[s];
         const RowKeys rk{A, t_lo[s], t_hi[s]};
         const int64_t cf = first_chunk(rk);
@@ -1075,7 +1011,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           // then attn_output: the merge kernel's sequence for a one-chunk row.
           T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
           AttnState run;
-          const AttnScales sc = merge_scales(run.m, m[k]);
+          const AttnScales sc = merge_scales(run.m, mc);
           if (!sc.empty) {
             run.l = run.l * sc.a + l[k] * sc.b;
             run.m = sc.m;
@@ -1097,7 +1033,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           for (int n = 0; n < NT; ++n)
             *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[mt][n][2 * h], o[mt][n][2 * h + 1]);
           if (qd == 0) {
-            slot[0] = m[k];
+            slot[0] = mc;
             slot[1] = l[k];
           }
         }
