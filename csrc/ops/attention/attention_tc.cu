@@ -374,7 +374,6 @@ __device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 
   // (where they would occupy registers or spill); each is 1-2 integer ops next to its ldmatrix.
   uint32_t q_row = ad.q_row, k_row = ad.k_row, v_row = ad.v_row, x_qv = ad.x_qv, x_k = ad.x_k;
   asm volatile("" : "+r"(q_row), "+r"(k_row), "+r"(v_row), "+r"(x_qv), "+r"(x_k));
-  auto slot_of = [&](int k) { return wrow + 16 * (k >> 1) + (lane >> 2) + 8 * (k & 1); };
 
   // §6b S: acc = 0; acc = mma_k16(acc, q[16kk..], k[16kk..]), kk ascending. Tile j = keys 8j .. 8j+7;
   // each K fragment feeds the active m-tiles.
