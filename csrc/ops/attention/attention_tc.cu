@@ -362,8 +362,7 @@ template <bool BF, int D, int MASK, int MT = kMTiles>
 __device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 * MT], float (&l)[2 * MT],
                                          const uint32_t q_base, const uint32_t k_base, const uint32_t v_base,
                                          const TcLaneAddr& ad, const bool whole, const int i, const int* s_rlo,
-                                         const int* s_rhi, const int wrow, const int lane, const float scale,
-                                         const float softcap) {
+                                         const int* s_rhi, const int wrow, const int lane, const TcExpo& x) {
   constexpr int KS = D / 16;  // k16 steps of S = Q Kᵀ
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NB = kBK / 8; // n8 tiles of S (the block's 64 keys)
@@ -405,7 +404,6 @@ __device__ __forceinline__ void tc_block(float (&o)[MT][D / 8][4], float (&m)[2 
   }
   // §6b step 2 per active m-tile (the slots' keys of block i are [jlo, jhi): empty when the slot does not visit
   // it, §6 step 2; whole: all).
-  const TcExpo x = tc_expo(scale, softcap);
   float alpha[SL];
   bool skip[SL];
   uint32_t pa[MT][4][4];
@@ -561,8 +559,9 @@ __device__ __forceinline__ void o_restore(const float (&copy)[NT * 4], float (&o
   }
 }
 
-// Orders the softmax of a block before a later wgmma wait (its results are inputs of these empty volatile asms,
-// which keep their place among the volatile wgmma ones), so that it overlaps the wgmma in flight.
+// Keeps the softmax of a block before a later wgmma wait in the PTX (its results are inputs of these empty volatile
+// asms, which keep their place among the volatile wgmma ones). ptxas may still wait earlier: at 255 registers it
+// waits for P·V(i) before the second softmax's shuffles (ATTENTION_NOTES.md, session 6).
 __device__ __forceinline__ void softmax_done(uint32_t (&pa)[4][4], float (&alpha)[2], float (&m)[2], float (&l)[2]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -694,6 +693,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   __shared__ int s_busy[4];  // WG: per warpgroup the busy block range [lo, hi] of its m-tile
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
+  const TcExpo x = tc_expo(L.p.scale, L.p.softcap);  // §6b v3: u units and κ, from scale and softcap only
   // Programmatic dependent launch: the merge kernel may be launched now (scheduling only: it waits for this grid's
   // completion and memory with griddepcontrol.wait before it reads anything), which hides its launch latency.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -948,7 +948,6 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           const bool b0 = busy(i), b1 = busy(i + 1);
           auto dk = [&](int blk) { return gmma_desc(k_base(blk), 16, 1024); };
           auto dv = [&](int blk) { return gmma_desc(v_base(blk), kBK * 128, 1024); };
-          const TcExpo x = tc_expo(p.scale, p.softcap);
           auto step = [&](auto nblk, auto raw) {
             constexpr int N = decltype(nblk)::value;
             const int j = (N == 1 && !b0) ? i + 1 : i;
@@ -970,19 +969,17 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
           if (!busy(i)) continue;
           const bool w = whole(i);
           if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
-            tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                                  p.softcap);
+            tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
           } else {
             // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
             // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
             static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
             const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
             if (only0)
-              tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, p.scale,
-                                 p.softcap);
+              tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
             else
               tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow,
-                                                  lane, p.scale, p.softcap);
+                                                  lane, x);
           }
         }
       }
@@ -1001,7 +998,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         const int s = slot_of(k);
         if (!(s_rlo[s] < s_rhi[s])) continue;
         const int mt = k >> 1, h = k & 1;
-        const float mc = tc_chunk_m(m[k], tc_expo(p.scale, p.softcap));  // the chunk's m in score units (§6 merge)
+        const float mc = tc_chunk_m(m[k], x);  // the chunk's m in score units (§6 merge)
         const int64_t qi = t_qi[s], hq = t_h[s];
         const RowKeys rk{A, t_lo[s], t_hi[s]};
         const int64_t cf = first_chunk(rk);
