@@ -661,21 +661,19 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
-// WG = false (mma.sync, tc_block): 2 CTAs of 4 warps per SM (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs
-// are not in lockstep, so one's softmax overlaps the other's mma. WG = true (wgmma, tc_step_wg): 1 CTA of 2
-// warpgroups per SM (o 64, S 2 x 32 registers per thread), each overlapping its own S / P·V of one block with the
-// softmax of the other block of a ring step, and staggered by a named barrier so that one group's softmax overlaps
-// the other's wgmma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
-template <typename T, int D, bool WG, bool SMALL>
-__global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm)
+// The mma.sync kernel (tc_block), one CTA per (chunk slot, tile, kv head, batch entry): 2 CTAs of 4 warps per SM
+// (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs are not in lockstep, so one's softmax overlaps the other's
+// mma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
+template <typename T, int D, bool SMALL>
+__global__ void __launch_bounds__(kAttnTcThreads, 2)
     attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
-  static_assert(!(WG && SMALL), "the small-tile variant is of the mma.sync kernel");
+  constexpr bool WG = false;  // the mma.sync tile layout and ring (swz, stage_block, TcSmem)
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
-  constexpr int MT = SMALL ? 1 : TcShape<WG>::mtiles;  // m-tiles per thread (SMALL: slots 0 .. 15 are warp 0's m-tile 0)
-  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + kMStride*mt + lane/4 + 8h
-  constexpr int NTH = TcShape<WG>::threads;
+  constexpr int MT = SMALL ? 1 : kMTiles;  // m-tiles per thread (SMALL: slots 0 .. 15 are warp 0's m-tile 0)
+  constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + 16mt + lane/4 + 8h
+  constexpr int NTH = kThreads;
   constexpr int kStages = kRingStages<D, WG, SMALL>;
   using SM = TcSmem<T, D, WG, SMALL>;
   const AttentionParams& p = L.p;
@@ -690,9 +688,8 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   __shared__ long long s_red[kRedN];
   __shared__ int8_t t_pass[kSlots];
   __shared__ int s_rlo[kSlots], s_rhi[kSlots];
-  __shared__ int s_busy[4];  // WG: per warpgroup the busy block range [lo, hi] of its m-tile
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const TcExpo x = tc_expo(L.p.scale, L.p.softcap);  // §6b v3: u units and κ, from scale and softcap only
   // Programmatic dependent launch: the merge kernel may be launched now (scheduling only: it waits for this grid's
   // completion and memory with griddepcontrol.wait before it reads anything), which hides its launch latency.
@@ -714,10 +711,9 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
     t_qi[tid] = tid < nslots ? P / G : 0;
     t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
   }
-  const int wrow = WG ? 64 * wg + 16 * (warp & 3) : warp * 16 * MT;  // the warp's first slot
-  constexpr int kMStride = WG ? 64 : 16;            // slots between the warp's rows of m-tile mt and mt + 1
+  const int wrow = warp * 16 * MT;  // the warp's first slot
   const int qd = lane & 3;          // column pair within an n8 tile
-  auto slot_of = [&](int i) { return wrow + kMStride * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
+  auto slot_of = [&](int i) { return wrow + 16 * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
   const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
   const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
   const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
@@ -727,7 +723,6 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
-  const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // WG: the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     if constexpr (SMALL) cp_async_wait_all();  // the previous entry's Q copies (uncommitted if it had no block) landed
@@ -770,10 +765,6 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
         s_red[kRedHi] = LLONG_MIN;
         s_red[kRedKlo] = LLONG_MAX;
         s_red[kRedKhi] = LLONG_MIN;
-      }
-      if (WG && tid < 2) {
-        s_busy[2 * tid] = INT_MAX;
-        s_busy[2 * tid + 1] = -1;
       }
       if (!__syncthreads_or(slot_left)) break;
       if (slot_left) atomicMin(&s_red[kRedAnchor], static_cast<long long>(t_anchor[tid]));
@@ -849,17 +840,7 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
       }
       whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
       whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
-      if constexpr (WG) {  // a wgmma is issued by the whole warpgroup: busy range over the group's m-tile
-        if (lane == 0) {
-          atomicMin(&s_busy[2 * wg], mt_busy_lo[0]);
-          atomicMax(&s_busy[2 * wg + 1], mt_busy_hi[0]);
-        }
-        __syncthreads();  // s_busy, and s_rlo / s_rhi of the warp's slots, are written
-        mt_busy_lo[0] = s_busy[2 * wg];
-        mt_busy_hi[0] = s_busy[2 * wg + 1];
-      } else {
-        __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
-      }
+      __syncwarp();  // s_rlo / s_rhi of the warp's slots are written (only this warp reads them)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         busy_lo = min(busy_lo, mt_busy_lo[mt]);
@@ -894,93 +875,54 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.0f;
 
-      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages. It advances kStep blocks at a time
-      // (one barrier per step): the step starting at block i waits for its kStep blocks and refills the buffers of
-      // the previous step with blocks i + kStages - kStep ..; the wgmma kernel's 2-block steps let its warpgroups
-      // drift by up to a block between barriers.
-      constexpr int kStep = WG ? 2 : 1;
-      static_assert(kStages % kStep == 0 && kStages >= 2 * kStep, "the ring holds a step in use and a step loading");
+      // K/V ring: block i (keys cbase + 64i ..) lives in buffer i % kStages; the step of block i waits for it and
+      // refills the buffer of block i - 1 with block i + kStages - 1 (one barrier per block).
       const T* kblk = kb + cbase * p.k_ss;
       const T* vblk = vb + cbase * p.v_ss;
       const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
-      auto stage_step = [&](int nb0) {  // blocks nb0 .. nb0 + kStep - 1 (those that exist), one cp.async group
-#pragma unroll
-        for (int u = 0; u < kStep; ++u) {
-          const int nb = nb0 + u;
-          if (nb < nblocks) {
-            const int nbuf = nb % kStages;
-            const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-            stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-            stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
-            kblk += kstep;
-            vblk += vstep;
-            if constexpr (SMALL) {  // block nb + kAttnTcSmallPrefetchBlocks into L2, to be staged that many steps later
-              const int pb = nb + kAttnTcSmallPrefetchBlocks;
-              if (pb < nblocks) {
-                const int64_t k0 = cbase + max(kl, pb * kBK), k1 = cbase + min(kh, (pb + 1) * kBK);
-                prefetch_keys_l2<D>(kb, p.k_ss, k0, k1, tid, NTH);
-                prefetch_keys_l2<D>(vb, p.v_ss, k0, k1, tid, NTH);
-              }
+      auto stage = [&](int nb) {  // block nb (if it exists), one cp.async group
+        if (nb < nblocks) {
+          const int nbuf = nb % kStages;
+          const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
+          stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+          stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+          kblk += kstep;
+          vblk += vstep;
+          if constexpr (SMALL) {  // block nb + kAttnTcSmallPrefetchBlocks into L2, to be staged that many steps later
+            const int pb = nb + kAttnTcSmallPrefetchBlocks;
+            if (pb < nblocks) {
+              const int64_t k0 = cbase + max(kl, pb * kBK), k1 = cbase + min(kh, (pb + 1) * kBK);
+              prefetch_keys_l2<D>(kb, p.k_ss, k0, k1, tid, NTH);
+              prefetch_keys_l2<D>(vb, p.v_ss, k0, k1, tid, NTH);
             }
           }
         }
         cp_async_commit();
       };
 #pragma unroll
-      for (int st = 0; st < kStages - kStep; st += kStep) stage_step(st);
-      for (int i = 0; i < nblocks; i += kStep) {
-        cp_async_wait<(kStages - kStep) / kStep - 1>();
-        if constexpr (WG) fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
-        __syncthreads();  // blocks i .. i + kStep - 1 have landed for every thread; every warp is done with the last step
-        stage_step(i + kStages - kStep);
-        auto busy = [&](int blk) { return blk < nblocks && blk >= busy_lo && blk <= busy_hi; };  // some slot of the warp (WG: of the warpgroup) is here
+      for (int st = 0; st < kStages - 1; ++st) stage(st);
+      for (int i = 0; i < nblocks; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();  // block i has landed for every thread; every warp is done with block i - 1
+        stage(i + kStages - 1);
+        auto busy = [&](int blk) { return blk < nblocks && blk >= busy_lo && blk <= busy_hi; };  // some slot of the warp is here
         auto whole = [&](int blk) { return blk >= whole_lo && blk < whole_hi; };
         auto k_base = [&](int blk) { return sK_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
         auto v_base = [&](int blk) { return sV_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
-        if constexpr (WG) {
-          // The step's blocks with keys of the group (busy ranges are contiguous: both, the first or the last).
-          // Stagger: group 1 starts its step when group 0's first S is done, so one group's softmax overlaps the
-          // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here. Two barrier ids
-          // by step parity: group 0 may be a step ahead.
-          const int bar = kStaggerBar + ((i / kStep) & 1);
-          if (wg == 1) named_bar_sync(bar, NTH);
-          const int arrive = wg == 0 ? bar : -1;
-          const bool b0 = busy(i), b1 = busy(i + 1);
-          auto dk = [&](int blk) { return gmma_desc(k_base(blk), 16, 1024); };
-          auto dv = [&](int blk) { return gmma_desc(v_base(blk), kBK * 128, 1024); };
-          auto step = [&](auto nblk, auto raw) {
-            constexpr int N = decltype(nblk)::value;
-            const int j = (N == 1 && !b0) ? i + 1 : i;
-            tc_step_wg<BF, D, N, decltype(raw)::value>(o[0], m, l, dq, dk(j), dv(j), whole(j), dk(j + 1), dv(j + 1),
-                                                       whole(j + 1), live, j, s_rlo, s_rhi, wrow, lane, arrive, x);
-          };
-          using One = std::integral_constant<int, 1>;
-          using Two = std::integral_constant<int, 2>;
-          if (b0 && b1) {
-            if (x.raw) step(Two{}, std::true_type{});
-            else step(Two{}, std::false_type{});
-          } else if (b0 || b1) {
-            if (x.raw) step(One{}, std::true_type{});
-            else step(One{}, std::false_type{});
-          } else if (wg == 0) {
-            named_bar_arrive(bar, NTH);
-          }
+        if (!busy(i)) continue;
+        const bool w = whole(i);
+        if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
+          tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
         } else {
-          if (!busy(i)) continue;
-          const bool w = whole(i);
-          if constexpr (SMALL) {  // slots 0 .. 15 only: warp 0's m-tile 0
-            tc_block<BF, D, 1, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
-          } else {
-            // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
-            // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
-            static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
-            const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
-            if (only0)
-              tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
-            else
-              tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow,
-                                                  lane, x);
-          }
+          // Only m-tile 0 has keys here (a decode tile: its G <= 16 slots; masked rows): the empty m-tile 1 is
+          // skipped (warp-uniform). Only m-tile 1 (rare: a block boundary inside the warp) runs both.
+          static_assert(kMTiles == 2, "the dispatch below names m-tiles 0 and 1");
+          const bool only0 = i > mt_busy_hi[1] || i < mt_busy_lo[1];
+          if (only0)
+            tc_block<BF, D, 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow, lane, x);
+          else
+            tc_block<BF, D, (1 << kMTiles) - 1>(o, m, l, sQ_u32, k_base(i), v_base(i), ad, w, i, s_rlo, s_rhi, wrow,
+                                                lane, x);
         }
       }
       cp_async_wait<0>();
@@ -1039,13 +981,328 @@ __global__ void __launch_bounds__(TcShape<WG>::threads, TcShape<WG>::ctas_per_sm
   if constexpr (SMALL) cp_async_wait_all();  // Q copies of an entry without blocks (uncommitted) land before exit
 }
 
-// §6 steps 4-5 for the rows spanning 2+ chunks: one warp per (row, head), lane <-> columns lane*CPL ..
-// lane*CPL + CPL-1; chunks merged in ascending order from the empty state with attn_merge_chunk, y = O / L with
-// attn_output: per column the arithmetic of attn_cuda::attention_merge_kernel (which the §6 path keeps), only
-// the thread mapping differs (the chunk's scalars once per lane instead of once per column thread). Rows without
-// keys get zeros; one-chunk rows were finished by the chunk kernel.
+// The wgmma kernel (prefill tiles): one CTA per (tile, kv head, batch entry) walks each pass's chunks in ascending
+// order and merges them itself, so prefill needs no merge kernel, no per-chunk CTA (and no CTA for a chunk slot
+// without keys) and restages neither Q nor the K/V ring per chunk. The K/V ring runs through the pass's blocks
+// without a break: blocks are anchored at the pass anchor A and counted from an even block b_first, so a 2-block
+// ring step never straddles a chunk boundary (every kAttnBlocksPerChunk blocks from A). Per chunk each slot runs
+// §6b from the empty state exactly as one chunk CTA of the mma.sync kernel does (the per-slot arithmetic never
+// depends on which other chunks, slots or blocks share the CTA); at the chunk's last block each slot with keys in
+// it folds (m, l, o) into its running state with attn_merge_chunk — the merge kernel's function, in its
+// ascending chunk order — keeping (M, L, O) between chunks in the row's first workspace slot (L2-resident: written
+// and read back by the same CTA a chunk later), and at its last chunk writes y = O / L (attn_output). So every
+// row gets the bits of the chunk + merge kernels (decode's split-KV). Rows without keys are written as zeros.
+// 256 threads = 2 warpgroups, 1 CTA per SM; the launch covers the tiles [tile_hi - gridDim.x, tile_hi), last
+// (in causal prefill the longest) first.
 template <typename T, int D>
-__global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(kAttnTcWgThreads, 1)
+    attention_tc_walk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
+  constexpr bool BF = std::is_same<T, bf16_t>::value;
+  constexpr int DC = D / 8;  // 16-byte chunks of a row
+  constexpr int NT = D / 8;  // n8 tiles of o (all columns: the warp owns whole rows)
+  constexpr int NTH = kAttnTcWgThreads;
+  constexpr int kStages = kAttnTcWgStages;
+  constexpr int kStep = 2;  // blocks per ring step (one __syncthreads)
+  constexpr int kBPC = kAttnBlocksPerChunk;
+  static_assert(kStages % kStep == 0 && kStages >= 2 * kStep, "the ring holds a step in use and a step loading");
+  static_assert(kBPC % kStep == 0, "a ring step from an even block never straddles a chunk boundary");
+  using SM = TcSmem<T, D, true, false>;
+  const AttentionParams& p = L.p;
+  extern __shared__ uint4 smem_u4[];
+  uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
+      reinterpret_cast<char*>(smem_u4) + ((1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4)) & 1023u)) & 1023u));
+  uint16_t* sQ = smem_al + SM::q;
+  uint16_t* sK = smem_al + SM::k;
+  uint16_t* sV = smem_al + SM::v;
+  __shared__ int64_t t_anchor[kSlots], t_lo[kSlots], t_hi[kSlots];
+  __shared__ int64_t t_qi[kSlots], t_h[kSlots];
+  __shared__ long long s_red[3];  // the pass: anchor A, min lo / max hi of its slots with keys
+  __shared__ int8_t t_pass[kSlots];
+  __shared__ int s_rlo[kSlots], s_rhi[kSlots];  // the slot's keys in the pass, counted from cbase (empty: not in it)
+  __shared__ int s_busy[4];  // per warpgroup the busy block range [lo, hi] of its m-tile
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
+  const TcExpo x = tc_expo(L.p.scale, L.p.softcap);  // §6b v3: u units and κ, from scale and softcap only
+  const T* qg = static_cast<const T*>(p.q);
+  const T* kg = static_cast<const T*>(p.k);
+  const T* vg = static_cast<const T*>(p.v);
+  T* outg = static_cast<T*>(p.out);
+
+  const int64_t G = p.Hq / p.Hk;
+  const int64_t Z = L.chunk_slots;
+  const int64_t tile = tile_hi - 1 - int64_t(blockIdx.x);  // launch order only: the longest rows first
+  const int64_t kvh = blockIdx.y;
+  const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
+  const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
+  if (tid < kSlots) {
+    const int64_t P = pair0 + tid;
+    t_qi[tid] = tid < nslots ? P / G : 0;
+    t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
+  }
+  const int wrow = 64 * wg + 16 * (warp & 3);  // the warp's first slot: warpgroup wg owns slots 64wg .. 64wg + 63
+  const int qd = lane & 3;                      // column pair within an n8 tile
+  auto slot_of = [&](int h) { return wrow + (lane >> 2) + 8 * h; };  // the thread's slot h = 0, 1
+  const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
+  const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
+  const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
+  const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // the group's m64 tile of Q
+
+  for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
+    __syncthreads();
+    const T* kb = kg + b * p.k_bs + kvh * p.k_hs;
+    const T* vb = vg + b * p.v_bs + kvh * p.v_hs;
+    bool slot_left = false;  // this thread's slot (tid < nslots) still waits for its pass
+    if (tid < nslots) {
+      const RowKeys r = read_row(p, b, t_qi[tid]);
+      t_anchor[tid] = r.anchor;
+      t_lo[tid] = r.lo;
+      t_hi[tid] = r.hi;
+      slot_left = r.lo < r.hi;
+      if (!slot_left) {  // no key: y = 0 (§6 step 5; +0 in bf16 and fp16)
+        T* y = outg + ((b * p.Hq + t_h[tid]) * p.Q + t_qi[tid]) * D;
+#pragma unroll
+        for (int c = 0; c < D; c += 2) *reinterpret_cast<uint32_t*>(y + c) = 0u;
+      }
+    }
+    bool q_staged = false;
+
+    for (;;) {  // passes: uniform across the CTA (every thread reads the same shared values)
+      __syncthreads();  // the previous pass's readers of s_red / t_pass / s_rlo / s_busy are done
+      if (tid == 0) {
+        s_red[0] = LLONG_MAX;
+        s_red[1] = LLONG_MAX;
+        s_red[2] = LLONG_MIN;
+      }
+      if (tid < 2) {
+        s_busy[2 * tid] = INT_MAX;
+        s_busy[2 * tid + 1] = -1;
+      }
+      if (!__syncthreads_or(slot_left)) break;
+      if (slot_left) atomicMin(&s_red[0], static_cast<long long>(t_anchor[tid]));
+      __syncthreads();
+      const int64_t A = s_red[0];
+      if (tid < kSlots) {
+        const bool in = slot_left && t_anchor[tid] == A;
+        t_pass[tid] = in;
+        if (in) {
+          slot_left = false;
+          atomicMin(&s_red[1], static_cast<long long>(t_lo[tid]));
+          atomicMax(&s_red[2], static_cast<long long>(t_hi[tid]));
+        }
+      }
+      __syncthreads();
+      const int64_t glo = s_red[1], ghi = s_red[2];  // glo < ghi: the pass has a slot with keys
+      // Blocks b_first .. b_last counted from A (b_first even); block i of the pass is staged in buffer i % kStages,
+      // keys counted from cbase (ints below). Block i lies in chunk c0 + (cb0 + i) / kBPC.
+      const int64_t b_first = attn_floor_div(glo - A, kBK) & ~int64_t(1);
+      const int64_t b_last = attn_floor_div(ghi - 1 - A, kBK);
+      const int64_t cbase = A + b_first * kBK;
+      const int64_t c0 = attn_floor_div(b_first, kBPC);
+      const int cb0 = static_cast<int>(b_first - c0 * kBPC);
+      const int kl = static_cast<int>(glo - cbase), kh = static_cast<int>(ghi - cbase);
+      const int nblocks = static_cast<int>(b_last - b_first + 1);
+      // The thread's slots' keys [rlo, rhi) in the pass; per warpgroup the busy block range (a wgmma is issued by
+      // the whole group).
+      int busy_lo = INT_MAX, busy_hi = -1;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int s = slot_of(h);
+        const bool in = s < nslots && t_pass[s];  // (a slot of the pass has keys)
+        const int rlo = in ? static_cast<int>(t_lo[s] - cbase) : 0;
+        const int rhi = in ? static_cast<int>(t_hi[s] - cbase) : 0;
+        if (qd == 0) {
+          s_rlo[s] = rlo;
+          s_rhi[s] = rhi;
+        }
+        if (in) {
+          busy_lo = min(busy_lo, rlo / kBK);
+          busy_hi = max(busy_hi, (rhi - 1) / kBK);
+        }
+      }
+      busy_lo = __reduce_min_sync(0xffffffffu, busy_lo);
+      busy_hi = __reduce_max_sync(0xffffffffu, busy_hi);
+      if (lane == 0) {
+        atomicMin(&s_busy[2 * wg], busy_lo);
+        atomicMax(&s_busy[2 * wg + 1], busy_hi);
+      }
+
+      // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first step.
+      if (!q_staged) {
+        q_staged = true;
+        for (int i = tid; i < kSlots * DC; i += NTH) {
+          const int s = i / DC, cc = i % DC;
+          uint16_t* d = sQ + swz<D, true>(kSlots, s, cc);
+          const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
+          if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+          else if (L.q_vec) cp_async16(d, src);
+          else *reinterpret_cast<uint4*>(d) = load8(src, false);
+        }
+      }
+      __syncthreads();  // s_busy, s_rlo / s_rhi are written
+      busy_lo = s_busy[2 * wg];
+      busy_hi = s_busy[2 * wg + 1];
+
+      // K/V ring: block i lives in buffer i % kStages; a step waits for its kStep blocks and refills the buffers of
+      // the previous step with blocks i + kStages - kStep ..; stage rows outside [kl, kh) are zeros.
+      const T* kblk = kb + cbase * p.k_ss;
+      const T* vblk = vb + cbase * p.v_ss;
+      const int64_t kstep = int64_t(kBK) * p.k_ss, vstep = int64_t(kBK) * p.v_ss;
+      auto stage_step = [&](int nb0) {  // blocks nb0 .. nb0 + kStep - 1 (those that exist), one cp.async group
+#pragma unroll
+        for (int u = 0; u < kStep; ++u) {
+          const int nb = nb0 + u;
+          if (nb < nblocks) {
+            const int nbuf = nb % kStages;
+            const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
+            stage_block<T, D, true>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
+            stage_block<T, D, true>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+            kblk += kstep;
+            vblk += vstep;
+          }
+        }
+        cp_async_commit();
+      };
+#pragma unroll
+      for (int st = 0; st < kStages - kStep; st += kStep) stage_step(st);
+
+      // Chunk state per slot (from the empty state at each chunk): m, o (fp32), and l as the quad lane's partial
+      // sum (§6b: l_q, summed at the chunk's end). Per chunk: live (bit h: slot h has keys in it) and the blocks
+      // [whole_lo, whole_hi) every live slot of the warp reads whole (no mask; a slot without keys in the chunk
+      // is never folded, so it may run unmasked: garbage in its own registers only).
+      float m[2], l[2];
+      float o[NT][4];
+      unsigned live = 0;
+      int whole_lo = 0, whole_hi = 0, c_lo = 0;  // c_lo: the chunk's first key, counted from cbase
+      for (int i = 0; i < nblocks; i += kStep) {
+        if (i == 0 || (cb0 + i) % kBPC == 0) {  // a chunk begins
+          c_lo = (i == 0 ? -cb0 : i) * kBK;
+          const int c_hi = c_lo + kAttnChunkKeys;
+          live = 0;
+          whole_lo = 0;
+          whole_hi = INT_MAX;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            m[h] = -kInf;
+            l[h] = 0.0f;
+            const int s = slot_of(h);
+            const int rlo = max(s_rlo[s], c_lo), rhi = min(s_rhi[s], c_hi);
+            if (rlo < rhi) {
+              live |= 1u << h;
+              whole_lo = max(whole_lo, (rlo + kBK - 1) / kBK);
+              whole_hi = min(whole_hi, rhi / kBK);
+            }
+          }
+          whole_lo = __reduce_max_sync(0xffffffffu, whole_lo);
+          whole_hi = __reduce_min_sync(0xffffffffu, whole_hi);
+#pragma unroll
+          for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+        }
+        cp_async_wait<(kStages - kStep) / kStep - 1>();
+        fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
+        __syncthreads();      // blocks i, i + 1 have landed for every thread; every warp is done with the last step
+        stage_step(i + kStages - kStep);
+        auto busy = [&](int blk) { return blk < nblocks && blk >= busy_lo && blk <= busy_hi; };
+        auto whole = [&](int blk) { return blk >= whole_lo && blk < whole_hi; };
+        auto k_base = [&](int blk) { return sK_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
+        auto v_base = [&](int blk) { return sV_u32 + uint32_t((blk % kStages) * kBK * D * 2); };
+        // The step's blocks with keys of the group (busy ranges are contiguous: both, the first or the last).
+        // Stagger: group 1 starts its step when group 0's first S is done, so one group's softmax overlaps the
+        // other's wgmma (scheduling only). Group 0 arrives also when it has nothing to do here. Two barrier ids by
+        // step parity: group 0 may be a step ahead.
+        const int bar = kStaggerBar + ((i / kStep) & 1);
+        if (wg == 1) named_bar_sync(bar, NTH);
+        const int arrive = wg == 0 ? bar : -1;
+        const bool b0 = busy(i), b1 = busy(i + 1);
+        auto dk = [&](int blk) { return gmma_desc(k_base(blk), 16, 1024); };
+        auto dv = [&](int blk) { return gmma_desc(v_base(blk), kBK * 128, 1024); };
+        auto step = [&](auto nblk, auto raw) {
+          constexpr int N = decltype(nblk)::value;
+          const int j = (N == 1 && !b0) ? i + 1 : i;
+          tc_step_wg<BF, D, N, decltype(raw)::value>(o, m, l, dq, dk(j), dv(j), whole(j), dk(j + 1), dv(j + 1),
+                                                     whole(j + 1), live, j, s_rlo, s_rhi, wrow, lane, arrive, x);
+        };
+        using One = std::integral_constant<int, 1>;
+        using Two = std::integral_constant<int, 2>;
+        if (b0 && b1) {
+          if (x.raw) step(Two{}, std::true_type{});
+          else step(Two{}, std::false_type{});
+        } else if (b0 || b1) {
+          if (x.raw) step(One{}, std::true_type{});
+          else step(One{}, std::false_type{});
+        } else if (wg == 0) {
+          named_bar_arrive(bar, NTH);
+        }
+        if (i + kStep < nblocks && (cb0 + i + kStep) % kBPC != 0) continue;
+        // The chunk ends (its last block, or the pass's). l = (l_0 + l_1) + (l_2 + l_3) over the quad (XOR
+        // shuffles 1 then 2; every lane of the quad holds these bits). Each live slot: merge into its running
+        // state, chunks ascending (§6 step 4); at its last chunk y = O / L (§6 step 5), else the state goes back
+        // to the workspace. n8 tile n <-> columns 8n + 2qd, +1: a lane merges its own columns (attn_merge_chunk
+        // is per column apart from the scalars, which every lane of the quad computes alike).
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 1);
+          l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (!((live >> h) & 1u)) continue;
+          const int s = slot_of(h);
+          const int kc = (c_lo + cb0 * kBK) / kAttnChunkKeys;  // the chunk, counted from the pass's first
+          const int kc_first = (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys;
+          const int kc_last = (s_rhi[s] - 1 + cb0 * kBK) / kAttnChunkKeys;
+          const int64_t qi = t_qi[s], hq = t_h[s];
+          float* ws = L.workspace + ((b * p.Q + qi) * p.Hq + hq) * Z * (D + 2);  // the row's first slot: (M, L, O)
+          AttnState run;  // empty at the row's first chunk
+          AttnState chunk;
+          chunk.m = tc_chunk_m(m[h], x);  // the chunk's m in score units (§6 merge)
+          chunk.l = l[h];
+          float O[2 * NT], oc[2 * NT];
+#pragma unroll
+          for (int n = 0; n < NT; ++n) {
+            float2 w = make_float2(0.0f, 0.0f);
+            if (kc != kc_first) w = *reinterpret_cast<const float2*>(ws + 2 + 8 * n + 2 * qd);
+            O[2 * n] = w.x;
+            O[2 * n + 1] = w.y;
+            oc[2 * n] = o[n][2 * h];
+            oc[2 * n + 1] = o[n][2 * h + 1];
+          }
+          if (kc != kc_first) {
+            run.m = ws[0];
+            run.l = ws[1];
+          }
+          attn_merge_chunk(run, O, chunk, oc, 2 * NT);
+          if (kc == kc_last) {
+            T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+              *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) =
+                  pack2(from_float<T>(attn_output(run, O[2 * n])).x, from_float<T>(attn_output(run, O[2 * n + 1])).x);
+          } else {
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+              *reinterpret_cast<float2*>(ws + 2 + 8 * n + 2 * qd) = make_float2(O[2 * n], O[2 * n + 1]);
+            if (qd == 0) {
+              ws[0] = run.m;
+              ws[1] = run.l;
+            }
+          }
+        }
+      }
+      cp_async_wait<0>();
+    }
+  }
+}
+
+// §6 steps 4-5 for the rows of the mma.sync kernel's tiles (pairs P >= pair_lo of every kv head and batch entry)
+// spanning 2+ chunks: one warp per (row, head), lane <-> columns lane*CPL .. lane*CPL + CPL-1; chunks merged in
+// ascending order from the empty state with attn_merge_chunk, y = O / L with attn_output: per column the arithmetic
+// of attn_cuda::attention_merge_kernel (which the §6 path keeps) and of the wgmma kernel's in-CTA merge, only the
+// thread mapping differs. Rows without keys get zeros; one-chunk rows were finished by the chunk kernel.
+template <typename T, int D>
+__global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel(const AttentionLaunch L,
+                                                                                 const int64_t pair_lo) {
   constexpr int CPL = D / 32;
   static_assert(CPL % 2 == 0, "columns are stored in pairs");
   const AttentionParams& p = L.p;
@@ -1055,10 +1312,13 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   // Launched as a programmatic dependent of the chunk kernel (launch_typed): wait for its completion and memory
   // (the workspace, its one-chunk rows) before anything else.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  const int64_t total = p.B * p.Q * p.Hq;
-  for (int64_t rh = int64_t(blockIdx.x) * kWarpsPerCta + (threadIdx.x >> 5); rh < total;
-       rh += int64_t(gridDim.x) * kWarpsPerCta) {
-    const int64_t h = rh % p.Hq, bq = rh / p.Hq, qi = bq % p.Q, b = bq / p.Q;
+  const int64_t G = p.Hq / p.Hk, npr = p.Q * G - pair_lo;  // pairs per (batch entry, kv head)
+  const int64_t total = p.B * p.Hk * npr;
+  for (int64_t r = int64_t(blockIdx.x) * kWarpsPerCta + (threadIdx.x >> 5); r < total;
+       r += int64_t(gridDim.x) * kWarpsPerCta) {
+    const int64_t P = pair_lo + r % npr, kvh = (r / npr) % p.Hk, b = r / npr / p.Hk;
+    const int64_t qi = P / G, h = kvh * G + P % G;
+    const int64_t rh = (b * p.Q + qi) * p.Hq + h;
     const RowKeys rk = read_row(p, b, qi);
     T* y = outg + ((b * p.Hq + h) * p.Q + qi) * D + lane * CPL;
     if (rk.lo >= rk.hi) {
@@ -1094,13 +1354,13 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
   }
 }
 
-// Chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
-template <typename T, int D, bool WG, bool SMALL>
+// The mma.sync chunk kernel over tiles [tile_lo, tile_hi) (none: nothing launched).
+template <typename T, int D, bool SMALL>
 int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
   if (tile_hi <= tile_lo) return 0;
-  using SM = TcSmem<T, D, WG, SMALL>;
+  using SM = TcSmem<T, D, false, SMALL>;
   const AttentionParams& p = L.p;
-  auto chunk = attention_tc_chunk_kernel<T, D, WG, SMALL>;
+  auto chunk = attention_tc_chunk_kernel<T, D, SMALL>;
   cudaError_t e = cudaFuncSetAttribute(chunk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
   if (e != cudaSuccess) return int(e);
   if (SMALL) {  // 2 CTAs of ~110 KB per SM need the largest shared-memory carveout (a hint)
@@ -1108,7 +1368,21 @@ int launch_chunk(const AttentionLaunch& L, int64_t tile_lo, int64_t tile_hi) {
     if (e != cudaSuccess) return int(e);
   }
   const dim3 grid(unsigned(L.chunk_slots * (tile_hi - tile_lo)), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
-  chunk<<<grid, TcShape<WG>::threads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi);
+  chunk<<<grid, kAttnTcThreads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tile_hi);
+  return int(cudaGetLastError());
+}
+
+// The wgmma kernel over tiles [0, tiles): one CTA per (tile, kv head, batch entry).
+template <typename T, int D>
+int launch_walk(const AttentionLaunch& L, int64_t tiles) {
+  if (tiles <= 0) return 0;
+  using SM = TcSmem<T, D, true, false>;
+  const AttentionParams& p = L.p;
+  auto walk = attention_tc_walk_kernel<T, D>;
+  const cudaError_t e = cudaFuncSetAttribute(walk, cudaFuncAttributeMaxDynamicSharedMemorySize, int(SM::bytes));
+  if (e != cudaSuccess) return int(e);
+  const dim3 grid(unsigned(tiles), unsigned(p.Hk), unsigned(p.B < 65535 ? p.B : 65535));
+  walk<<<grid, kAttnTcWgThreads, SM::bytes, static_cast<cudaStream_t>(L.stream)>>>(L, tiles);
   return int(cudaGetLastError());
 }
 
@@ -1123,14 +1397,15 @@ int launch_typed(const AttentionLaunch& L) {
   // row the same bits (§6b; tests/test_attention_tc.py).
   const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
   const int64_t wg_tiles = last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
-  int e = launch_chunk<T, D, true, false>(L, 0, wg_tiles);
-  if (e == 0) {
-    if (last_slots <= kAttnTcSmallSlots) e = launch_chunk<T, D, false, true>(L, wg_tiles, tiles);
-    else e = launch_chunk<T, D, false, false>(L, wg_tiles, tiles);
-  }
+  int e = launch_walk<T, D>(L, wg_tiles);
+  if (e != 0 || wg_tiles == tiles) return e;  // the wgmma kernel merges its own rows
+  if (last_slots <= kAttnTcSmallSlots) e = launch_chunk<T, D, true>(L, wg_tiles, tiles);
+  else e = launch_chunk<T, D, false>(L, wg_tiles, tiles);
   if (e != 0) return e;
+  // The merge kernel for the mma.sync kernel's tile (its pairs of every kv head and batch entry).
+  const int64_t pair_lo = wg_tiles * kSlots;
   constexpr int64_t kRowsPerCta = kAttnTcMergeThreads / 32;
-  const int64_t mctas = (p.B * p.Q * p.Hq + kRowsPerCta - 1) / kRowsPerCta;
+  const int64_t mctas = (p.B * p.Hk * (p.Q * G - pair_lo) + kRowsPerCta - 1) / kRowsPerCta;
   const unsigned mgrid = unsigned(mctas < (int64_t(1) << 30) ? mctas : (int64_t(1) << 30));
   // Programmatic stream serialization: the merge kernel's launch overlaps the chunk kernel's tail; the merge kernel
   // starts with griddepcontrol.wait, so it still sees the chunk kernel's complete results.
@@ -1144,7 +1419,7 @@ int launch_typed(const AttentionLaunch& L) {
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  const cudaError_t me = cudaLaunchKernelEx(&cfg, attention_tc_merge_kernel<T, D>, L);
+  const cudaError_t me = cudaLaunchKernelEx(&cfg, attention_tc_merge_kernel<T, D>, L, pair_lo);
   if (me != cudaSuccess) return int(me);
   return int(cudaGetLastError());
 }
