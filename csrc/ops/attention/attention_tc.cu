@@ -1199,6 +1199,19 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
 #pragma unroll
             for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
         }
+        const bool chunk_end = i + kStep >= nblocks || (cb0 + i + kStep) % kBPC == 0;  // this step ends a chunk
+        const int kc = (c_lo + cb0 * kBK) / kAttnChunkKeys;  // the chunk, counted from the pass's first
+        if (chunk_end) {  // the running states this step's merge reads, into L1 (a hint: scheduling only)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int s = slot_of(h);
+            if (((live >> h) & 1u) && kc != (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys) {
+              const float* ws = L.workspace + ((b * p.Q + t_qi[s]) * p.Hq + t_h[s]) * Z * (D + 2);
+#pragma unroll
+              for (int off = 0; off < D + 2; off += 32) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(ws + off));
+            }
+          }
+        }
         cp_async_wait<(kStages - kStep) / kStep - 1>();
         fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
         __syncthreads();      // blocks i, i + 1 have landed for every thread; every warp is done with the last step
@@ -1234,7 +1247,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
         } else if (wg == 0) {
           named_bar_arrive(bar, NTH);
         }
-        if (i + kStep < nblocks && (cb0 + i + kStep) % kBPC != 0) continue;
+        if (!chunk_end) continue;
         // The chunk ends (its last block, or the pass's). l = (l_0 + l_1) + (l_2 + l_3) over the quad (XOR
         // shuffles 1 then 2; every lane of the quad holds these bits). Each live slot: merge into its running
         // state, chunks ascending (§6 step 4); at its last chunk y = O / L (§6 step 5), else the state goes back
@@ -1249,7 +1262,6 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
         for (int h = 0; h < 2; ++h) {
           if (!((live >> h) & 1u)) continue;
           const int s = slot_of(h);
-          const int kc = (c_lo + cb0 * kBK) / kAttnChunkKeys;  // the chunk, counted from the pass's first
           const int kc_first = (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys;
           const int kc_last = (s_rhi[s] - 1 + cb0 * kBK) / kAttnChunkKeys;
           const int64_t qi = t_qi[s], hq = t_h[s];
