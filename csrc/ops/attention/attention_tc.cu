@@ -981,6 +981,21 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
   if constexpr (SMALL) cp_async_wait_all();  // Q copies of an entry without blocks (uncommitted) land before exit
 }
 
+// The wgmma kernel's running state of a row between its chunks, in the row's workspace (its Z >= 2 chunk slots,
+// 2 * (D + 2) floats or more, which no other kernel reads for these rows): M at [0], L at [1], and O from the next
+// 16-byte boundary in the walk kernel's own order — lane qd of a quad keeps its 2 * NT columns (8n + 2qd, +1 for
+// n ascending) contiguously at qd * 2 * NT, so a lane reads and writes them as float4s.
+constexpr int kTcWalkStateFloats = 2 + 3 + 128;  // M, L, padding to 16 bytes, O (D <= 128): the lines to prefetch
+__device__ __forceinline__ float* tc_walk_state(const AttentionLaunch& L, int64_t b, int64_t qi, int64_t hq) {
+  const AttentionParams& p = L.p;
+  return L.workspace + ((b * p.Q + qi) * p.Hq + hq) * L.chunk_slots * (p.Dv + 2);
+}
+template <int D>
+__device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) {
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(ws + 2) + 15) & ~uintptr_t(15);
+  return reinterpret_cast<float4*>(a) + qd * (D / 16);
+}
+
 // The wgmma kernel (prefill tiles): one CTA per (tile, kv head, batch entry) walks each pass's chunks in ascending
 // order and merges them itself, so prefill needs no merge kernel, no per-chunk CTA (and no CTA for a chunk slot
 // without keys) and restages neither Q nor the K/V ring per chunk. The K/V ring runs through the pass's blocks
@@ -1029,7 +1044,6 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
   T* outg = static_cast<T*>(p.out);
 
   const int64_t G = p.Hq / p.Hk;
-  const int64_t Z = L.chunk_slots;
   const int64_t tile = tile_hi - 1 - int64_t(blockIdx.x);  // launch order only: the longest rows first
   const int64_t kvh = blockIdx.y;
   const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
@@ -1206,9 +1220,9 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
           for (int h = 0; h < 2; ++h) {
             const int s = slot_of(h);
             if (((live >> h) & 1u) && kc != (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys) {
-              const float* ws = L.workspace + ((b * p.Q + t_qi[s]) * p.Hq + t_h[s]) * Z * (D + 2);
+              const float* ws = tc_walk_state(L, b, t_qi[s], t_h[s]);
 #pragma unroll
-              for (int off = 0; off < D + 2; off += 32) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(ws + off));
+              for (int off = 0; off < kTcWalkStateFloats; off += 32) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(ws + off));
             }
           }
         }
@@ -1252,52 +1266,71 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
         // shuffles 1 then 2; every lane of the quad holds these bits). Each live slot: merge into its running
         // state, chunks ascending (§6 step 4); at its last chunk y = O / L (§6 step 5), else the state goes back
         // to the workspace. n8 tile n <-> columns 8n + 2qd, +1: a lane merges its own columns (attn_merge_chunk
-        // is per column apart from the scalars, which every lane of the quad computes alike).
+        // is per column apart from the scalars, which every lane of the quad computes alike). Both slots' states
+        // are loaded before either is merged (one memory round trip).
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 1);
           l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2);
         }
+        float* ws[2];
+        int64_t yoff[2];
+        bool load[2], last[2];
+        AttnState run[2];  // empty at the row's first chunk
+        float O[2][2 * NT];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int s = slot_of(h);
+          const bool on = (live >> h) & 1u;
+          const int kc_first = (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys;
+          const int kc_last = (s_rhi[s] - 1 + cb0 * kBK) / kAttnChunkKeys;
+          load[h] = on && kc != kc_first;
+          last[h] = kc == kc_last;
+          ws[h] = tc_walk_state(L, b, t_qi[s], t_h[s]);
+          yoff[h] = ((b * p.Hq + t_h[s]) * p.Q + t_qi[s]) * D;
+#pragma unroll
+          for (int n = 0; n < 2 * NT; ++n) O[h][n] = 0.0f;
+          if (load[h]) {
+            run[h].m = ws[h][0];
+            run[h].l = ws[h][1];
+            const float4* w = tc_walk_o<D>(ws[h], qd);
+#pragma unroll
+            for (int q = 0; q < NT / 2; ++q) {
+              const float4 v = w[q];
+              O[h][4 * q] = v.x;
+              O[h][4 * q + 1] = v.y;
+              O[h][4 * q + 2] = v.z;
+              O[h][4 * q + 3] = v.w;
+            }
+          }
+        }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           if (!((live >> h) & 1u)) continue;
-          const int s = slot_of(h);
-          const int kc_first = (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys;
-          const int kc_last = (s_rhi[s] - 1 + cb0 * kBK) / kAttnChunkKeys;
-          const int64_t qi = t_qi[s], hq = t_h[s];
-          float* ws = L.workspace + ((b * p.Q + qi) * p.Hq + hq) * Z * (D + 2);  // the row's first slot: (M, L, O)
-          AttnState run;  // empty at the row's first chunk
           AttnState chunk;
           chunk.m = tc_chunk_m(m[h], x);  // the chunk's m in score units (§6 merge)
           chunk.l = l[h];
-          float O[2 * NT], oc[2 * NT];
+          float oc[2 * NT];
 #pragma unroll
           for (int n = 0; n < NT; ++n) {
-            float2 w = make_float2(0.0f, 0.0f);
-            if (kc != kc_first) w = *reinterpret_cast<const float2*>(ws + 2 + 8 * n + 2 * qd);
-            O[2 * n] = w.x;
-            O[2 * n + 1] = w.y;
             oc[2 * n] = o[n][2 * h];
             oc[2 * n + 1] = o[n][2 * h + 1];
           }
-          if (kc != kc_first) {
-            run.m = ws[0];
-            run.l = ws[1];
-          }
-          attn_merge_chunk(run, O, chunk, oc, 2 * NT);
-          if (kc == kc_last) {
-            T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
+          attn_merge_chunk(run[h], O[h], chunk, oc, 2 * NT);
+          if (last[h]) {
+            T* y = outg + yoff[h];
 #pragma unroll
             for (int n = 0; n < NT; ++n)
-              *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) =
-                  pack2(from_float<T>(attn_output(run, O[2 * n])).x, from_float<T>(attn_output(run, O[2 * n + 1])).x);
+              *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(from_float<T>(attn_output(run[h], O[h][2 * n])).x,
+                                                                      from_float<T>(attn_output(run[h], O[h][2 * n + 1])).x);
           } else {
+            float4* w = tc_walk_o<D>(ws[h], qd);
 #pragma unroll
-            for (int n = 0; n < NT; ++n)
-              *reinterpret_cast<float2*>(ws + 2 + 8 * n + 2 * qd) = make_float2(O[2 * n], O[2 * n + 1]);
+            for (int q = 0; q < NT / 2; ++q)
+              w[q] = make_float4(O[h][4 * q], O[h][4 * q + 1], O[h][4 * q + 2], O[h][4 * q + 3]);
             if (qd == 0) {
-              ws[0] = run.m;
-              ws[1] = run.l;
+              ws[h][0] = run[h].m;
+              ws[h][1] = run[h].l;
             }
           }
         }
