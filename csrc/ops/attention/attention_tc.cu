@@ -983,17 +983,16 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
 
 // The wgmma kernel's running state of a row between its chunks, in the row's workspace (its Z >= 2 chunk slots,
 // 2 * (D + 2) floats or more, which no other kernel reads for these rows): M at [0], L at [1], and O from the next
-// 16-byte boundary in the walk kernel's own order — lane qd of a quad keeps its 2 * NT columns (8n + 2qd, +1 for
-// n ascending) contiguously at qd * 2 * NT, so a lane reads and writes them as float4s.
+// 16-byte boundary in the walk kernel's own order: lane qd of a quad holds 2 * NT columns (8n + 2qd, +1 for n
+// ascending), read and written as float4s, its q-th at float4 4q + qd (a quad's 4 lanes fill 64 contiguous bytes).
 constexpr int kTcWalkStateFloats = 2 + 3 + 128;  // M, L, padding to 16 bytes, O (D <= 128): the lines to prefetch
 __device__ __forceinline__ float* tc_walk_state(const AttentionLaunch& L, int64_t b, int64_t qi, int64_t hq) {
   const AttentionParams& p = L.p;
   return L.workspace + ((b * p.Q + qi) * p.Hq + hq) * L.chunk_slots * (p.Dv + 2);
 }
-template <int D>
 __device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) {
   const uintptr_t a = (reinterpret_cast<uintptr_t>(ws + 2) + 15) & ~uintptr_t(15);
-  return reinterpret_cast<float4*>(a) + qd * (D / 16);
+  return reinterpret_cast<float4*>(a) + qd;
 }
 
 // The wgmma kernel (prefill tiles): one CTA per (tile, kv head, batch entry) walks each pass's chunks in ascending
@@ -1293,10 +1292,10 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
           if (load[h]) {
             run[h].m = ws[h][0];
             run[h].l = ws[h][1];
-            const float4* w = tc_walk_o<D>(ws[h], qd);
+            const float4* w = tc_walk_o(ws[h], qd);
 #pragma unroll
             for (int q = 0; q < NT / 2; ++q) {
-              const float4 v = w[q];
+              const float4 v = w[4 * q];
               O[h][4 * q] = v.x;
               O[h][4 * q + 1] = v.y;
               O[h][4 * q + 2] = v.z;
@@ -1324,10 +1323,10 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
               *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(from_float<T>(attn_output(run[h], O[h][2 * n])).x,
                                                                       from_float<T>(attn_output(run[h], O[h][2 * n + 1])).x);
           } else {
-            float4* w = tc_walk_o<D>(ws[h], qd);
+            float4* w = tc_walk_o(ws[h], qd);
 #pragma unroll
             for (int q = 0; q < NT / 2; ++q)
-              w[q] = make_float4(O[h][4 * q], O[h][4 * q + 1], O[h][4 * q + 2], O[h][4 * q + 3]);
+              w[4 * q] = make_float4(O[h][4 * q], O[h][4 * q + 1], O[h][4 * q + 2], O[h][4 * q + 3]);
             if (qd == 0) {
               ws[h][0] = run[h].m;
               ws[h][1] = run[h].l;
