@@ -247,6 +247,35 @@ def test_kernel_choice_boundary_rows_equal_decode(dtype, D, heads, Q):
         assert torch.equal(alone, y[:, :, r:r + 1]), r
 
 
+@given(seed=st.integers(0, 2**31 - 1), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
+       heads=st.sampled_from(((1, 1), (4, 1), (8, 2))))
+@settings(max_examples=6)
+def test_walked_rows_equal_alone(seed, D, dtype, heads):
+    """The wgmma kernel walks each tile's chunks and merges them in its CTA; a row alone (Q = 1: the mma.sync
+    kernel, one CTA per chunk, and the merge kernel) must give the same bits. Drawn per-row descriptors put rows of
+    several anchors (passes) in one tile, rows spanning up to 5 chunks whose first block is odd or even, rows
+    ending inside and at chunk boundaries, and rows without keys (zeros)."""
+    Hq, Hk = heads
+    Q, K = 400, 5000
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = gpu_qkv(1, Hq, Hk, Q, K, D, dtype, seed % 100000)
+    anchor = torch.tensor([0, 37, 1100, 1024], device="cuda")[torch.randint(0, 4, (Q,), generator=g, device="cuda")]
+    lo = anchor + torch.randint(0, 2000, (Q,), generator=g, device="cuda")
+    n = torch.randint(0, 4100, (Q,), generator=g, device="cuda")
+    n = torch.where(torch.rand(Q, generator=g, device="cuda") < 0.1, 0, n)  # no keys: y = 0
+    n = torch.where(torch.rand(Q, generator=g, device="cuda") < 0.1, 1024 - (lo - anchor) % 1024, n)  # ends at a chunk boundary
+    hi = torch.clamp(lo + n, max=K)
+    rows = torch.stack([anchor, lo, hi], -1)[None].to(torch.int32)
+    sc = 1.0 / math.sqrt(D)
+    y = _op(q, k, v, rows, sc)
+    pick = sorted(set(torch.randint(0, Q, (24,), generator=g, device="cuda").tolist()) | {0, Q - 1} |
+                  set(torch.nonzero(n == 0)[:4, 0].tolist()))
+    for r in pick:
+        alone = _op(q[:, :, r:r + 1], k, v, rows[:, r:r + 1], sc)
+        assert torch.equal(alone, y[:, :, r:r + 1]), (r, rows[0, r].tolist())
+    assert (y[:, :, (hi <= lo).nonzero()[:, 0]] == 0).all()
+
+
 @pytest.mark.parametrize("dtype", TC_DTYPES)
 @pytest.mark.parametrize("D", TC_DIMS)
 @pytest.mark.parametrize("heads", ((1, 1), (4, 1), (16, 1)))

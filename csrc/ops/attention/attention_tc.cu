@@ -3,13 +3,15 @@
 //
 // A tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
 // kvh*G + P % G (G = Hq / Hk), so a decode step (Q = 1) puts its G heads in one tile and reads K/V once per kv head.
-// Grid (chunk slot x tile, kv head, batch). Two kernels, chosen per tile from the tile's own slot count (launch_typed):
-//  - wgmma kernel (tiles of >= kAttnTcWgMinSlots slots: every prefill tile but maybe the last): 256 threads = 2
-//    warpgroups, 1 CTA per SM; warpgroup wg owns the m64 tile of slots 64wg .. 64wg+63 (warp w of the group: rows
-//    16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma m64n64k16 from shared memory, P·V by wgmma
-//    m64nDk16 with p̃ from registers; a 4-stage K/V ring advanced 2 blocks per barrier; group 1 starts each block
-//    when group 0's S is done.
-//  - mma.sync kernel (smaller tiles: a short last tile): 128 threads = 4 warps, 2 CTAs per SM
+// Two kernels, chosen per tile from the tile's own slot count (launch_typed):
+//  - wgmma kernel (attention_tc_walk_kernel; tiles of >= kAttnTcWgMinSlots slots: every prefill tile but maybe the
+//    last): grid (tile, kv head, batch); one CTA walks all chunks of its tile in ascending order and merges them
+//    itself (no merge kernel). 256 threads = 2 warpgroups, 1 CTA per SM; warpgroup wg owns the m64 tile of slots
+//    64wg .. 64wg+63 (warp w of the group: rows 16w .. 16w+15, lane: rows lane/4 and +8), S = Q Kᵀ by wgmma
+//    m64n64k16 from shared memory, P·V by wgmma m64nDk16 with p̃ from registers; a 4-stage K/V ring advanced 2
+//    blocks per barrier through the whole pass; group 1 starts each step when group 0's S is done.
+//  - mma.sync kernel (attention_tc_chunk_kernel; smaller tiles: a short last tile): grid (chunk slot x tile, kv
+//    head, batch), one CTA per chunk, then attention_tc_merge_kernel. 128 threads = 4 warps, 2 CTAs per SM
 //    (FlashAttention-2 layout); warp w owns slots 32w .. 32w+31 as two m16 tiles sharing every K and V fragment.
 //  - its small-tile variant (SMALL; tiles of <= kAttnTcSmallSlots slots: every decode step with G <= 16): the same
 //    kernel and block body for warp 0's first m16 tile only (the only one with slots), Q staged for 16 rows, a
@@ -23,17 +25,18 @@
 // goes from the score accumulators to the P·V operand without shared memory. One __syncthreads per step of the
 // K/V cp.async ring (1 block; 2 in the wgmma kernel).
 // Per pass (the slots of one anchor, smallest first; slots of other anchors are masked and done in their own
-// pass) and per chunk (grid x): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
+// pass) and per chunk (mma.sync: grid x; wgmma: walked): K/V blocks of 64 keys anchored at the pass anchor are staged in shared memory
 // (keys no slot of the pass reads are zero-filled), and each slot runs §6b:
 //   S = Q Kᵀ: per score, k16 steps over d ascending, from 0; u = S (or attn_score(S): tc_expo); masked -> -inf;
 //   block max m' (NaN-propagating), α = 2^(m·κ - m'·κ), p = 2^fma(u, κ, -m'·κ) rounded to T (cvt.rn), per quad
 //   lane l_q = l_q*α + r_q (the lane's 16 p̃ in the fixed §6b order; l = (l_0 + l_1) + (l_2 + l_3) at the chunk's end),
 //   o = k16 steps of P·V over the block's keys ascending, starting from o*α; a slot with no key in the block
 //   is untouched; an m-tile none of whose slots has a key in the block is skipped (warp- / warpgroup-uniform).
-// The chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is finished
-// here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls). No slot's
-// arithmetic depends on its index in the tile, the other slots, Q, B or the grid: prefill, chunked prefill and
-// decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
+// mma.sync: the chunk state (m, l, o) goes to the §6 workspace slot, or a slot whose keys fit in one chunk is
+// finished here (merge into the empty state, y = O / L: the §6 step 4-5 functions attention_tc_merge_kernel calls);
+// wgmma: each chunk state is merged into the row's running state as the chunk ends, with the same functions in the
+// same ascending order. No slot's arithmetic depends on its index in the tile, the other slots, Q, B or the grid:
+// prefill, chunked prefill and decode (one CTA per chunk = split-KV at anchored multiples of 1024) give the same bits.
 #include <cuda_runtime.h>
 #include <climits>
 #include <cstdint>
@@ -62,13 +65,11 @@ static_assert(kBK == 64, "a block is 8 n8 score tiles = 4 k16 steps of P·V = th
 static_assert(kAttnTcStages >= 2 && kAttnTcWgStages >= 2, "the K/V ring needs a buffer being filled and one being read");
 static_assert(kAttnTcWgThreads == 2 * 128 && kSlots == 2 * 64, "wgmma kernel: one warpgroup per m64 tile of the slots");
 
-// Per kernel (WG: the wgmma kernel): threads, K/V ring stages, m-tiles per thread, CTAs per SM.
+// Per kernel (WG: the wgmma kernel): threads and K/V ring stages.
 template <bool WG>
 struct TcShape {
   static constexpr int threads = WG ? kAttnTcWgThreads : kAttnTcThreads;
   static constexpr int stages = WG ? kAttnTcWgStages : kAttnTcStages;
-  static constexpr int mtiles = WG ? 1 : kMTiles;
-  static constexpr int ctas_per_sm = WG ? 1 : 2;
 };
 
 // Per variant: K/V ring stages and the Q rows staged (SMALL: the mma.sync kernel's small-tile variant).
@@ -985,7 +986,6 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
 // 2 * (D + 2) floats or more, which no other kernel reads for these rows): M at [0], L at [1], and O from the next
 // 16-byte boundary in the walk kernel's own order: lane qd of a quad holds 2 * NT columns (8n + 2qd, +1 for n
 // ascending), read and written as float4s, its q-th at float4 4q + qd (a quad's 4 lanes fill 64 contiguous bytes).
-constexpr int kTcWalkStateFloats = 2 + 3 + 128;  // M, L, padding to 16 bytes, O (D <= 128): the lines to prefetch
 __device__ __forceinline__ float* tc_walk_state(const AttentionLaunch& L, int64_t b, int64_t qi, int64_t hq) {
   const AttentionParams& p = L.p;
   return L.workspace + ((b * p.Q + qi) * p.Hq + hq) * L.chunk_slots * (p.Dv + 2);
@@ -1213,18 +1213,6 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
             for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
         }
         const bool chunk_end = i + kStep >= nblocks || (cb0 + i + kStep) % kBPC == 0;  // this step ends a chunk
-        const int kc = (c_lo + cb0 * kBK) / kAttnChunkKeys;  // the chunk, counted from the pass's first
-        if (chunk_end) {  // the running states this step's merge reads, into L1 (a hint: scheduling only)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int s = slot_of(h);
-            if (((live >> h) & 1u) && kc != (s_rlo[s] + cb0 * kBK) / kAttnChunkKeys) {
-              const float* ws = tc_walk_state(L, b, t_qi[s], t_h[s]);
-#pragma unroll
-              for (int off = 0; off < kTcWalkStateFloats; off += 32) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(ws + off));
-            }
-          }
-        }
         cp_async_wait<(kStages - kStep) / kStep - 1>();
         fence_proxy_async();  // this thread's cp.async / zero stores, before the wgmma reads
         __syncthreads();      // blocks i, i + 1 have landed for every thread; every warp is done with the last step
@@ -1272,6 +1260,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
           l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 1);
           l[h] = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 2);
         }
+        const int kc = (c_lo + cb0 * kBK) / kAttnChunkKeys;  // the chunk, counted from the pass's first
         float* ws[2];
         int64_t yoff[2];
         bool load[2], last[2];

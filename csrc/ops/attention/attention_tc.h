@@ -11,8 +11,10 @@ inline bool attention_tc_supports(AttnDtype dtype, int64_t D, int64_t Dv) {
   return (dtype == AttnDtype::BF16 || dtype == AttnDtype::F16) && D == Dv && (D == 64 || D == 128);
 }
 
-// Launches the tensor-core chunk kernel and its chunk-merge kernel (§6 steps 4-5, one warp per row and head) on
-// L.stream; the workspace is the one of attention_workspace_floats(p). Returns a cudaError_t as int (0 = success).
+// Launches the tensor-core kernels on L.stream: the wgmma kernel for the tiles of >= kAttnTcWgMinSlots slots (it
+// merges its chunks itself), the mma.sync chunk kernel and its chunk-merge kernel (§6 steps 4-5, one warp per row
+// and head) for a smaller last tile; the workspace is the one of attention_workspace_floats(p). Returns a
+// cudaError_t as int (0 = success).
 int attention_tc_launch(const AttentionLaunch& L);
 
 }  // namespace detops
