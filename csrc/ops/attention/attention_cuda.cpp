@@ -43,13 +43,16 @@ void attention_cuda(const AttentionParams& p, at::ScalarType dtype) {
   L.k_vec = vec_ok(p.k, elem, p.k_bs, p.k_hs, p.k_ss);
   L.v_vec = vec_ok(p.v, elem, p.v_bs, p.v_hs, p.v_ss);
   L.chunk_slots = attention_chunk_slots(p.K);
-  // Partial chunk states; only slots of rows spanning 2+ chunks are written, and only those are read.
-  at::Tensor ws = at::empty({attention_workspace_floats(p)}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
+  // Partial chunk states (and the wgmma kernel's running states); only those of rows spanning 2+ chunks are
+  // written, and only those are read.
+  const bool tc = attention_tc_supports(L.dtype, p.D, p.Dv);
+  const int64_t ws_floats = tc ? attention_tc_workspace_floats(p) : attention_workspace_floats(p);
+  at::Tensor ws = at::empty({ws_floats}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
   L.workspace = ws.data_ptr<float>();
   L.stream = c10::cuda::getCurrentCUDAStream(dev).stream();
   // bf16/fp16 with D == Dv in {64, 128}: tensor cores (REDUCTION_ORDER.md §6b); everything else: CUDA cores (§6).
   // Chosen by dtype and head dim only, never by B, Q, K or the device.
-  const int err = attention_tc_supports(L.dtype, p.D, p.Dv) ? attention_tc_launch(L) : attention_launch(L);
+  const int err = tc ? attention_tc_launch(L) : attention_launch(L);
   TORCH_CHECK(err == 0, "detops.attention: CUDA launch failed: ", cudaGetErrorString(static_cast<cudaError_t>(err)));
 }
 

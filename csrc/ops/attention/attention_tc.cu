@@ -662,6 +662,15 @@ struct TcSmem {
 // [3] / [4] the keys [klo, khi) this CTA's chunk of the pass reads.
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
+// The chunk states of pair P (>= pair_lo: the mma.sync tile) of kv head kvh, batch entry b: L.chunk_slots slots of
+// (m, l, o[Dv]) after the wgmma kernel's running states (attention_tc_workspace_floats).
+__device__ __forceinline__ float* tc_chunk_states(const AttentionLaunch& L, int64_t b, int64_t kvh, int64_t P) {
+  const AttentionParams& p = L.p;
+  const int64_t pair_lo = attention_tc_wg_tiles(p) * kSlots, npr = p.Q * (p.Hq / p.Hk) - pair_lo;
+  return L.workspace + p.B * p.Q * p.Hq * attention_tc_walk_stride(p) +
+         ((b * p.Hk + kvh) * npr + (P - pair_lo)) * L.chunk_slots * (p.Dv + 2);
+}
+
 // The mma.sync kernel (tc_block), one CTA per (chunk slot, tile, kv head, batch entry): 2 CTAs of 4 warps per SM
 // (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs are not in lockstep, so one's softmax overlaps the other's
 // mma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
@@ -967,7 +976,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
             *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
           }
         } else {
-          float* slot = L.workspace + (((b * p.Q + qi) * p.Hq + hq) * Z + (c - cf)) * (D + 2);
+          float* slot = tc_chunk_states(L, b, kvh, pair0 + s) + (c - cf) * (D + 2);
 #pragma unroll
           for (int n = 0; n < NT; ++n)
             *reinterpret_cast<float2*>(slot + 2 + 8 * n + 2 * qd) = make_float2(o[mt][n][2 * h], o[mt][n][2 * h + 1]);
@@ -982,18 +991,15 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
   if constexpr (SMALL) cp_async_wait_all();  // Q copies of an entry without blocks (uncommitted) land before exit
 }
 
-// The wgmma kernel's running state of a row between its chunks, in the row's workspace (its Z >= 2 chunk slots,
-// 2 * (D + 2) floats or more, which no other kernel reads for these rows): M at [0], L at [1], and O from the next
-// 16-byte boundary in the walk kernel's own order: lane qd of a quad holds 2 * NT columns (8n + 2qd, +1 for n
-// ascending), read and written as float4s, its q-th at float4 4q + qd (a quad's 4 lanes fill 64 contiguous bytes).
+// The wgmma kernel's running state of a row between its chunks (attention_tc_workspace_floats): M at [0], L at
+// [1], O from [4] (16-byte aligned) in the walk kernel's own order: lane qd of a quad holds 2 * NT columns (8n +
+// 2qd, +1 for n ascending), read and written as float4s, its q-th at float4 4q + qd (a quad's 4 lanes fill 64
+// contiguous bytes).
 __device__ __forceinline__ float* tc_walk_state(const AttentionLaunch& L, int64_t b, int64_t qi, int64_t hq) {
   const AttentionParams& p = L.p;
-  return L.workspace + ((b * p.Q + qi) * p.Hq + hq) * L.chunk_slots * (p.Dv + 2);
+  return L.workspace + ((b * p.Q + qi) * p.Hq + hq) * attention_tc_walk_stride(p);
 }
-__device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) {
-  const uintptr_t a = (reinterpret_cast<uintptr_t>(ws + 2) + 15) & ~uintptr_t(15);
-  return reinterpret_cast<float4*>(a) + qd;
-}
+__device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) { return reinterpret_cast<float4*>(ws + 4) + qd; }
 
 // The wgmma kernel (prefill tiles): one CTA per (tile, kv head, batch entry) walks each pass's chunks in ascending
 // order and merges them itself, so prefill needs no merge kernel, no per-chunk CTA (and no CTA for a chunk slot
@@ -1003,7 +1009,7 @@ __device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) {
 // §6b from the empty state exactly as one chunk CTA of the mma.sync kernel does (the per-slot arithmetic never
 // depends on which other chunks, slots or blocks share the CTA); at the chunk's last block each slot with keys in
 // it folds (m, l, o) into its running state with attn_merge_chunk — the merge kernel's function, in its
-// ascending chunk order — keeping (M, L, O) between chunks in the row's first workspace slot (L2-resident: written
+// ascending chunk order — keeping (M, L, O) between chunks in its workspace slot of the row (L2-resident: written
 // and read back by the same CTA a chunk later), and at its last chunk writes y = O / L (attn_output). So every
 // row gets the bits of the chunk + merge kernels (decode's split-KV). Rows without keys are written as zeros.
 // 256 threads = 2 warpgroups, 1 CTA per SM; the launch covers the tiles [tile_hi - gridDim.x, tile_hi), last
@@ -1351,7 +1357,6 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
        r += int64_t(gridDim.x) * kWarpsPerCta) {
     const int64_t P = pair_lo + r % npr, kvh = (r / npr) % p.Hk, b = r / npr / p.Hk;
     const int64_t qi = P / G, h = kvh * G + P % G;
-    const int64_t rh = (b * p.Q + qi) * p.Hq + h;
     const RowKeys rk = read_row(p, b, qi);
     T* y = outg + ((b * p.Hq + h) * p.Q + qi) * D + lane * CPL;
     if (rk.lo >= rk.hi) {
@@ -1361,7 +1366,7 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
     }
     const int64_t cf = first_chunk(rk), n = last_chunk(rk) - cf + 1;
     if (n == 1) continue;  // finished by the chunk kernel
-    const float* ws = L.workspace + rh * L.chunk_slots * (D + 2);
+    const float* ws = tc_chunk_states(L, b, kvh, P);
     AttnState run;
     float O[CPL];
 #pragma unroll
@@ -1423,13 +1428,12 @@ template <typename T, int D>
 int launch_typed(const AttentionLaunch& L) {
   const AttentionParams& p = L.p;
   const int64_t G = p.Hq / p.Hk;
-  const int64_t tiles = (p.Q * G + kSlots - 1) / kSlots;
   // Kernel per tile, from the tile's own slot count: a tile of at least kAttnTcWgMinSlots slots (every tile but
   // possibly the last) runs the wgmma kernel, one of at most kAttnTcSmallSlots (a decode step's G <= 16 slots, a
   // short last tile) the mma.sync kernel's small-tile variant, one in between the mma.sync kernel. All give every
   // row the same bits (§6b; tests/test_attention_tc.py).
+  const int64_t tiles = attention_tc_tiles(p), wg_tiles = attention_tc_wg_tiles(p);
   const int64_t last_slots = p.Q * G - (tiles - 1) * kSlots;
-  const int64_t wg_tiles = last_slots >= kAttnTcWgMinSlots ? tiles : tiles - 1;
   int e = launch_walk<T, D>(L, wg_tiles);
   if (e != 0 || wg_tiles == tiles) return e;  // the wgmma kernel merges its own rows
   if (last_slots <= kAttnTcSmallSlots) e = launch_chunk<T, D, true>(L, wg_tiles, tiles);
