@@ -25,7 +25,8 @@ DETOPS_HD int64_t attention_tc_wg_tiles(const AttentionParams& p) {
 // mma.sync tile's pairs P >= pair_lo = 128 * wg_tiles: per (batch, kv head, P - pair_lo) and chunk slot (m, l, o[Dv]).
 DETOPS_HD int64_t attention_tc_walk_stride(const AttentionParams& p) { return p.Dv + 4; }
 inline int64_t attention_tc_workspace_floats(const AttentionParams& p) {
-  const int64_t rest = p.Q * (p.Hq / p.Hk) - attention_tc_wg_tiles(p) * kAttnTcSlots;
+  const int64_t pairs = p.Q * (p.Hq / p.Hk), wg_pairs = attention_tc_wg_tiles(p) * kAttnTcSlots;
+  const int64_t rest = wg_pairs < pairs ? pairs - wg_pairs : 0;  // pairs of the mma.sync tile (none: every tile is wgmma)
   return p.B * p.Q * p.Hq * attention_tc_walk_stride(p) + p.B * p.Hk * rest * attention_chunk_slots(p.K) * (p.Dv + 2);
 }
 
