@@ -247,6 +247,16 @@ def test_kernel_choice_boundary_rows_equal_decode(dtype, D, heads, Q):
         assert torch.equal(alone, y[:, :, r:r + 1]), r
 
 
+def test_too_many_keys_raise():
+    """The tensor-core kernels count keys in int from a pass's first block: more than 2^30 keys is an error
+    (stride-0 K/V make such a call cheap), never a wrong result."""
+    q = torch.zeros(1, 1, 128, 64, device="cuda", dtype=torch.bfloat16)
+    kv = torch.zeros(1, 1, 1, 64, device="cuda", dtype=torch.bfloat16).expand(1, 1, 2**30 + 1, 64)
+    rows = torch.tensor([0, 0, 2**30 + 1], dtype=torch.int32, device="cuda").expand(1, 128, 3).contiguous()
+    with pytest.raises(RuntimeError, match="at most 1073741824 keys"):
+        _op(q, kv, kv, rows, 0.125)
+
+
 @given(seed=st.integers(0, 2**31 - 1), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
        heads=st.sampled_from(((1, 1), (4, 1), (8, 2))))
 @settings(max_examples=6)

@@ -46,6 +46,9 @@ void attention_cuda(const AttentionParams& p, at::ScalarType dtype) {
   // Partial chunk states (and the wgmma kernel's running states); only those of rows spanning 2+ chunks are
   // written, and only those are read.
   const bool tc = attention_tc_supports(L.dtype, p.D, p.Dv);
+  // The tensor-core kernels count a pass's keys in int from its first block.
+  TORCH_CHECK(!tc || p.K <= kAttnTcMaxKeys, "detops.attention: the bf16/fp16 CUDA kernels take at most ", kAttnTcMaxKeys,
+              " keys, got ", p.K);
   const int64_t ws_floats = tc ? attention_tc_workspace_floats(p) : attention_workspace_floats(p);
   at::Tensor ws = at::empty({ws_floats}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
   L.workspace = ws.data_ptr<float>();
