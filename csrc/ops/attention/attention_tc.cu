@@ -647,6 +647,45 @@ __device__ __forceinline__ void tc_step_wg(float (&o)[D / 8][4], float (&m)[2], 
   o_restore(copy, o, keep);
 }
 
+// The dynamic shared memory from its first 1024-byte boundary (wgmma tiles need it; TcSmem::bytes has the slack).
+__device__ __forceinline__ uint16_t* tc_smem_aligned() {
+  extern __shared__ uint4 smem_u4[];
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4));
+  return reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(smem_u4) + ((1024u - (a & 1023u)) & 1023u));
+}
+
+// Slot s of tile `tile` of kv head kvh: query row t_qi[s], query head t_h[s] (0 for s >= nslots, which have no pair).
+// Returns nslots, the tile's slots with a pair. Thread tid < kSlots writes slot tid.
+__device__ __forceinline__ int tc_tile_slots(const AttentionParams& p, int64_t tile, int64_t kvh, int64_t* t_qi,
+                                             int64_t* t_h, int tid) {
+  const int64_t G = p.Hq / p.Hk, pair0 = tile * kSlots;
+  const int nslots = static_cast<int>(min64(kSlots, p.Q * G - pair0));
+  if (tid < kSlots) {
+    const int64_t P = pair0 + tid;
+    t_qi[tid] = tid < nslots ? P / G : 0;
+    t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
+  }
+  return nslots;
+}
+
+// The Q rows of slots 0 .. rows-1 of batch entry b into the swizzled tile sQ (slots >= nslots: zeros); cp.async
+// where aligned, committed with the caller's next group. Spread over nth threads.
+template <typename T, int D, bool WG>
+__device__ __forceinline__ void stage_q(uint16_t* sQ, int rows, const AttentionLaunch& L, int64_t b, const int64_t* t_qi,
+                                        const int64_t* t_h, int nslots, int tid, int nth) {
+  constexpr int DC = D / 8;
+  const AttentionParams& p = L.p;
+  const T* qg = static_cast<const T*>(p.q);
+  for (int i = tid; i < rows * DC; i += nth) {
+    const int s = i / DC, cc = i % DC;
+    uint16_t* d = sQ + swz<D, WG>(rows, s, cc);
+    const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
+    if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    else if (L.q_vec) cp_async16(d, src);
+    else *reinterpret_cast<uint4*>(d) = load8(src, false);
+  }
+}
+
 template <typename T, int D, bool WG, bool SMALL>
 struct TcSmem {
   static constexpr int S = kRingStages<D, WG, SMALL>;
@@ -679,7 +718,6 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
     attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool WG = false;  // the mma.sync tile layout and ring (swz, stage_block, TcSmem)
   constexpr bool BF = std::is_same<T, bf16_t>::value;
-  constexpr int DC = D / 8;   // 16-byte chunks of a row
   constexpr int NT = D / 8;   // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int MT = SMALL ? 1 : kMTiles;  // m-tiles per thread (SMALL: slots 0 .. 15 are warp 0's m-tile 0)
   constexpr int SL = 2 * MT;  // slots per thread: (m-tile mt, half h) <-> slot wrow + 16mt + lane/4 + 8h
@@ -687,9 +725,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
   constexpr int kStages = kRingStages<D, WG, SMALL>;
   using SM = TcSmem<T, D, WG, SMALL>;
   const AttentionParams& p = L.p;
-  extern __shared__ uint4 smem_u4[];
-  uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
-      reinterpret_cast<char*>(smem_u4) + ((1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4)) & 1023u)) & 1023u));
+  uint16_t* const smem_al = tc_smem_aligned();
   uint16_t* sQ = smem_al + SM::q;
   uint16_t* sK = smem_al + SM::k;
   uint16_t* sV = smem_al + SM::v;
@@ -704,23 +740,16 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
   // Programmatic dependent launch: the merge kernel may be launched now (scheduling only: it waits for this grid's
   // completion and memory with griddepcontrol.wait before it reads anything), which hides its launch latency.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
   T* outg = static_cast<T*>(p.out);
 
-  const int64_t G = p.Hq / p.Hk;
   const int64_t Z = L.chunk_slots;
   // Launch order only: the last tile (in causal prefill the longest rows) first, so the short tiles fill the tail.
   const int64_t z = blockIdx.x % Z, tile = tile_hi - 1 - int64_t(blockIdx.x / Z);
   const int64_t kvh = blockIdx.y;
-  const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
-  const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
-  if (tid < kSlots) {
-    const int64_t P = pair0 + tid;
-    t_qi[tid] = tid < nslots ? P / G : 0;
-    t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
-  }
+  const int64_t pair0 = tile * kSlots;
+  const int nslots = tc_tile_slots(p, tile, kvh, t_qi, t_h, tid);
   const int wrow = warp * 16 * MT;  // the warp's first slot
   const int qd = lane & 3;          // column pair within an n8 tile
   auto slot_of = [&](int i) { return wrow + 16 * (i >> 1) + (lane >> 2) + 8 * (i & 1); };
@@ -743,14 +772,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
       // Before the row descriptors (one dependent DRAM round trip less): the tile's 16 Q rows (their addresses
       // depend only on the slot), committed with the first ring step; and an L2 prefetch of the first blocks of
       // chunk z as if the pass were anchored at key 0 (the common case; a wrong guess only costs bandwidth).
-      for (int i = tid; i < kQRows<SMALL> * DC; i += NTH) {
-        const int s = i / DC, cc = i % DC;
-        uint16_t* d = sQ + swz<D, WG>(kQRows<SMALL>, s, cc);
-        const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
-        if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-        else if (L.q_vec) cp_async16(d, src);
-        else *reinterpret_cast<uint4*>(d) = load8(src, false);
-      }
+      stage_q<T, D, WG>(sQ, kQRows<SMALL>, L, b, t_qi, t_h, nslots, tid, NTH);
       const int64_t g0 = z * kCK, g1 = min64(min64(g0 + int64_t(kStages - 1 + kAttnTcSmallPrefetchBlocks) * kBK, g0 + kCK), p.K);
       if (g0 < g1) {
         prefetch_keys_l2<D>(kb, p.k_ss, g0, g1, tid, NTH);
@@ -860,14 +882,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, 2)
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first block.
       if (!SMALL && !q_staged) {
         q_staged = true;
-        for (int i = tid; i < kSlots * DC; i += NTH) {
-          const int s = i / DC, cc = i % DC;
-          uint16_t* d = sQ + swz<D, WG>(kSlots, s, cc);
-          const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
-          if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-          else if (L.q_vec) cp_async16(d, src);
-          else *reinterpret_cast<uint4*>(d) = load8(src, false);
-        }
+        stage_q<T, D, WG>(sQ, kSlots, L, b, t_qi, t_h, nslots, tid, NTH);
       }
 
       // Chunk state per slot: m, o (fp32), and l as the quad lane's partial sum (§6b: l_q, summed at the end).
@@ -1018,7 +1033,6 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
     attention_tc_walk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
-  constexpr int DC = D / 8;  // 16-byte chunks of a row
   constexpr int NT = D / 8;  // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NTH = kAttnTcWgThreads;
   constexpr int kStages = kAttnTcWgStages;
@@ -1028,9 +1042,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
   static_assert(kBPC % kStep == 0, "a ring step from an even block never straddles a chunk boundary");
   using SM = TcSmem<T, D, true, false>;
   const AttentionParams& p = L.p;
-  extern __shared__ uint4 smem_u4[];
-  uint16_t* const smem_al = reinterpret_cast<uint16_t*>(
-      reinterpret_cast<char*>(smem_u4) + ((1024u - (static_cast<uint32_t>(__cvta_generic_to_shared(smem_u4)) & 1023u)) & 1023u));
+  uint16_t* const smem_al = tc_smem_aligned();
   uint16_t* sQ = smem_al + SM::q;
   uint16_t* sK = smem_al + SM::k;
   uint16_t* sV = smem_al + SM::v;
@@ -1043,21 +1055,13 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = tid >> 7;
   const TcExpo x = tc_expo(L.p.scale, L.p.softcap);  // §6b v3: u units and κ, from scale and softcap only
-  const T* qg = static_cast<const T*>(p.q);
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
   T* outg = static_cast<T*>(p.out);
 
-  const int64_t G = p.Hq / p.Hk;
   const int64_t tile = tile_hi - 1 - int64_t(blockIdx.x);  // launch order only: the longest rows first
   const int64_t kvh = blockIdx.y;
-  const int64_t pair0 = tile * kSlots, npairs = p.Q * G;
-  const int nslots = static_cast<int>(min64(kSlots, npairs - pair0));
-  if (tid < kSlots) {
-    const int64_t P = pair0 + tid;
-    t_qi[tid] = tid < nslots ? P / G : 0;
-    t_h[tid] = tid < nslots ? kvh * G + P % G : 0;
-  }
+  const int nslots = tc_tile_slots(p, tile, kvh, t_qi, t_h, tid);
   const int wrow = 64 * wg + 16 * (warp & 3);  // the warp's first slot: warpgroup wg owns slots 64wg .. 64wg + 63
   const int qd = lane & 3;                      // column pair within an n8 tile
   auto slot_of = [&](int h) { return wrow + (lane >> 2) + 8 * h; };  // the thread's slot h = 0, 1
@@ -1148,14 +1152,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, 1)
       // Q of the tile (all slots, once per batch entry; slots of other passes are masked), with the first step.
       if (!q_staged) {
         q_staged = true;
-        for (int i = tid; i < kSlots * DC; i += NTH) {
-          const int s = i / DC, cc = i % DC;
-          uint16_t* d = sQ + swz<D, true>(kSlots, s, cc);
-          const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
-          if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-          else if (L.q_vec) cp_async16(d, src);
-          else *reinterpret_cast<uint4*>(d) = load8(src, false);
-        }
+        stage_q<T, D, true>(sQ, kSlots, L, b, t_qi, t_h, nslots, tid, NTH);
       }
       __syncthreads();  // s_busy, s_rlo / s_rhi are written
       busy_lo = s_busy[2 * wg];
