@@ -1,7 +1,7 @@
 """detops: deterministic, batch-invariant PyTorch ops for LLM inference.
 
-What is invariant to what: ../shared/design/CONTRACT.md (summarised in README.md). The exact reduction
-order of every op: docs/REDUCTION_ORDER.md.
+What is invariant to what: docs/CONTRACT.md (summarised in README.md). The exact reduction order of every
+op: docs/REDUCTION_ORDER.md. How the pieces fit: docs/ARCHITECTURE.md.
 """
 from ._lib import build_info, has_cuda_kernels
 from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
@@ -14,10 +14,10 @@ from . import patching as _patching  # noqa: F401  registers "detops" with trans
 __version__ = build_info()["version"]
 
 
-def patch(model, strict: bool = False, linear: bool = True):
+def patch(model, strict: bool = False, linear: bool = True, derive_position_ids: bool = True):
     """Make a Hugging Face model's logits batch/padding/packing/chunking-invariant (detops.patching.patch)."""
     from .patching import patch as _patch  # imports transformers only when used
-    return _patch(model, strict=strict, linear=linear)
+    return _patch(model, strict=strict, linear=linear, derive_position_ids=derive_position_ids)
 
 
 def info() -> dict:

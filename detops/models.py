@@ -40,12 +40,24 @@ def tiny_config(family: str, **overrides):
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
 
 
-def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, attn_implementation="sdpa",
+def stock_attention(family: str) -> str:
+    """The stock attention implementation the tiny `family` model is built with: "sdpa" where the installed
+    transformers supports it for that family, else "eager" (transformers 5.25 refuses sdpa for Gemma2)."""
+    import transformers as tf
+    config = tiny_config(family)
+    cls = tf.AutoModelForCausalLM._model_mapping[type(config)]
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
+def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, attn_implementation=None,
                **overrides):
     """A tiny random `family` causal LM in eval mode, norm weights randomised (seeded, identical on every
-    device: weights are drawn on the CPU). `overrides`: config sizes to change (see tiny_config)."""
+    device: weights are drawn on the CPU). `overrides`: config sizes to change (see tiny_config).
+    attn_implementation: the stock one of `stock_attention(family)` unless given."""
     import transformers as tf
     config = tiny_config(family, **overrides)
+    if attn_implementation is None:
+        attn_implementation = stock_attention(family)
     torch.manual_seed(seed)
     model = tf.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
                                                 dtype=torch.float32)

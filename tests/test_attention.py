@@ -397,6 +397,27 @@ def test_l4_across_chunks(device, n, window):
 
 # ---- the op and its validation --------------------------------------------------------------------------------
 
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), D=st.sampled_from(HEAD_DIMS), Hk=st.integers(1, 2),
+       seed=st.integers(0, 2**30))
+def test_mask_holes_rank_order(device, data, dtype, D, Hk, seed):
+    """A padding mask with holes (a pad id inside the text; docs/REDUCTION_ORDER.md §6, keys by rank): each
+    batch entry's rows == the entry's valid keys alone, causal, whatever the holes; lengths cross a key block."""
+    B = data.draw(st.integers(1, 3), label="B")
+    K = data.draw(st.sampled_from((1, 5, 63, 64, 65, 130)), label="K")
+    valid = torch.tensor([data.draw(st.lists(st.booleans(), min_size=K, max_size=K), label=f"valid{b}")
+                          for b in range(B)])
+    causal = torch.ones(K, K, dtype=torch.bool).tril()
+    mask = (valid[:, None, :] & causal[None] & valid[:, :, None])[:, None].to(device)   # pad query rows: none
+    q, k, v = qkv(B, 2 * Hk, Hk, K, K, D, dtype=dtype, device=device, seed=seed)
+    out = sdpa(q, k, v, attn_mask=mask, enable_gqa=True)
+    for b in range(B):
+        idx = valid[b].nonzero()[:, 0].to(device)
+        if idx.numel() == 0:
+            continue
+        alone = sdpa(q[b:b + 1, :, idx], k[b:b + 1, :, idx], v[b:b + 1, :, idx], is_causal=True, enable_gqa=True)
+        assert torch.equal(out[b][:, idx], alone[0])
+
+
 def test_descriptor():
     rows = attention_rows(1, 1, 4, 6, "cpu", is_causal=True)
     assert rows[0].tolist() == [[0, 0, 1], [0, 0, 2], [0, 0, 3], [0, 0, 4]]
@@ -429,8 +450,11 @@ def test_bad_inputs_raise(device):
     q, k, v = qkv(1, 2, 2, 4, 6, 16, device=device, seed=1)
     holes = torch.ones(1, 1, 4, 6, dtype=torch.bool, device=device)
     holes[0, 0, 2, 3] = False
-    with pytest.raises(ValueError, match=r"mask pattern cannot be anchored: row 2 .*not one contiguous interval"):
+    # row 2 skips key 3, which the other rows attend: no rank order of the entry's keys gives that row
+    with pytest.raises(ValueError, match=r"mask pattern cannot be ordered: row 2 of batch 0"):
         sdpa(q, k, v, attn_mask=holes)
+    with pytest.raises(ValueError, match="the head dim .* is 0"):
+        sdpa(q[..., :0], k[..., :0], v)
     heads = torch.ones(1, 2, 4, 6, dtype=torch.bool, device=device)
     heads[0, 1, 0, 0] = False
     with pytest.raises(ValueError, match="differs across heads"):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import detops
-from detops.models import FAMILIES, tiny_model
+from detops.models import FAMILIES, stock_attention, tiny_model
 from detops.patching import patch
 
 pytest.importorskip("transformers")
@@ -115,7 +115,7 @@ def test_seed_experiment(family, dtype, device):
         handle.undo()
     # undo restores stock behaviour: the stock bits again
     assert torch.equal(logits(model, device, input_ids=torch.tensor([S1 + S2])), stock_before)
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == stock_attention(family)
 
 
 def stock_checks(model, device):

@@ -6,7 +6,7 @@ from torch import nn
 
 import detops
 from detops.audit import Audit
-from detops.models import FAMILIES, tiny_config, tiny_model
+from detops.models import FAMILIES, stock_attention, tiny_config, tiny_model
 from detops.patching import RMS_NORMS, patch
 
 pytest.importorskip("transformers")
@@ -27,7 +27,7 @@ def test_report_and_undo(family):
     rep = handle.report
     assert len(rep.norms) == EXPECTED_NORMS[family], rep.norms
     assert len(rep.linears) == 2 * 7 + 1  # q k v o gate up down per layer + lm_head
-    assert rep.attention == "detops" and rep.previous_attention == "sdpa"
+    assert rep.attention == "detops" and rep.previous_attention == stock_attention(family)
     assert rep.ok and not rep.not_covered, str(rep)
     if family in ("qwen3", "gemma3"):
         assert any(n.endswith("q_norm") for n in rep.norms) and any(n.endswith("k_norm") for n in rep.norms)
@@ -40,7 +40,7 @@ def test_report_and_undo(family):
     with pytest.raises(RuntimeError, match="already patched"):
         patch(model)
     handle.undo()
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == stock_attention(family)
     assert all("forward" not in m.__dict__ for m in model.modules())
     assert not model._forward_pre_hooks and not model._forward_hooks
     with torch.no_grad():
@@ -159,10 +159,12 @@ def test_dropout_refused():
 
 @given(B=st.integers(1, 4), Q=st.integers(1, 20), extra=st.integers(0, 20), window=st.one_of(st.none(), st.integers(1, 12)),
        use_mask=st.booleans(), reset=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_sync_free_rows_match_eager_rows(B, Q, extra, window, use_mask, reset, seed):
-    # The compiled-graph rows builder (no host sync, device asserts) == the eager one, on HF-shaped inputs:
-    # left padding, a KV cache offset, sliding windows, position-id resets (packed documents).
-    from detops.patching.attention import build_rows, build_rows_sync_free
+def test_compiled_rows_match_eager_rows(B, Q, extra, window, use_mask, reset, seed):
+    # The compiled-graph path (the custom op detops_hf::attention: row_descriptors with device asserts, no host
+    # sync) gives the eager path's rows on HF-shaped inputs: left padding, a KV cache offset, sliding windows,
+    # position-id resets (packed documents).
+    from detops.ops.attention import row_descriptors
+    from detops.patching.attention import _causal, build_rows
     g = torch.Generator().manual_seed(seed)
     K = Q + extra
     kq = torch.arange(K - Q, K)                                  # key index of each query
@@ -180,17 +182,20 @@ def test_sync_free_rows_match_eager_rows(B, Q, extra, window, use_mask, reset, s
         mask = m[:, None]
     elif extra and Q > 1:
         return  # transformers never passes mask None with a cache offset and Q > 1
-    eager = build_rows(B, 4, Q, K, "cpu", mask, True, pos, None, window)
-    free = build_rows_sync_free(B, Q, K, "cpu", mask, True, pos, None, window)
-    assert torch.equal(eager, free)
+    eager, order = build_rows(B, 4, Q, K, "cpu", mask, True, pos, None, window)
+    compiled = row_descriptors(B, Q, K, "cpu", mask=None if mask is None else mask[:, 0], is_causal=_causal(mask, True, Q),
+                               position_ids=pos, sliding_window=window, clip_to_anchor=True)
+    assert order is None and torch.equal(eager, compiled)
 
 
-def test_sync_free_rows_refuse_holes():
-    from detops.patching.attention import build_rows, build_rows_sync_free
+def test_holes_ranked_in_eager_refused_in_compiled_rows():
+    from detops.ops.attention import row_descriptors
+    from detops.patching.attention import build_rows
     mask = torch.ones(1, 1, 2, 6, dtype=torch.bool)
-    mask[..., 2] = False  # a hole: not one interval
-    pos = torch.tensor([[4, 5]])
-    with pytest.raises(ValueError, match="contiguous interval"):
-        build_rows(1, 4, 2, 6, "cpu", mask, True, pos, None, None)
+    mask[..., 2] = False  # a hole: keys ordered by rank in eager mode
+    mask[0, 0, 0, 5] = False  # and causal: query 0 is key 4
+    pos = torch.tensor([[3, 4]])
+    rows, order = build_rows(1, 4, 2, 6, "cpu", mask, True, pos, None, None)
+    assert order.tolist() == [[0, 1, 3, 4, 5]] and rows[0].tolist() == [[0, 0, 4], [0, 0, 5]]
     with pytest.raises(RuntimeError, match="contiguous interval"):
-        build_rows_sync_free(1, 2, 6, "cpu", mask, True, pos, None, None)
+        row_descriptors(1, 2, 6, "cpu", mask=mask[:, 0], position_ids=pos, clip_to_anchor=True)

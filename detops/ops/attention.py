@@ -4,7 +4,7 @@ The kernel (`torch.ops.detops.attention`) takes, per query row, a descriptor `(a
 keys `lo <= j < hi`, and its key blocks/chunks are measured from `anchor`, the key index of the row's sequence
 position 0. This module turns SDPA's arguments (boolean/additive masks, `is_causal`) and the packing/position
 information Hugging Face has (`position_ids`, `cu_seqlens`, `sliding_window`) into that descriptor, and refuses
-any mask that is not one contiguous interval per row.
+masks whose rows cannot be put in one key order (holes are ordered by rank: rank_order).
 """
 import math
 from typing import Optional
@@ -13,7 +13,8 @@ import torch
 
 from .._lib import ops
 
-__all__ = ["scaled_dot_product_attention", "attention_rows"]
+__all__ = ["scaled_dot_product_attention", "attention_rows", "row_descriptors", "mask_rows", "rank_order",
+           "gather_keys"]
 
 
 def _fail(msg: str):
@@ -32,8 +33,9 @@ def _mask_to_bool(attn_mask: torch.Tensor) -> torch.Tensor:
     _fail(f"attn_mask must be bool or float, got {attn_mask.dtype}")
 
 
-def _mask_intervals(attn_mask: torch.Tensor, B: int, Hq: int, Q: int, K: int):
-    """(lo, hi) int64 (B, Q) from a mask broadcastable to (B, Hq, Q, K); raises unless each row is one interval."""
+def mask_rows(attn_mask: torch.Tensor, B: int, Hq: int, Q: int, K: int) -> torch.Tensor:
+    """A mask broadcastable to (B, Hq, Q, K) (bool, or float of 0 / -inf) as a (B, Q, K) bool tensor of attended
+    keys; raises if it differs across heads."""
     m = _mask_to_bool(attn_mask)
     if m.dim() == 2:
         m = m[None, None]
@@ -45,83 +47,152 @@ def _mask_intervals(attn_mask: torch.Tensor, B: int, Hq: int, Q: int, K: int):
         torch.broadcast_shapes(m.shape, (B, Hq, Q, K))
     except RuntimeError:
         _fail(f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to (B, Hq, Q, K) = {(B, Hq, Q, K)}")
-    if m.shape[1] > 1:
-        if not bool((m == m[:, :1]).all()):
-            _fail("attn_mask differs across heads; detops supports one key interval per query row for all heads")
-    m = m[:, 0].expand(B, Q, K)
-    if K == 0:
-        z = torch.zeros(B, Q, dtype=torch.int64, device=m.device)
-        return z, z
+    if m.shape[1] > 1 and not bool((m == m[:, :1]).all()):
+        _fail("attn_mask differs across heads; detops supports one key order per query row for all heads")
+    return m[:, 0].expand(B, Q, K)
+
+
+def _intervals(m: torch.Tensor):
+    """(lo, hi, count) int64 (B, Q) of a (B, Q, K) bool mask: first attended key, one past the last, how many.
+    A row is one interval iff hi - lo == count (or count == 0). No host synchronisation."""
     m8 = m.to(torch.uint8)
     count = m8.sum(-1, dtype=torch.int64)
+    if m.shape[-1] == 0:
+        return count, count, count
     lo = m8.argmax(-1)                             # first attended key (argmax returns the first maximum)
-    hi = K - m8.flip(-1).argmax(-1)                # one past the last attended key
+    hi = m.shape[-1] - m8.flip(-1).argmax(-1)      # one past the last attended key
     has = count > 0
-    bad = has & (hi - lo != count)
+    zero = torch.zeros_like(lo)
+    return torch.where(has, lo, zero), torch.where(has, hi, zero), count
+
+
+def rank_order(m: torch.Tensor):
+    """Masks with holes (REDUCTION_ORDER.md §6, "keys by rank"): rows whose attended keys are not one interval.
+
+    m: (B, Q, K) bool. Returns (m, None) if every row is one interval. Otherwise each batch entry's keys are
+    ordered by their rank among its valid keys (the keys any row of the entry attends): `order` (B, Kc) lists
+    the valid keys in ascending order, and the returned (B, Q, Kc) mask gives each row the interval of its keys'
+    ranks. Gathering K/V by `order` (gather_keys) then puts the same valid keys in the same order at the same
+    ranks, so they give the same bits wherever the holes are. A row must attend the entry's valid keys within
+    one interval (a padding mask with holes, combined with causality or a window); anything else has no rank
+    order and is refused. Host synchronisations: one check and one length."""
+    lo, hi, count = _intervals(m)
+    holes = (count > 0) & (hi - lo != count)
+    if not bool(holes.any()):
+        return m, None
+    B, Q, K = m.shape
+    valid = m.any(dim=1)                                                   # (B, K): the entry's valid keys
+    k = torch.arange(K, device=m.device)
+    span = (k >= lo[..., None]) & (k < hi[..., None])                      # (B, Q, K)
+    bad = (m != (valid[:, None] & span)).any(-1)
     if bool(bad.any()):
         b, i = (int(x) for x in bad.nonzero()[0])
-        _fail(f"mask pattern cannot be anchored: row {i} of batch {b} is not one contiguous interval of keys "
-              f"(it attends {int(count[b, i])} keys between {int(lo[b, i])} and {int(hi[b, i])}); detops "
-              "attention needs each query row to attend one interval lo <= j < hi")
-    zero = torch.zeros_like(lo)
-    return torch.where(has, lo, zero), torch.where(has, hi, zero)
+        _fail(f"mask pattern cannot be ordered: row {i} of batch {b} attends keys that are neither one contiguous "
+              f"interval nor the batch entry's valid keys within one interval (detops orders keys by their rank "
+              f"among a batch entry's valid keys; a row may only cut that order to an interval)")
+    valid64 = valid.to(torch.int64)
+    before = valid64.cumsum(-1) - valid64                                  # valid keys before each key
+    lo_c = before.gather(1, lo)
+    hi_c = lo_c + count
+    Kc = int(valid64.sum(-1).max())
+    order = torch.sort((~valid).to(torch.uint8), dim=-1, stable=True).indices[:, :Kc]   # valid keys first
+    r = torch.arange(Kc, device=m.device)
+    return (r >= lo_c[..., None]) & (r < hi_c[..., None]), order
 
 
-def attention_rows(B: int, Hq: int, Q: int, K: int, device, attn_mask=None, is_causal=False, position_ids=None,
-                   cu_seqlens=None, sliding_window=None) -> torch.Tensor:
-    """The (B, Q, 3) int32 descriptor [anchor, lo, hi] of REDUCTION_ORDER.md §6 for SDPA-style arguments.
+def gather_keys(t: torch.Tensor, order: Optional[torch.Tensor]) -> torch.Tensor:
+    """K or V (B, Hk, K, D) with its keys in `order` (B, Kc) (rank_order); unchanged for order None."""
+    if order is None:
+        return t
+    B, Hk, _, D = t.shape
+    return t.gather(2, order[:, None, :, None].expand(B, Hk, order.shape[1], D))
 
-    Intervals: all keys [0, K) by default; `is_causal`: row i attends [0, i+1) (torch's top-left alignment);
-    `attn_mask`: each row's attended keys, verified to be one interval; `cu_seqlens` (packed, B == 1, Q == K):
-    [doc_start, i+1); `sliding_window` W: at most the last W keys, [hi - W, hi). Several sources intersect.
-    Anchor: `hi - 1 - position_ids` when `position_ids` is given (the key index of position 0: the last attended
-    key is the query itself), else the document start with `cu_seqlens`, else `lo`.
-    """
-    if attn_mask is not None and is_causal:
-        _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
-    if sliding_window is not None and position_ids is None and cu_seqlens is None:
-        _fail("sliding_window needs position_ids (or cu_seqlens): with a window the first attended key is not "
-              "the sequence start, so the key blocks cannot be anchored at position 0 without the positions")
+
+def row_descriptors(B: int, Q: int, K: int, device, mask: Optional[torch.Tensor] = None, is_causal: bool = False,
+                    position_ids: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
+                    sliding_window: Optional[int] = None, clip_to_anchor: bool = False) -> torch.Tensor:
+    """THE attention row rule (REDUCTION_ORDER.md §6): the (B, Q, 3) int32 descriptor [anchor, lo, hi] of each
+    query row. Free of host synchronisations (usable in compiled graphs and CUDA-graph capture): value checks
+    are `torch._assert_async`; callers that want readable errors validate first (`attention_rows`).
+
+    Intervals intersect: all keys [0, K); `is_causal`: [0, i+1) (torch's top-left alignment); `mask` (B, Q, K)
+    bool, each row one interval (see rank_order); `cu_seqlens` (B == 1, Q == K): [doc_start, i+1);
+    `sliding_window` W: [hi - W, hi). Anchor (the key index of the row's position 0): `hi - 1 - position_ids`
+    when `position_ids` (B, Q) is given, else the document start with `cu_seqlens`, else `lo`.
+    `clip_to_anchor`: attend nothing before the anchor (packed documents whose mask does not separate them:
+    Hugging Face passes no per-document mask when a KV cache exists)."""
     i = torch.arange(Q, device=device, dtype=torch.int64)
     lo = torch.zeros(B, Q, dtype=torch.int64, device=device)
     hi = torch.full((B, Q), K, dtype=torch.int64, device=device)
     anchor = None
     if is_causal:
         hi = torch.minimum(hi, (i + 1).expand(B, Q))
+    if mask is not None:
+        m_lo, m_hi, count = _intervals(mask)
+        torch._assert_async(((count == 0) | (m_hi - m_lo == count)).all(),
+                            "detops attention: a mask row is not one contiguous interval of keys")
+        lo, hi = torch.maximum(lo, m_lo), torch.minimum(hi, m_hi)
+    if cu_seqlens is not None:
+        cu = cu_seqlens.to(device=device, dtype=torch.int64)
+        torch._assert_async((cu[0] == 0) & (cu[-1] == Q) & (cu[1:] >= cu[:-1]).all(),
+                            "detops attention: cu_seqlens must start at 0, be non-decreasing and end at Q")
+        doc_start = cu[torch.searchsorted(cu, i, right=True) - 1].expand(B, Q)
+        lo, hi = torch.maximum(lo, doc_start), torch.minimum(hi, (i + 1).expand(B, Q))
+        anchor = doc_start
+    if sliding_window is not None:
+        lo = torch.maximum(lo, hi - int(sliding_window))
+    if position_ids is not None:
+        anchor = hi - 1 - position_ids.to(device=device, dtype=torch.int64).expand(B, Q)
+        if clip_to_anchor:
+            lo = torch.maximum(lo, anchor)
+    if anchor is None:
+        anchor = lo
+    empty = lo >= hi
+    zero = torch.zeros_like(lo)
+    return torch.stack([torch.where(empty, zero, anchor), torch.where(empty, zero, lo),
+                        torch.where(empty, zero, hi)], dim=-1).to(torch.int32).contiguous()
+
+
+def attention_rows(B: int, Hq: int, Q: int, K: int, device, attn_mask=None, is_causal=False, position_ids=None,
+                   cu_seqlens=None, sliding_window=None) -> torch.Tensor:
+    """`row_descriptors` for SDPA-style arguments, with every argument checked and a readable error (host
+    synchronisations). A mask whose rows are not intervals is refused here: `scaled_dot_product_attention`
+    orders such keys by rank first (rank_order), which needs the keys themselves."""
+    if attn_mask is not None and is_causal:
+        _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
+    if sliding_window is not None and position_ids is None and cu_seqlens is None:
+        _fail("sliding_window needs position_ids (or cu_seqlens): with a window the first attended key is not "
+              "the sequence start, so the key blocks cannot be anchored at position 0 without the positions")
+    if sliding_window is not None and int(sliding_window) < 1:
+        _fail(f"sliding_window must be >= 1, got {sliding_window}")
+    m = None
     if attn_mask is not None:
         if attn_mask.device != torch.device(device):
             _fail(f"attn_mask is on {attn_mask.device} but query is on {device}")
-        m_lo, m_hi = _mask_intervals(attn_mask, B, Hq, Q, K)
-        lo, hi = torch.maximum(lo, m_lo), torch.minimum(hi, m_hi)
+        m = mask_rows(attn_mask, B, Hq, Q, K)
+        lo, hi, count = _intervals(m)
+        bad = (count > 0) & (hi - lo != count)
+        if bool(bad.any()):
+            b, i = (int(x) for x in bad.nonzero()[0])
+            _fail(f"mask pattern cannot be anchored: row {i} of batch {b} is not one contiguous interval of keys "
+                  f"(it attends {int(count[b, i])} keys between {int(lo[b, i])} and {int(hi[b, i])}); pass the "
+                  "keys to scaled_dot_product_attention, which orders such keys by rank")
     if cu_seqlens is not None:
         if B != 1 or Q != K:
             _fail(f"cu_seqlens describes one packed row with Q == K; got B={B}, Q={Q}, K={K}")
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
             _fail("cu_seqlens must be a 1-D int32 tensor [0, end_0, end_1, ...] with a leading 0")
-        cu = cu_seqlens.to(device=device, dtype=torch.int64)
+        cu = cu_seqlens.to(torch.int64)
         if int(cu[0]) != 0 or int(cu[-1]) != Q or bool((cu[1:] < cu[:-1]).any()):
             _fail(f"cu_seqlens must start at 0, be non-decreasing and end at the packed length {Q}; "
                   f"got {cu_seqlens.tolist()}")
-        doc_start = cu[torch.searchsorted(cu, i, right=True) - 1].expand(B, Q)
-        lo, hi = torch.maximum(lo, doc_start), torch.minimum(hi, (i + 1).expand(B, Q))
-        anchor = doc_start
-    if sliding_window is not None:
-        if int(sliding_window) < 1:
-            _fail(f"sliding_window must be >= 1, got {sliding_window}")
-        lo = torch.maximum(lo, hi - int(sliding_window))
+    pos = None
     if position_ids is not None:
-        pos = position_ids.to(device=device, dtype=torch.int64)
-        if pos.dim() == 1:
-            pos = pos[None]
+        pos = position_ids if position_ids.dim() == 2 else position_ids[None]
         if pos.dim() != 2 or pos.shape[-1] != Q or pos.shape[0] not in (1, B):
             _fail(f"position_ids must have shape (B, Q) = {(B, Q)} or (Q,), got {tuple(position_ids.shape)}")
-        anchor = hi - 1 - pos.expand(B, Q)
-    if anchor is None:
-        anchor = lo
-    empty = lo >= hi
-    zero = torch.zeros_like(lo)
-    lo, hi, anchor = torch.where(empty, zero, lo), torch.where(empty, zero, hi), torch.where(empty, zero, anchor)
-    return torch.stack([anchor, lo, hi], dim=-1).to(torch.int32).contiguous()
+    return row_descriptors(B, Q, K, device, mask=m, is_causal=is_causal, position_ids=pos, cu_seqlens=cu_seqlens,
+                           sliding_window=sliding_window)
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -133,13 +204,14 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     """Batch-, padding-, packing- and chunking-invariant `F.scaled_dot_product_attention`.
 
     query (B, Hq, Q, D) or (Hq, Q, D); key (.., Hk, K, D); value (.., Hk, K, Dv); float32/bfloat16/float16, one
-    dtype, CPU or CUDA. Returns (.., Hq, Q, Dv) in the query's dtype. Every query row must attend one
-    contiguous interval of keys (bool mask, or a float mask of 0/-inf, broadcastable to (B, Hq, Q, K), the same
-    for every head); a row that attends no key gives zeros (SDPA gives NaN). GQA (Hq a multiple of Hk) needs
-    `enable_gqa=True`, as in SDPA; K/V are not expanded.
+    dtype, CPU or CUDA. Returns (.., Hq, Q, Dv) in the query's dtype. attn_mask: bool, or float of 0/-inf,
+    broadcastable to (B, Hq, Q, K), the same for every head. Each row attends one interval of keys, or a batch
+    entry's valid keys within one interval (a padding mask with holes: keys are then ordered by their rank
+    among the valid keys, rank_order); a row that attends no key gives zeros (SDPA gives NaN). GQA (Hq a
+    multiple of Hk) needs `enable_gqa=True`, as in SDPA; K/V are not expanded.
 
-    Invariance arguments (REDUCTION_ORDER.md §6, CONTRACT.md L2–L4): `position_ids` (B, Q) anchors each row's
-    key blocks at its sequence's position 0 (needed with padding + sliding windows, and for decode with a
+    Invariance arguments (docs/REDUCTION_ORDER.md §6, docs/CONTRACT.md L2–L4): `position_ids` (B, Q) anchors
+    each row's key blocks at its sequence's position 0 (needed with padding + sliding windows, and for decode with a
     rolling cache); `cu_seqlens` (int32 [0, e0, e1, ...]) packs documents in one row (B == 1, Q == K,
     document-causal); `sliding_window` W keeps the last W keys of each row (requires position_ids); `softcap`
     c applies s = c * tanh(s / c) to the scaled scores (Gemma 2).
@@ -168,10 +240,20 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
             _fail(f"query has {Hq} heads but key/value have {Hk}; pass enable_gqa=True for grouped-query attention")
         if Hk == 0 or Hq % Hk != 0:
             _fail(f"query heads ({Hq}) must be a multiple of key/value heads ({Hk})")
+    if D == 0:
+        _fail("the head dim (query.shape[-1]) is 0: the default scale 1/sqrt(D) is undefined and no score exists")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     cap = 0.0 if softcap is None else float(softcap)
     if softcap is not None and not cap > 0.0:
         _fail(f"softcap must be > 0 (or None), got {softcap}")
+    if attn_mask is not None:
+        if attn_mask.device != query.device:
+            _fail(f"attn_mask is on {attn_mask.device} but query is on {query.device}")
+        if is_causal:
+            _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
+        attn_mask, order = rank_order(mask_rows(attn_mask, B, Hq, Q, K))
+        key, value = gather_keys(key, order), gather_keys(value, order)
+        K = key.shape[2]
     rows = attention_rows(B, Hq, Q, K, query.device, attn_mask=attn_mask, is_causal=is_causal,
                           position_ids=position_ids, cu_seqlens=cu_seqlens, sliding_window=sliding_window)
     out = ops.attention(query, key, value, rows, scale, cap)

@@ -10,7 +10,11 @@ What it does to a loaded model (each step undone by `handle.undo()`):
    transformers' AttentionInterface with `sdpa_mask` as its mask function when this package is imported);
 4. a forward pre-hook / always-called post-hook pair on the model turns the aten mode (`detops.mode`) on
    for the forward, so any other aten matmul/softmax (RoPE's fp32 bmm, eager attention, custom heads) runs
-   detops kernels too.
+   detops kernels too;
+5. a forward pre-hook derives `position_ids` from a 2-D `attention_mask` when the caller gives none, as
+   `generate()` does (`mask.cumsum(-1) - 1`, pads 1): without it a left-padded row's positions would start at
+   its padding and its logits would differ from the sequence alone (docs/CONTRACT.md, L2). RoPE is relative,
+   so this is the same function of the tokens. Opt out with `derive_position_ids=False`.
 
 `handle.report` lists what was patched and every module whose reductions detops does not cover.
 `from_pretrained(..., attn_implementation="detops")` / `from_config(...)` work after `import detops`: the
@@ -83,6 +87,23 @@ def _linear_forward(self, input):
 # compiled model rests on the detops custom ops bound above (linear, rms_norm, attention: opaque to the
 # compiler); what remains of aten there is elementwise work and RoPE's fp32 bmm with K = 1 (one product, no
 # sum: exact in any kernel).
+def _derive_position_ids(module, args, kwargs):
+    """Forward pre-hook (with kwargs): position ids from a 2-D attention mask when none are given (item 5 above)."""
+    if kwargs.get("position_ids") is not None or len(args) > 2:
+        return None
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        return None
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    embeds = kwargs.get("inputs_embeds")
+    new = ids.shape[-1] if isinstance(ids, torch.Tensor) else embeds.shape[1] if isinstance(embeds, torch.Tensor) \
+        else None
+    if new is None or new > mask.shape[-1]:
+        return None  # nothing to derive from; transformers reports the shape mismatch itself
+    position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, mask.shape[-1] - new:]
+    return args, dict(kwargs, position_ids=position_ids)
+
+
 def _enable_hook(module, args):
     if not torch.compiler.is_compiling():
         _mode_enable()
@@ -101,6 +122,7 @@ class PatchReport:
     attention: str = ""
     previous_attention: str = ""
     aten_mode: str = ""
+    position_ids: str = ""
     not_covered: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     @property
@@ -110,7 +132,8 @@ class PatchReport:
     def __str__(self):
         lines = [f"detops.patch: {len(self.norms)} RMSNorm modules, {len(self.linears)} Linear modules -> detops",
                  f"  attention: {self.previous_attention!r} -> {self.attention!r}",
-                 f"  aten mode during forward: {self.aten_mode}"]
+                 f"  aten mode during forward: {self.aten_mode}",
+                 f"  position ids: {self.position_ids}"]
         if self.not_covered:
             lines.append(f"  NOT covered ({len(self.not_covered)}):")
             lines += [f"    {name or '<model>'} ({cls}): {why}" for name, cls, why in self.not_covered]
@@ -162,12 +185,14 @@ def _bind(handle, module, forward):
     handle._undo.append(restore)
 
 
-def patch(model: nn.Module, strict: bool = False, linear: bool = True) -> PatchHandle:
+def patch(model: nn.Module, strict: bool = False, linear: bool = True,
+          derive_position_ids: bool = True) -> PatchHandle:
     """Patch `model` in place (see the module docstring). Returns a handle with `undo()` and `report`.
 
     strict: raise (after undoing) if any module's reductions stay with torch. linear: bind detops.linear on
     nn.Linear modules (default; without it the aten mode still routes them in eager mode, but not in
-    torch.compile). Call `model.eval()` first: detops attention refuses dropout.
+    torch.compile). derive_position_ids: position ids from a 2-D attention mask when none are given (item 5
+    above; False keeps transformers' default, positions counted from index 0 of the row). Call `model.eval()` first: detops attention refuses dropout.
     """
     if getattr(model, "_detops_patch", None) is not None and model._detops_patch.active:
         raise RuntimeError("detops: this model is already patched; call handle.undo() first")
@@ -219,6 +244,12 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True) -> PatchH
         handle._undo.append(pre.remove)
         handle._undo.append(post.remove)
         report.aten_mode = "on (forward pre-hook / always-called post-hook on " + type(model).__name__ + ")"
+        if derive_position_ids:
+            derive = model.register_forward_pre_hook(_derive_position_ids, with_kwargs=True)
+            handle._undo.append(derive.remove)
+            report.position_ids = "derived from a 2-D attention_mask when none are given (as generate() does)"
+        else:
+            report.position_ids = "as given (derive_position_ids=False)"
 
         model._detops_patch = handle
         handle._undo.append(lambda: setattr(model, "_detops_patch", None))

@@ -2,12 +2,15 @@
 
 transformers (>= 5.17) calls `fn(module, query (B,H,Q,D), key (B,Hk,K,D), value (B,Hk,K,Dv), attention_mask,
 dropout=, scaling=, [sliding_window=], [softcap=], position_ids=, [cu_seq_lens_q/_k=, is_causal=], ...)` and
-expects `(out (B,Q,H,Dv), None)`. K/V arrive un-expanded (GQA); the kernel reads kv head h // groups.
+expects `(out (B,Q,H,Dv), weights or None)`. K/V arrive un-expanded (GQA); the kernel reads kv head h // groups.
+Weights are computed (in detops' order, `attention_weights`) only when the caller asked for them
+(`output_attentions=True`).
 
 With the `sdpa_mask` contract (registered for "detops" in AttentionMaskInterface) the mask is None or a
 (B,1,Q,K) bool tensor: None with Q > 1 means causal, top-left aligned (query i attends keys [0, i]); None with
-Q == 1 means every key. Each query row becomes `(anchor, lo, hi)` (REDUCTION_ORDER.md §6) through
-`detops.ops.attention.attention_rows`; the anchor is `last attended key - position_id`, the key index of the
+Q == 1 means every key. Each query row becomes `(anchor, lo, hi)` (docs/REDUCTION_ORDER.md §6) through
+`detops.ops.attention.row_descriptors`, the one row rule (a padding mask with holes first orders the keys by
+rank, `rank_order`: eager mode only); the anchor is `last attended key - position_id`, the key index of the
 row's position 0, so padding, packing, chunked prefill and a (rolling) KV cache leave the key blocks where
 they are.
 
@@ -19,9 +22,11 @@ arrives with mask None or a plain causal mask. A row's anchor is its document's 
 import torch
 
 from .. import _lib
-from ..ops.attention import attention_rows
+from ..ops.attention import gather_keys, rank_order, row_descriptors
+from ..ops.matmul import bmm as _bmm
+from ..ops.softmax import softmax as _softmax
 
-__all__ = ["detops_attention_forward", "build_rows", "build_rows_sync_free", "NAME"]
+__all__ = ["detops_attention_forward", "build_rows", "attention_weights", "NAME"]
 
 NAME = "detops"  # a plain name: '/', ':', 'flash', 'sdpa' in it would trigger special paths in transformers
 
@@ -56,28 +61,25 @@ def _cu_seqlens(cu_q, cu_k, B, Q, K):
 
 
 def build_rows(B, H, Q, K, device, mask, causal, position_ids, cu_seqlens, sliding_window):
-    """(B, Q, 3) int32 [anchor, lo, hi] for one HF attention call (see the module docstring)."""
+    """(rows (B, Q, 3) int32 [anchor, lo, hi], order) for one HF attention call, eager (host checks allowed).
+
+    order is None, or (B, Kc) key indices when the mask has holes (keys ordered by rank: gather K/V by it)."""
+    m, order = None, None
     if mask is not None:
-        if mask.dim() != 4:
-            _fail(f"attention_mask must be None or 4-D (B, 1, Q, K) (the sdpa mask contract), got shape "
-                  f"{tuple(mask.shape)}")
-        is_causal = False
-    else:
-        # HF's contract for a missing mask: Q > 1 -> causal top-left (keys [0, i]); Q == 1 -> all keys.
-        # (With K > Q, e.g. an empty StaticCache prefill, causal rows attend [0, i]: sdpa's crop to [0, Q).)
-        is_causal = bool(causal) and Q > 1
-    rows = attention_rows(B, H, Q, K, device, attn_mask=mask, is_causal=is_causal, position_ids=position_ids,
-                          cu_seqlens=cu_seqlens, sliding_window=sliding_window)
-    if position_ids is not None:
-        # Packed documents under a cache / without a per-document mask: attend nothing before the row's
-        # position 0 (its document start). A no-op wherever transformers already masked per document.
-        anchor, lo, hi = rows.unbind(-1)
-        lo = torch.maximum(lo, anchor)
-        empty = lo >= hi
-        zero = torch.zeros_like(lo)
-        rows = torch.stack([torch.where(empty, zero, anchor), torch.where(empty, zero, lo),
-                            torch.where(empty, zero, hi)], dim=-1).contiguous()
-    return rows
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.dtype != torch.bool or tuple(mask.shape[-2:]) != (Q, K):
+            _fail(f"attention_mask must be None or a (B, 1, Q, K) bool tensor (the sdpa mask contract), got "
+                  f"{tuple(mask.shape)} {mask.dtype}")
+        m, order = rank_order(mask[:, 0].expand(B, Q, K))
+        K = m.shape[-1]
+    return row_descriptors(B, Q, K, device, mask=m, is_causal=_causal(mask, causal, Q), position_ids=position_ids,
+                           cu_seqlens=cu_seqlens, sliding_window=sliding_window,
+                           clip_to_anchor=position_ids is not None), order
+
+
+def _causal(mask, causal, Q):
+    # HF's contract for a missing mask: Q > 1 -> causal top-left (keys [0, i]); Q == 1 -> all keys. (With K > Q,
+    # e.g. an empty StaticCache prefill, causal rows attend [0, i]: sdpa's crop to [0, Q).) A mask says it all.
+    return mask is None and bool(causal) and Q > 1
 
 
 class _RowsMemo:
@@ -143,56 +145,47 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
         # keyed on the tensors transformers passes (the same objects for every layer), not on derived views
         tensors = (_RowsMemo._sig(attention_mask), _RowsMemo._sig(position_ids), _RowsMemo._sig(cu))
         scalars = (B, H, Q, K, str(query.device), bool(causal), window)
-        rows = _memo.get(tensors, scalars)
-        if rows is None:
-            rows = build_rows(B, H, Q, K, query.device, attention_mask, causal, pos, cu, window)
-            _memo.put(tensors, scalars, rows)
+        built = _memo.get(tensors, scalars)
+        if built is None:
+            built = build_rows(B, H, Q, K, query.device, attention_mask, causal, pos, cu, window)
+            _memo.put(tensors, scalars, built)
+        rows, order = built
+        key, value = gather_keys(key, order), gather_keys(value, order)
         out = _lib.ops.attention(query, key, value, rows, scale, cap)
+        if _weights_requested():
+            return out.transpose(1, 2).contiguous(), attention_weights(query, key, rows, scale, cap, order, K)
     return out.transpose(1, 2).contiguous(), None
 
 
-def build_rows_sync_free(B, Q, K, device, mask, causal, position_ids, cu_seqlens, sliding_window):
-    """The same rows as `build_rows` (a test asserts it), without a host synchronisation, for compiled graphs and
-    CUDA graph capture (transformers compiles the decode step with mode="reduce-overhead" when generate() uses
-    a StaticCache on CUDA). Value checks become device-side asserts (`torch._assert_async`): a mask row that
-    is not one interval still fails loudly, not silently."""
-    i = torch.arange(Q, device=device, dtype=torch.int64)
-    lo = torch.zeros(B, Q, dtype=torch.int64, device=device)
-    hi = torch.full((B, Q), K, dtype=torch.int64, device=device)
-    anchor = None
-    if mask is None and causal and Q > 1:
-        hi = torch.minimum(hi, (i + 1).expand(B, Q))
-    if mask is not None:
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.dtype != torch.bool or mask.shape[-2:] != (Q, K):
-            _fail(f"attention_mask must be None or a (B, 1, Q, K) bool tensor (the sdpa mask contract), got "
-                  f"{tuple(mask.shape)} {mask.dtype}")
-        m8 = mask[:, 0].expand(B, Q, K).to(torch.uint8)
-        count = m8.sum(-1, dtype=torch.int64)
-        m_lo = m8.argmax(-1)
-        m_hi = K - m8.flip(-1).argmax(-1)
-        has = count > 0
-        torch._assert_async((~has | (m_hi - m_lo == count)).all(),
-                            "detops attention: a mask row is not one contiguous interval of keys")
-        zero = torch.zeros_like(m_lo)
-        lo, hi = torch.maximum(lo, torch.where(has, m_lo, zero)), torch.minimum(hi, torch.where(has, m_hi, zero))
-    if cu_seqlens is not None:
-        cu = cu_seqlens.to(device=device, dtype=torch.int64)
-        torch._assert_async((cu[0] == 0) & (cu[-1] == Q) & (cu[1:] >= cu[:-1]).all(),
-                            "detops attention: cu_seq_lens must start at 0, be non-decreasing and end at Q")
-        doc_start = cu[torch.searchsorted(cu, i, right=True) - 1].expand(B, Q)
-        lo, hi = torch.maximum(lo, doc_start), torch.minimum(hi, (i + 1).expand(B, Q))
-        anchor = doc_start
-    if sliding_window is not None:
-        lo = torch.maximum(lo, hi - int(sliding_window))
-    if position_ids is not None:
-        anchor = hi - 1 - position_ids.to(device=device, dtype=torch.int64)
-        lo = torch.maximum(lo, anchor)  # packed documents: see build_rows
-    if anchor is None:
-        anchor = lo
-    empty = lo >= hi
-    zero = torch.zeros_like(lo)
-    return torch.stack([torch.where(empty, zero, anchor), torch.where(empty, zero, lo),
-                        torch.where(empty, zero, hi)], dim=-1).to(torch.int32).contiguous()
+def _weights_requested() -> bool:
+    """Whether the caller asked for attention weights (`output_attentions=True`). transformers records them from
+    each attention module's second output while its output collector holds an "attentions" list; a test
+    (tests/test_hf_suite.py) fails loudly if this internal moves."""
+    from transformers.utils.output_capturing import _active_collector
+    collected = _active_collector.get()
+    return collected is not None and "attentions" in collected
+
+
+def attention_weights(query, key, rows, scale, softcap, order=None, K=None):
+    """The attention probabilities (B, H, Q, K) that `output_attentions=True` returns, in detops' order: scores by
+    detops.bmm (§5), scaled, soft-capped, masked to each row's [lo, hi), then detops.softmax in fp32 (§4), in
+    the query's dtype (as eager attention returns them). A row attending no key gets zeros. `order` (rank_order):
+    `key` holds the keys in that order; the weights are scattered back to the K original key positions."""
+    B, H, Q, D = query.shape
+    Hk, Kc = key.shape[1], key.shape[2]
+    k = key.repeat_interleave(H // Hk, dim=1) if Hk != H else key
+    scores = _bmm(query.reshape(B * H, Q, D), k.reshape(B * H, Kc, D).transpose(1, 2)).view(B, H, Q, Kc).float()
+    scores = scores * scale
+    if softcap:
+        scores = softcap * torch.tanh(scores / softcap)
+    j = torch.arange(Kc, device=query.device)
+    lo, hi = rows[..., 1:2].long(), rows[..., 2:3].long()
+    keep = ((j >= lo) & (j < hi))[:, None]                                   # (B, 1, Q, K)
+    probs = _softmax(scores.masked_fill(~keep, float("-inf")), -1).masked_fill(~keep, 0.0).to(query.dtype)
+    if order is None:
+        return probs
+    full = probs.new_zeros(B, H, Q, K)
+    return full.scatter_(-1, order[:, None, None, :].expand(B, H, Q, order.shape[1]), probs)
 
 
 # torch.compile: inside a compiled graph the whole function is one opaque custom op (Dynamo neither breaks the
@@ -202,8 +195,12 @@ def _compiled_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
                         position_ids: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
                         softcap: float, sliding_window: int, causal: bool) -> torch.Tensor:
     B, _, Q, _ = query.shape
-    rows = build_rows_sync_free(B, Q, key.shape[2], query.device, mask, causal, position_ids, cu_seqlens,
-                                None if sliding_window < 0 else sliding_window)
+    K = key.shape[2]
+    m = None if mask is None else mask[:, 0].expand(B, Q, K)   # holes: refused (device assert), eager mode only
+    rows = row_descriptors(B, Q, K, query.device, mask=m, is_causal=_causal(mask, causal, Q),
+                           position_ids=position_ids, cu_seqlens=cu_seqlens,
+                           sliding_window=None if sliding_window < 0 else sliding_window,
+                           clip_to_anchor=position_ids is not None)
     return _lib.ops.attention(query, key, value, rows, scale, softcap)
 
 
