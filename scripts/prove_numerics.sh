@@ -5,7 +5,7 @@
 #   1. tests/det_exp_exhaustive.cpp (CPU, every float input; ~30 s on 2 cores): det_exp == the §7 reference form,
 #      det_exp_nonpositive == det_exp for every x <= 0 and NaN.
 #   2. tests/division_exhaustive.cu (GPU, 2^46 significand pairs; ~50 s on an H100): RowDivision::fast == IEEE e / S.
-#   3. scripts/proofs/narrow_exhaustive.cu (GPU, every float input; ~1 s): cvt.rn.bf16x2/f16x2 == from_float.
+#   3. scripts/proofs/narrow_exhaustive.cu (GPU, every float input; seconds): cvt.rn.bf16x2/f16x2 == from_float.
 # The CUDA proofs are compiled whenever nvcc is found (target sm_90a, DETOPS_CUDA_ARCH overrides) and run only when
 # nvidia-smi finds a GPU; otherwise the script says they were skipped. The flags are setup.py's numerics flags.
 # Usage: bash scripts/prove_numerics.sh [--cpu-only]. Exit code 0 when every proof that ran passed.
@@ -16,7 +16,7 @@ cpu_only=0
 for arg in "$@"; do
   case "$arg" in
     --cpu-only) cpu_only=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "prove_numerics: unknown argument $arg" >&2; exit 2 ;;
   esac
 done

@@ -5,11 +5,12 @@
 // hardware returns the canonical NaN; from_float keeps the payload).
 // Each pattern x is converted as the pair (x, -x): the low half must hold x's rounding and the high half -x's, so
 // the check also covers the order of the two halves (element 2k in the low half, as in memory).
-// Needs a GPU (about a second on an H100). Built and run by scripts/prove_numerics.sh, or by hand:
+// Needs a GPU (seconds on an H100). Built and run by scripts/prove_numerics.sh, or by hand:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --fmad=false -prec-div=true -Icsrc \
 //        scripts/proofs/narrow_exhaustive.cu -o /tmp/narrow_exhaustive && /tmp/narrow_exhaustive
 // Prints "narrow exhaustive: ... bf16 mismatches 0, fp16 mismatches 0, NaN inputs skipped 16777214" and exits 0,
-// or the first mismatches and 1. Measured on the H100: 0 and 0.
+// or the first mismatches and 1. On the H100, the same check with the pairs (x, x) found 0 bf16 and 0 fp16
+// mismatches over every non-NaN input (docs/history/NORM_SOFTMAX_NOTES.md, "Narrowing proof").
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
