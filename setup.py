@@ -10,8 +10,14 @@ import os
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
-from torch.utils import cpp_extension
+from setuptools import setup
+
+try:
+    from torch.utils import cpp_extension
+except ImportError:
+    sys.exit("detops compiles against the torch you run, which this build environment does not have (pip's build "
+             "isolation hides it): install torch, then run `pip install --no-build-isolation .` (or "
+             "`bash scripts/test.sh`, which does both)")
 
 VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -128,15 +134,9 @@ def extension():
     return cpp_extension.CppExtension(**kwargs)
 
 
+# Metadata (name, dependencies, the transformers range) lives in pyproject.toml; the extension is built here.
 setup(
-    name="detops",
     version=VERSION,
-    description="Deterministic, batch-invariant PyTorch ops for LLM inference",
-    packages=find_packages(include=["detops", "detops.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.11", "numpy"],
-    extras_require={"test": ["pytest", "hypothesis"], "hf": ["transformers>=5.17"]},
-    entry_points={"console_scripts": ["detops=detops.__main__:main"]},
 )

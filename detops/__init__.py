@@ -21,13 +21,24 @@ def patch(model, strict: bool = False, linear: bool = True, derive_position_ids:
 
 
 def info() -> dict:
-    """Build facts: version, numerics flags, CUDA kernels built or not, reduction constants."""
+    """Build facts: version, numerics flags, CUDA kernels built or not, reduction constants; torch and
+    transformers versions."""
     import torch
     d = dict(build_info())
     d["torch"] = torch.__version__
     d["torch_cuda"] = torch.version.cuda
     d["cuda_available"] = torch.cuda.is_available()
+    d["transformers"] = _installed_version("transformers")
     return d
+
+
+def _installed_version(package: str):
+    """The installed version of `package` without importing it, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",

@@ -73,3 +73,15 @@ def tiny_model(family: str, dtype=torch.float32, device="cpu", seed: int = 0, at
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * (p.shape[-1] ** -0.5))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def cache_argument(model) -> str:
+    """The name of the KV-cache keyword of `model.forward` in the installed transformers: `cache` (5.25 and
+    newer deprecate `past_key_values`), else `past_key_values`. Fails loudly if neither exists."""
+    import inspect
+    params = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    raise RuntimeError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`: transformers "
+                       "changed its cache argument; detops' fixtures need updating")

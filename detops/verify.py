@@ -1,6 +1,6 @@
-"""`python -m detops verify`: the invariance matrix of a model, stock vs detops.
+"""`python -m detops verify`: the invariance matrix of a model, stock vs detops (docs/CONTRACT.md).
 
-For each check (CONTRACT.md L0–L4 at the logits) the same model runs twice, stock and patched by
+For each check (L0–L4 at the logits) the same model runs twice, stock and patched by
 `detops.patch`; a cell says `equal` (torch.equal) or `differ` with the max abs difference. On a detops
 failure the first module whose output differs (forward hooks, execution order) is named. The coverage audit
 lists floating-point reductions that ran outside detops, and a deviation report compares the logits with a
@@ -55,6 +55,10 @@ class VerifyResult:
         for c in self.checks:
             lines.append(f"{c.name:<{w}}{cell(c.stock_equal, c.stock_max_diff):<22}"
                          f"{cell(c.detops_equal, c.detops_max_diff)}")
+        if any(c.name in MASK_NOTES for c in self.checks):
+            lines.append("")
+            lines += [f"* {name}: {note}" for name, note in MASK_NOTES.items()
+                      if any(c.name == name for c in self.checks)]
         return "\n".join(lines)
 
     def __str__(self):
@@ -184,10 +188,14 @@ def _check_batch(model, device, vocab, seed, side, n=6, j=4):
 
 
 def _check_packed(model, device, vocab, seed):
+    """Stock attention (sdpa / eager) turns position-id resets into a per-document mask only without a KV cache,
+    so the stock column runs with use_cache=False (transformers' block-diagonal mask): its difference is then
+    the numerical one. detops runs the default call (use_cache on, no document mask: the resets anchor it)."""
     docs = [_tokens(n, vocab, seed + 30 + i) for i, n in enumerate((11, 37, 6))]
     ids = torch.tensor([sum(docs, [])])
     pos = torch.tensor([sum([list(range(len(d))) for d in docs], [])])
-    run_b = lambda: _fwd(model, device, input_ids=ids, position_ids=pos)  # noqa: E731  (use_cache default)
+    extra = {} if getattr(model, "_detops_patch", None) is not None else {"use_cache": False}
+    run_b = lambda: _fwd(model, device, input_ids=ids, position_ids=pos, **extra)  # noqa: E731
     run_a = lambda: _fwd(model, device, input_ids=torch.tensor([docs[1]]))  # noqa: E731
     sl = slice(11, 48)
     return run_a()[0], run_b()[0, sl], (run_a, (0, slice(0, 37)), run_b, (0, sl))
@@ -195,6 +203,7 @@ def _check_packed(model, device, vocab, seed):
 
 def _check_decode(model, device, vocab, seed, chunks=None):
     from transformers import DynamicCache
+    from .models import cache_argument
     T = 40
     ids = torch.tensor([_tokens(T, vocab, seed + 50)], device=device)
     with torch.no_grad():
@@ -203,7 +212,7 @@ def _check_decode(model, device, vocab, seed, chunks=None):
         for c in (chunks or []) + [1] * T:
             if t >= T:
                 break
-            parts.append(model(ids[:, t:t + c], past_key_values=cache, use_cache=True).logits[0])
+            parts.append(model(ids[:, t:t + c], **{cache_argument(model): cache}, use_cache=True).logits[0])
             t += c
     return full, torch.cat(parts), None
 
@@ -236,11 +245,19 @@ CHECKS: Dict[str, Callable] = {
     "seed: s2+s1 left-padded, positions reset": lambda m, d, v, s: _check_seed(m, d, v, s, 3),
     "batch of 6, row 4, right padding (L1/L2)": lambda m, d, v, s: _check_batch(m, d, v, s, "right"),
     "batch of 6, row 4, left padding (L1/L2)": lambda m, d, v, s: _check_batch(m, d, v, s, "left"),
-    "packed row, position-id resets (L3)": _check_packed,
+    "packed row, position-id resets (L3)": _check_packed,  # stock: use_cache=False (see _check_packed)
     "full forward vs decode, DynamicCache (L4)": lambda m, d, v, s: _check_decode(m, d, v, s),
     "full forward vs chunked prefill (L4)": lambda m, d, v, s: _check_decode(m, d, v, s, [5, 11, 3, 16]),
     "repeated run (L0)": _check_repeat,
     "greedy generate, alone vs batch of 3": _check_generate,
+}
+
+
+# Which attention mask each column's call used, where the two differ.
+MASK_NOTES = {
+    "packed row, position-id resets (L3)": "stock runs with use_cache=False, where transformers builds a "
+    "block-diagonal document mask from the resets (with a cache stock attends across documents); detops runs the "
+    "default call (cache on, no document mask): the position-id resets anchor and separate the documents.",
 }
 
 
@@ -273,8 +290,7 @@ def load_model(family=None, path=None, dtype=torch.float32, device="cpu"):
     from .models import tiny_model
     if path is not None:
         import transformers as tf
-        model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
-                                                        local_files_only=True)
+        model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
         return model.to(device).eval(), str(path)
     family = family or "llama"
     return tiny_model(family, dtype=dtype, device=device), f"tiny {family} (random weights)"

@@ -4,7 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-CUTLASS=$("$PY" -c "import cutlass_library,os; print(os.path.join(os.path.dirname(cutlass_library.__file__),'source'))" 2>/dev/null || true)
+find_cutlass='import cutlass_library, os; print(os.path.join(os.path.dirname(cutlass_library.__file__), "source"))'
+CUTLASS=$("$PY" -c "$find_cutlass" 2>/dev/null || true)
+if [ -z "$CUTLASS" ]; then
+  # The headers only, into build/ (not into the environment: its torch has no CUDA, so nothing else needs them).
+  [ -d build/cutlass/cutlass_library ] || "$PY" -m pip install -q --no-deps --target build/cutlass nvidia-cutlass==4.2.0.0 \
+    2>&1 | { grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" || true; }
+  CUTLASS=$(PYTHONPATH=build/cutlass "$PY" -c "$find_cutlass" 2>/dev/null || true)
+fi
 inc=(-Icsrc)
 [ -n "$CUTLASS" ] && inc+=(-I"$CUTLASS/include" -I"$CUTLASS/tools/util/include")
 files=$(find csrc -name '*.cu' | sort)

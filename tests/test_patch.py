@@ -130,7 +130,8 @@ def test_import_detops_alone_registers_for_from_config():
     code = ("import sys, detops; assert 'transformers' not in sys.modules; import torch, transformers as tf; "
             "from detops.models import tiny_config; "
             "m = tf.AutoModelForCausalLM.from_config(tiny_config('mistral'), attn_implementation='detops'); "
-            "assert m.config._attn_implementation == 'detops'; m(torch.randint(3, 100, (1, 4))); print('OK')")
+            "assert m.config._attn_implementation == 'detops'; torch.set_grad_enabled(False); "
+            "m(torch.randint(3, 100, (1, 4))); print('OK')")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
@@ -151,7 +152,7 @@ def test_dropout_refused():
         model.config.attention_dropout = 0.1
         for layer in model.model.layers:
             layer.self_attn.attention_dropout = 0.1
-        with pytest.raises(ValueError, match="dropout"):
+        with pytest.raises(ValueError, match="dropout"), torch.no_grad():
             model(torch.randint(3, 128, (1, 4)))
     finally:
         handle.undo()
@@ -199,3 +200,30 @@ def test_holes_ranked_in_eager_refused_in_compiled_rows():
     assert order.tolist() == [[0, 1, 3, 4, 5]] and rows[0].tolist() == [[0, 0, 4], [0, 0, 5]]
     with pytest.raises(RuntimeError, match="contiguous interval"):
         row_descriptors(1, 2, 6, "cpu", mask=mask[:, 0], position_ids=pos, clip_to_anchor=True)
+
+
+def test_no_backward_yet_is_a_clear_error():
+    """No op has a backward yet: a forward that would need one raises at the call, naming the op and what to do
+    (it used to leave every parameter without a gradient, silently). Inference under no_grad is unchanged."""
+    x = torch.randn(3, 8, requires_grad=True)
+    w = torch.randn(5, 8)
+    with pytest.raises(RuntimeError, match=r"detops.linear has no backward yet.*torch.no_grad"):
+        detops.linear(x, w)
+    for call in (lambda t: detops.rms_norm(t, (8,)), lambda t: detops.softmax(t),
+                 lambda t: detops.log_softmax(t), lambda t: detops.mm(t, w.t()),
+                 lambda t: detops.scaled_dot_product_attention(t[None, None], t[None, None], t[None, None])):
+        with pytest.raises(RuntimeError, match="has no backward yet"):
+            call(x)
+    with torch.no_grad():
+        assert torch.equal(detops.linear(x, w), detops.linear(x.detach(), w))
+    model = tiny_model("llama")
+    with patch(model):
+        with pytest.raises(RuntimeError, match="has no backward yet"):
+            model(torch.randint(3, 128, (1, 5))).logits.sum().backward()
+        with torch.inference_mode():  # inference tensors (no version counter) in the rows cache's keys
+            ids = torch.randint(3, 128, (2, 5))
+            mask = torch.ones(2, 5, dtype=torch.long)
+            mask[0, :2] = 0
+            out = model(ids, attention_mask=mask).logits
+        with torch.no_grad():
+            assert torch.equal(out, model(ids.clone(), attention_mask=mask.clone()).logits)

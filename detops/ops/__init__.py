@@ -4,6 +4,7 @@ from .softmax import softmax, log_softmax
 from .matmul import mm, bmm, linear, addmm
 from .attention import scaled_dot_product_attention
 from .elementwise import elementwise
+from . import no_backward as _no_backward  # noqa: F401  (a clear error instead of a missing gradient)
 
 __all__ = ["rms_norm", "add_rms_norm", "softmax", "log_softmax", "mm", "bmm", "linear", "addmm",
            "scaled_dot_product_attention", "elementwise"]

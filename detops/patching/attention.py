@@ -24,6 +24,7 @@ import torch
 from .. import _lib
 from ..ops.attention import gather_keys, rank_order, row_descriptors
 from ..ops.matmul import bmm as _bmm
+from ..ops.no_backward import refuse_backward
 from ..ops.softmax import softmax as _softmax
 
 __all__ = ["detops_attention_forward", "build_rows", "attention_weights", "NAME"]
@@ -96,6 +97,11 @@ class _RowsMemo:
     def _sig(t):
         return None if t is None else (t, t._version)
 
+    @staticmethod
+    def cacheable(*tensors):
+        # inference-mode tensors have no version counter, so a change in place could not be seen: not cached
+        return not any(t is not None and t.is_inference() for t in tensors)
+
     def get(self, key_tensors, key_scalars):
         for tensors, scalars, rows in self.entries:
             if scalars == key_scalars and all(
@@ -143,12 +149,16 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
                                   -1 if window is None else window, bool(causal))
     else:
         # keyed on the tensors transformers passes (the same objects for every layer), not on derived views
-        tensors = (_RowsMemo._sig(attention_mask), _RowsMemo._sig(position_ids), _RowsMemo._sig(cu))
-        scalars = (B, H, Q, K, str(query.device), bool(causal), window)
-        built = _memo.get(tensors, scalars)
+        built = None
+        cacheable = _RowsMemo.cacheable(attention_mask, position_ids, cu)
+        if cacheable:
+            tensors = (_RowsMemo._sig(attention_mask), _RowsMemo._sig(position_ids), _RowsMemo._sig(cu))
+            scalars = (B, H, Q, K, str(query.device), bool(causal), window)
+            built = _memo.get(tensors, scalars)
         if built is None:
             built = build_rows(B, H, Q, K, query.device, attention_mask, causal, pos, cu, window)
-            _memo.put(tensors, scalars, built)
+            if cacheable:
+                _memo.put(tensors, scalars, built)
         rows, order = built
         key, value = gather_keys(key, order), gather_keys(value, order)
         out = _lib.ops.attention(query, key, value, rows, scale, cap)
@@ -202,6 +212,9 @@ def _compiled_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
                            sliding_window=None if sliding_window < 0 else sliding_window,
                            clip_to_anchor=position_ids is not None)
     return _lib.ops.attention(query, key, value, rows, scale, softcap)
+
+
+refuse_backward("detops_hf::attention")
 
 
 @_compiled_attention.register_fake
