@@ -461,4 +461,6 @@ def bench_main(cases_fn: Callable[[argparse.Namespace], Sequence[Case]], name: s
 
 if __name__ == "__main__":
     # Re-plot a committed CSV: python benchmarks/harness.py CSV [PNG]
+    if len(sys.argv) not in (2, 3) or sys.argv[1].startswith("-"):
+        sys.exit("usage: python benchmarks/harness.py CSV [PNG]   (re-plot and summarise a results CSV)")
     replot(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
