@@ -8,7 +8,7 @@ Timing (one loop per kind, CUDA events, medians):
     --no-flush, inputs rotate through the `Case.rotate` copies).
   - per pass (`Case.timing == "pass"`): the median over `reps` passes of the mean time per call of one
     back-to-back pass over the `Case.rotate` copies (no flush: the copies are sized to defeat the L2; used
-    by bench_matmul.py, whose weights are larger than a flush would help with).
+    by bench_matmul.py: calls back to back as a model makes them, weights rotated past the L2).
   - CUDA graphs (--graph, or `Case.graph`): the same calls captured in one CUDA graph (many calls per
     replay): the launch-overhead-free number for decode-sized work.
 Providers of one case run interleaved, in the same process, on the same inputs.
@@ -29,7 +29,7 @@ Usage from a bench script (cases are generated lazily, so each case's tensors ar
             yield Case("rms_norm", (rows, n), "bf16", {"detops": f1, "F.rms_norm": f2}, stock="F.rms_norm",
                        bytes=..., flops=0)
     bench_main(cases, "rms_norm")
-Command line of every script: --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --append
+Command line of the op scripts (bench_model.py has its own): --out CSV --png PNG --reps N --warmup N --graph --no-flush --quick --append
 --filter S --plot-only. Re-plot a committed CSV: python benchmarks/harness.py CSV [PNG].
 """
 import argparse
