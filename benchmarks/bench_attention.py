@@ -1,20 +1,21 @@
 """Attention: detops vs stock F.scaled_dot_product_attention, same process, same inputs, interleaved
 (benchmarks/harness.py). 32 query / 8 kv heads, head dim 128 (env DETOPS_BENCH_HEAD_DIM=64 for the other
 tensor-core size).
-bf16 (or DETOPS_BENCH_DTYPE=fp16) with D 64/128 run the tensor-core path (REDUCTION_ORDER.md §6b, attention_tc.cu);
-DETOPS_BENCH_DTYPE=fp32 runs the CUDA-core path (§6): the path is chosen by dtype and head dim only.
+bf16 (or DETOPS_BENCH_DTYPE=fp16) with D 64/128 run the tensor-core path (docs/ops/attention.md; order:
+docs/REDUCTION_ORDER.md §6b); DETOPS_BENCH_DTYPE=fp32 runs the CUDA-core path (§6): the path is chosen by dtype
+and head dim only.
 
   attn_prefill: causal, B = 1, seq 512 .. 16k; TFLOP/s with causal FLOPs 4 * B * Hq * S^2 * D / 2.
   attn_decode:  Q = 1, KV 128 .. 32k, batch 1 .. 64; GB/s of the un-expanded K/V bytes (what a GQA-aware kernel
                 reads; the same byte count for every provider, so the GB/s ratio is the time ratio).
 Stock runs with K/V expanded to 32 heads (repeat_interleave, outside the timing): `F.sdpa` = torch's default
-backend choice (the harness's ratio reference), plus the flash and cuDNN backends forced. detops is timed at
-the op, `torch.ops.detops.attention` with the rows descriptor built once (a model builds it once per forward
+backend choice (the reference of the ratio_vs_stock column), plus the flash and cuDNN backends forced. detops
+is timed at the op, `torch.ops.detops.attention` with the rows descriptor built once (a model builds it once per forward
 for all its layers). After the harness's summary, the detops speed over the BEST stock provider per case is
-printed too (PERFORMANCE.md's first bar: >= 0.5).
+printed too (docs/ops/attention.md's first bar: >= 0.5).
 
     python benchmarks/bench_attention.py --filter prefill --reps 5 --warmup 2 --out benchmarks/results/attention_prefill_tc_h100.csv
-    python benchmarks/bench_attention.py --filter decode --reps 30 --warmup 5 --out benchmarks/results/attention_decode_tc_h100.csv
+    python benchmarks/bench_attention.py --filter decode --reps 20 --warmup 5 --out benchmarks/results/attention_decode_tc_h100.csv
 """
 import os
 import statistics
@@ -68,7 +69,7 @@ def make_case(op, B, S):
     esize = torch.finfo(DTYPE).bits // 8
     nbytes = nbytes // 2 * esize
     return Case(op, (B, Q, S), DTYPE_NAME, providers, stock="F.sdpa", bytes=nbytes,
-                flops=flops, size=S * B, flags=f"Hq={HQ};Hk={HK};D={D};stock K/V expanded;detops path={PATH}")
+                flops=flops, flags=f"Hq={HQ};Hk={HK};D={D};stock K/V expanded;detops path={PATH}")
 
 
 def cases(args):
@@ -79,7 +80,8 @@ def cases(args):
 
 
 def vs_best_stock(rows):
-    """detops speed / best stock speed per case (>= 0.5: PERFORMANCE.md's first bar), worst and median per op."""
+    """detops speed / best stock speed per case (>= 0.5: docs/ops/attention.md's first bar), worst and median per
+    op: ratio_vs_stock with the fastest stock provider of the case as the stock."""
     for op in ("attn_prefill", "attn_decode"):
         ratios = []
         for shape in sorted({r["shape"] for r in rows if r["op"] == op}):
@@ -96,4 +98,4 @@ def vs_best_stock(rows):
 
 
 if __name__ == "__main__":
-    vs_best_stock(bench_main(cases, "attention_h100"))
+    vs_best_stock(bench_main(cases, "attention"))

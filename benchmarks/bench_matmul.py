@@ -1,26 +1,26 @@
-"""detops tensor-core matmul vs cuBLAS (`F.linear`, nn.Linear's layout), bf16, on LLM shapes.
+"""detops tensor-core matmul vs cuBLAS (`F.linear`, nn.Linear's layout), bf16, on LLM shapes
+(docs/ops/matmul.md: shapes, bars and measured results).
 
-For every (K, N) in PERFORMANCE.md and M in {1, 2, 4, ..., 8192}: CUDA-event medians of back-to-back calls
-with the weights rotated over enough copies to defeat the 50 MB L2 (eager), and for M <= 256 also the same
-calls captured in one CUDA graph (decode: launch overhead removed). Stock and detops run in the same process
-on the same inputs, interleaved. Writes CSV rows (op, provider, shape, dtype, median_us, tflops, gbps, ratio,
-gpu, torch, commit, flags) and a PNG of the ratio detops/cuBLAS vs M.
+For every (K, N) in SHAPES and M in {1, 2, 4, ..., 8192}: per-pass timing of benchmarks/harness.py (median
+over --reps passes of the mean time per call of back-to-back calls), the weights rotated over enough copies to
+defeat the 50 MB L2 (eager), and for M <= 256 also the same calls captured in one CUDA graph (decode: launch
+overhead removed). Stock and detops run in the same process on the same inputs, interleaved. CSV in the
+harness schema (ratio_vs_stock = cuBLAS time / detops time) + PNG; first the host time per call.
 
     python benchmarks/bench_matmul.py --out benchmarks/results/matmul_h100.csv
+    python benchmarks/bench_matmul.py --variant-sweep --reps 5      # forced tensor-core variants, printed
 
---fp32: the CUDA-core §5 path instead. detops fp32 (plain and compensated=True) vs cuBLAS fp32 with TF32 off,
-and detops compensated bf16 (CUDA cores) vs cuBLAS bf16 and detops' default bf16 (tensor cores), on
-(K, N) in FP32_SHAPES and M in FP32_MS, timed by benchmarks/harness.py (L2 flushed before every call; CSV in
-the harness schema + PNG); then the accuracy vs float64 of every provider on those shapes (normal, mixed
+--fp32: the CUDA-core path instead (docs/ops/matmul.md; order: docs/REDUCTION_ORDER.md §5). detops fp32 (plain
+and compensated=True) vs cuBLAS fp32 with TF32 off, and detops compensated bf16 (CUDA cores) vs cuBLAS bf16
+and detops' default bf16 (tensor cores), on (K, N) in FP32_SHAPES and M in FP32_MS, per-call harness timing
+(L2 flushed before every call); then the accuracy vs float64 of every provider on those shapes (normal, mixed
 magnitude and cancelling-block inputs), written to <out>_accuracy.csv:
 
-    python benchmarks/bench_matmul.py --fp32 --out benchmarks/results/matmul_fp32_h100.csv
+    python benchmarks/bench_matmul.py --fp32 --reps 10 --out benchmarks/results/matmul_fp32_h100.csv
 """
-import argparse
-import csv
+import functools
 import math
 import os
-import statistics
 import sys
 
 import torch
@@ -33,6 +33,7 @@ import harness  # noqa: E402
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (4096, 128256))  # (K, N)
 MS = tuple(2 ** i for i in range(14))  # 1 .. 8192
+QUICK_MS = (1, 16, 256, 4096)
 L2_DEFEAT_BYTES = 160 * 2 ** 20  # rotate weight copies over > 3x the H100's 50 MB L2
 
 
@@ -47,143 +48,79 @@ def detops_linear():
         return (lambda a, w, b=None: op(a[None], w.t()[None], b, -1)[0]), "detops::_matmul_tc"
 
 
-def time_loop(fn, inputs, repeats, graph):
-    """Median over `repeats` of the mean time per call of one pass over `inputs` (µs)."""
-    if graph:
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for args in inputs:  # warm-up outside the capture
-                fn(*args)
-            with torch.cuda.graph(g, stream=s):
-                for args in inputs:
-                    fn(*args)
-        torch.cuda.current_stream().wait_stream(s)
-        run = g.replay
-    else:
-        def run():
-            for args in inputs:
-                fn(*args)
-    run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(inputs))
-    return statistics.median(times)
+def rotated_weights(k, n, g, dtype=torch.bfloat16):
+    """Enough (N, K) weight copies to defeat the L2, N(0, 1/K)."""
+    copies = max(1, math.ceil(L2_DEFEAT_BYTES / (k * n * 2)))
+    return [(torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(dtype) for _ in range(copies)]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="benchmarks/results/matmul_h100.csv")
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--shapes", default="all", help="'all' or e.g. 4096x4096,14336x4096 (KxN)")
-    ap.add_argument("--plot-only", action="store_true", help="re-plot and summarise the CSV at --out")
-    ap.add_argument("--host-only", action="store_true", help="only the host time per call")
-    ap.add_argument("--variant-sweep", action="store_true",
-                    help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
-    ap.add_argument("--fp32", action="store_true",
-                    help="CUDA-core path: fp32 and compensated vs cuBLAS fp32 (TF32 off) / bf16, plus accuracy")
-    args = ap.parse_args()
-    if args.fp32:
-        fp32_main(args.out, args.repeats)
-        return
-    if args.variant_sweep:
-        variant_sweep(args.repeats)
-        return
-    if args.plot_only:
-        with open(args.out) as f:
-            rows = [dict(r, ratio=float(r["ratio"])) for r in csv.DictReader(f)]
-        summarize(rows)
-        plot(rows, os.path.splitext(args.out)[0] + ".png", rows[0]["gpu"])
-        return
-    shapes = SHAPES if args.shapes == "all" else tuple(tuple(map(int, s.split("x"))) for s in args.shapes.split(","))
+def parse_shapes(spec):
+    return SHAPES if spec == "all" else tuple(tuple(map(int, s.split("x"))) for s in spec.split(","))
+
+
+def cases(args):
+    """Per (K, N) and M one per-pass case, providers cublas (stock) and detops; CUDA graphs for M <= 256."""
     ours, entry = detops_linear()
-    host_overhead(ours)
-    if args.host_only:
-        return
-    gpu = torch.cuda.get_device_name()
-    commit = os.environ.get("DETOPS_COMMIT", "unknown")
-    build = detops.build_info().get("nvcc_flags", "")
-    rows = []
-    dtype = torch.bfloat16
     g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in shapes:
-        wbytes = k * n * 2
-        copies = max(1, math.ceil(L2_DEFEAT_BYTES / wbytes))
-        weights = [(torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(dtype) for _ in range(copies)]
-        for m in MS:
-            x = torch.randn((m, k), device="cuda", generator=g).to(dtype)
+    for k, n in parse_shapes(args.shapes):
+        weights = rotated_weights(k, n, g)
+        copies, wbytes = len(weights), k * n * 2
+        for m in (QUICK_MS if args.quick else MS):
+            x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
             flops = 2.0 * m * n * k
             # calls per pass: enough work per pass (~2 ms) for event resolution, whole rotations of the weights
             est = max(flops / 600e12, wbytes / 2.5e12) * 1e6  # µs, rough
             per_pass = copies * max(1, math.ceil(2000 / (est * copies)))
-            inputs = [(x, weights[i % copies]) for i in range(per_pass)]
-            modes = ("eager", "graph") if m <= 256 else ("eager",)
-            for mode in modes:
-                res = {}
-                for provider, fn in (("cublas", F.linear), ("detops", ours)):
-                    res[provider] = time_loop(fn, inputs, args.repeats, mode == "graph")
-                for provider, us in res.items():
-                    moved = (m * k + k * n + m * n) * 2
-                    rows.append(dict(op="linear", provider=provider, shape=f"M={m},K={k},N={n}", dtype="bf16",
-                                     median_us=round(us, 2), tflops=round(flops / us / 1e6, 1),
-                                     gbps=round(moved / us / 1e3, 1), ratio=round(us / res["cublas"], 3), gpu=gpu,
-                                     torch=torch.__version__, commit=commit, flags=f"{mode};{entry};{build}"))
-                print(f"K={k:6d} N={n:6d} M={m:5d} {mode:5s} cublas {res['cublas']:9.1f} us  detops "
-                      f"{res['detops']:9.1f} us  ratio {res['detops'] / res['cublas']:.3f}  "
-                      f"detops {(m * k + k * n + m * n) * 2 / res['detops'] / 1e3:7.0f} GB/s "
-                      f"{flops / res['detops'] / 1e6:6.1f} TFLOP/s", flush=True)
-            del x
+            rotate = [{"cublas": functools.partial(F.linear, x, weights[i % copies]),
+                       "detops": functools.partial(ours, x, weights[i % copies])} for i in range(per_pass)]
+            yield harness.Case("linear", (m, k, n), "bf16", dict(rotate[0]), stock="cublas",
+                               bytes=(m * k + k * n + m * n) * 2, flops=flops, rotate=rotate, timing="pass",
+                               graph=m <= 256, flags=f"entry={entry}")
         del weights
         torch.cuda.empty_cache()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    summarize(rows)
-    plot(rows, os.path.splitext(args.out)[0] + ".png", gpu)
 
 
-def summarize(rows):
-    for mode in ("eager", "graph"):
-        print(f"\nratio detops/cuBLAS ({mode}): worst, median per (K, N)")
-        by = {}
-        for r in rows:
-            if r["provider"] == "detops" and r["flags"].startswith(mode):
-                kn = r["shape"].split(",", 1)[1]
-                by.setdefault(kn, []).append((r["ratio"], r["shape"]))
-        for kn, v in by.items():
-            worst = max(v)
-            print(f"  {kn:16s} worst {worst[0]:.3f} ({worst[1].split(',')[0]})  "
-                  f"median {statistics.median(x for x, _ in v):.3f}")
+def main(argv=None):
+    p = harness.parser("matmul", reps=15, warmup=3)
+    p.add_argument("--repeats", dest="reps", type=int, help="the same as --reps")
+    p.add_argument("--shapes", default="all", help="'all' or e.g. 4096x4096,14336x4096 (KxN)")
+    p.add_argument("--host-only", action="store_true", help="only the host time per call")
+    p.add_argument("--variant-sweep", action="store_true",
+                   help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
+    p.add_argument("--fp32", action="store_true",
+                   help="CUDA-core path: fp32 and compensated vs cuBLAS fp32 (TF32 off) / bf16, plus accuracy")
+    args = p.parse_args(argv)
+    if args.fp32:
+        fp32_main(args)
+    elif args.variant_sweep:
+        variant_sweep(args.reps, parse_shapes(args.shapes))
+    elif args.plot_only:
+        harness.run_main(args, cases, "matmul", by_series=True)
+    else:
+        host_overhead(detops_linear()[0])
+        if not args.host_only:
+            harness.run_main(args, cases, "matmul", by_series=True)
 
 
-def variant_sweep(repeats, ms=(128, 192, 256, 384, 512)):
+def variant_sweep(reps, shapes=SHAPES, ms=(128, 192, 256, 384, 512)):
     """Graph time ratio vs cuBLAS of each forced variant (0 swap64x16 .. 4 tile128x256) near the swap/tile
-    boundary. Speed only: tests/test_matmul_cuda.py proves every variant gives the same bits."""
+    boundary, printed (cuBLAS time / variant time, > 1: faster). Speed only: tests/test_matmul_cuda.py
+    proves every variant gives the same bits."""
     op = torch.ops.detops._matmul_tc
     names = ("swap64x16", "swap64x64", "swap64x128", "tile128x128", "tile128x256")
     g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in SHAPES:
-        copies = max(1, math.ceil(L2_DEFEAT_BYTES / (k * n * 2)))
-        weights = [(torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
-                   for _ in range(copies)]
+    for k, n in shapes:
+        weights = rotated_weights(k, n, g)
+        copies = len(weights)
         for m in ms:
             x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
-            inputs = [(x, weights[i % copies]) for i in range(copies * max(1, 40 // copies))]
-            base = time_loop(F.linear, inputs, repeats, True)
+            ws = [weights[i % copies] for i in range(copies * max(1, 40 // copies))]
+            base = harness.time_pass([functools.partial(F.linear, x, w) for w in ws], reps, graph=True)
             line = f"K={k:6d} N={n:6d} M={m:4d} cublas {base:8.1f} us"
             for v in range(2, 5):
-                fn = (lambda a, w, v=v: op(a[None], w.t()[None], None, v))
-                line += f"  {names[v]} {time_loop(fn, inputs, repeats, True) / base:.3f}"
+                us = harness.time_pass([functools.partial(op, x[None], w.t()[None], None, v) for w in ws], reps,
+                                       graph=True)
+                line += f"  {names[v]} {base / us:.3f}"
             print(line, flush=True)
         del weights
         torch.cuda.empty_cache()
@@ -213,67 +150,47 @@ def host_overhead(ours, calls=20000):
         print(f"  {name:20s} {best:6.2f}")
 
 
-def plot(rows, path, gpu):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not available: no PNG")
-        return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    series = {}
-    for r in rows:
-        if r["provider"] != "detops":
-            continue
-        m = int(r["shape"].split(",")[0][2:])
-        kn = r["shape"].split(",", 1)[1]
-        series.setdefault((kn, r["flags"].split(";")[0]), []).append((m, r["ratio"]))
-    for (kn, mode), pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if mode == "eager" else "x",
-                linestyle="-" if mode == "eager" else ":", label=f"{kn} {mode}")
-    for y, style in ((1.0, "-"), (1.05, "--"), (1.25, ":")):
-        ax.axhline(y, color="gray", linestyle=style, linewidth=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("M (rows)")
-    ax.set_ylabel("time ratio detops / cuBLAS (lower is better)")
-    ax.set_title(f"bf16 linear, batch-invariant tensor-core matmul vs cuBLAS ({gpu})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print("wrote", path)
-
-
-# ---------------------------------------------------------------- --fp32: the CUDA-core §5 path
+# ---------------------------------------------------------------- --fp32: the CUDA-core path (§5)
 
 FP32_SHAPES = ((4096, 4096), (4096, 14336))  # (K, N)
 FP32_MS = (1, 16, 128, 1024, 4096)
+ACCURACY_FIELDS = ("op", "provider", "shape", "dtype", "inputs", "max_rel_err", "mean_abs_err", "gpu", "torch",
+                   "commit")  # the leading columns of harness.FIELDS, then the error columns
 
 
-def fp32_cases(repeats):
+def cublas_tf32(x, w):
+    """cuBLAS fp32 with TF32 on (torch's default is off; shown for scale in the accuracy table)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return F.linear(x, w)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+# dtype -> provider -> f(x, w), the stock (cuBLAS) first; nn.Linear layout (weight (N, K)), no bias
+FP32_PROVIDERS = {
+    "fp32": {"cublas_fp32_notf32": F.linear, "detops_fp32": detops.linear,
+             "detops_fp32_compensated": functools.partial(detops.linear, compensated=True)},
+    "bf16": {"cublas_bf16": F.linear, "detops_bf16_tensor_cores": detops.linear,
+             "detops_bf16_compensated": functools.partial(detops.linear, compensated=True)},
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def fp32_cases(args):
     """Harness cases: per (M, K, N) one fp32 case (stock: cuBLAS fp32, TF32 off) and one bf16 case (stock:
-    cuBLAS bf16). nn.Linear layout (weight (N, K)), no bias."""
+    cuBLAS bf16), the providers of FP32_PROVIDERS."""
     g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in FP32_SHAPES:
+    for k, n in (FP32_SHAPES[:1] if args.quick else FP32_SHAPES):
         w32 = torch.randn((n, k), device="cuda", generator=g) * k ** -0.5
-        w16 = w32.to(torch.bfloat16)
-        for m in FP32_MS:
+        for m in (FP32_MS[::2] if args.quick else FP32_MS):
             x32 = torch.randn((m, k), device="cuda", generator=g)
-            x16 = x32.to(torch.bfloat16)
-            flops = 2.0 * m * n * k
-            yield harness.Case(
-                "linear", (m, k, n), "fp32",
-                {"cublas_fp32_notf32": lambda x=x32, w=w32: F.linear(x, w),
-                 "detops_fp32": lambda x=x32, w=w32: detops.linear(x, w),
-                 "detops_fp32_compensated": lambda x=x32, w=w32: detops.linear(x, w, compensated=True)},
-                stock="cublas_fp32_notf32", bytes=(m * k + k * n + m * n) * 4, flops=flops, size=m * n)
-            yield harness.Case(
-                "linear", (m, k, n), "bf16",
-                {"cublas_bf16": lambda x=x16, w=w16: F.linear(x, w),
-                 "detops_bf16_tensor_cores": lambda x=x16, w=w16: detops.linear(x, w),
-                 "detops_bf16_compensated": lambda x=x16, w=w16: detops.linear(x, w, compensated=True)},
-                stock="cublas_bf16", bytes=(m * k + k * n + m * n) * 2, flops=flops, size=m * n)
+            for dt, provs in FP32_PROVIDERS.items():
+                x, w = x32.to(DTYPES[dt]), w32.to(DTYPES[dt])
+                yield harness.Case("linear", (m, k, n), dt,
+                                   {name: functools.partial(f, x, w) for name, f in provs.items()},
+                                   stock=next(iter(provs)), bytes=(m * k + k * n + m * n) * x.element_size(),
+                                   flops=2.0 * m * n * k)
 
 
 def fp32_inputs(kind, m, k, n, dtype, g):
@@ -303,31 +220,19 @@ def fp32_accuracy(path, m=1024):
     env = harness.environment()
     g = torch.Generator(device="cuda").manual_seed(1)
     rows = []
-    providers = {
-        torch.float32: {"cublas_fp32_notf32": lambda x, w: F.linear(x, w),
-                        "cublas_fp32_tf32": None,
-                        "detops_fp32": lambda x, w: detops.linear(x, w),
-                        "detops_fp32_compensated": lambda x, w: detops.linear(x, w, compensated=True)},
-        torch.bfloat16: {"cublas_bf16": lambda x, w: F.linear(x, w),
-                         "detops_bf16_tensor_cores": lambda x, w: detops.linear(x, w),
-                         "detops_bf16_compensated": lambda x, w: detops.linear(x, w, compensated=True)},
-    }
+    providers = {"fp32": dict(list(FP32_PROVIDERS["fp32"].items())[:1] + [("cublas_fp32_tf32", cublas_tf32)]
+                              + list(FP32_PROVIDERS["fp32"].items())[1:]),
+                 "bf16": FP32_PROVIDERS["bf16"]}
     print("\naccuracy vs float64 (M=%d): max normwise relative error, mean abs error" % m)
     for k, n in FP32_SHAPES:
         for kind in ("normal", "mixed", "cancelling"):
-            for dtype, provs in providers.items():
-                x, w = fp32_inputs(kind, m, k, n, dtype, g)
+            for dt, provs in providers.items():
+                x, w = fp32_inputs(kind, m, k, n, DTYPES[dt], g)
                 exact = x.double() @ w.double().t()
                 scale = exact.abs().max().item()
                 for name, fn in provs.items():
-                    if fn is None:  # cuBLAS fp32 with TF32 on (torch's default is off; shown for scale)
-                        torch.backends.cuda.matmul.allow_tf32 = True
-                        y = F.linear(x, w)
-                        torch.backends.cuda.matmul.allow_tf32 = False
-                    else:
-                        y = fn(x, w)
-                    err = (y.double() - exact).abs()
-                    row = dict(shape=f"{m}x{k}x{n}", inputs=kind, dtype=str(dtype).split(".")[1], provider=name,
+                    err = (fn(x, w).double() - exact).abs()
+                    row = dict(op="linear", provider=name, shape=f"{m}x{k}x{n}", dtype=dt, inputs=kind,
                                max_rel_err=f"{err.max().item() / scale:.3e}", mean_abs_err=f"{err.mean().item():.3e}",
                                gpu=env["gpu"], torch=env["torch"], commit=env["commit"])
                     rows.append(row)
@@ -340,27 +245,17 @@ def fp32_accuracy(path, m=1024):
         first = F.linear(x[:1], w)
         changed = [mm for mm in (2, 16, 17, 128, 129, 1024, 4096) if not torch.equal(F.linear(x[:mm], w)[:1], first)]
         print(f"  cuBLAS fp32 (TF32 off) K={k} N={n}: row 0 changes at M in {changed}")
-    with open(path, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    harness.write_csv(rows, path, fields=ACCURACY_FIELDS)
     print("wrote", path)
 
 
-def fp32_main(out, repeats):
+def fp32_main(args):
     torch.backends.cuda.matmul.allow_tf32 = False  # cuBLAS fp32 in true fp32 (torch's default, made explicit)
-    if out == "benchmarks/results/matmul_h100.csv":
-        out = "benchmarks/results/matmul_fp32_h100.csv"
-    rows = harness.run_cases(fp32_cases(repeats), reps=repeats, warmup=3, flush=True)
-    harness.write_csv(rows, out)
-    png = os.path.splitext(out)[0] + ".png"
-    env = harness.environment()
-    harness.plot(rows, png, title=f"CUDA-core matmul (fp32 / compensated) vs cuBLAS on {env['gpu']} "
-                                  f"(torch {env['torch']}, {env['commit']})")
-    print("wrote", out, png)
-    for prov in ("detops_fp32", "detops_fp32_compensated", "detops_bf16_compensated", "detops_bf16_tensor_cores"):
-        harness.summarize(rows, provider=prov)
-    fp32_accuracy(os.path.splitext(out)[0] + "_accuracy.csv")
+    args.out = args.out or harness.default_out("matmul_fp32")
+    harness.run_main(args, fp32_cases, "matmul_fp32", providers=(
+        "detops_fp32", "detops_fp32_compensated", "detops_bf16_compensated", "detops_bf16_tensor_cores"))
+    if not args.plot_only:
+        fp32_accuracy(os.path.splitext(args.out)[0] + "_accuracy.csv", m=128 if args.quick else 1024)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,28 @@
-"""Model-level benchmark (PERFORMANCE.md, last row): a Llama-8B-shaped HF model with random weights, bf16,
-stock (sdpa attention, cuBLAS) vs detops.patch, eager, same model object, interleaved.
+"""Model-level benchmark (docs/CONTRACT.md: the model-level bar): a Llama-8B-shaped HF model with random weights,
+bf16, stock (sdpa attention, cuBLAS) vs detops.patch, eager, same model object, interleaved.
 
 Workloads: prefill 8 x 2048 (one forward with a fresh DynamicCache, logits of the last position as generate()
 computes them) and greedy decode of 128 tokens (generate(), prompt 128 tokens) at batch 1 / 16 / 64; the
 decode time per token excludes the prefill (generate(128) - prefill of the same batch, / 127).
-CSV rows follow benchmarks/harness.py's schema when it is present (op, provider, shape, dtype, median_us,
-tflops, gbps, ratio_vs_stock, gpu, torch, commit, flags), plus a PNG of the ratios.
+CSV rows in benchmarks/harness.py's schema (op, provider, shape, dtype, median_us, tflops, gbps,
+ratio_vs_stock, gpu, torch, commit, flags; ratio_vs_stock = stock time / detops time, > 1: detops faster), plus
+a PNG of the ratios (harness.plot: a bar chart, the shapes being labels). Timing: harness.time_eager (CUDA events
+around each whole forward / generate(), no L2 flush; wall time on the CPU).
 
-  python benchmarks/bench_model.py                        # the full 32-layer model (H100: ~16 GB of weights)
+  python benchmarks/bench_model.py --reps 3 --out benchmarks/results/model_h100.csv   # 32 layers (~16 GB weights)
+  python benchmarks/bench_model.py --layers 4 --static --decode-batches 1,16 \
+      --out benchmarks/results/model_4layer_static_h100.csv
   python benchmarks/bench_model.py --layers 2 --reps 3    # a quick check
   python benchmarks/bench_model.py --device cpu --layers 1 --hidden 256 --quick   # a smoke test without a GPU
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    import harness  # the shared harness (CSV schema, environment, plots), when present
-except ImportError:
-    harness = None
-
-FIELDS = ("op", "provider", "shape", "dtype", "median_us", "tflops", "gbps", "ratio_vs_stock", "gpu", "torch",
-          "commit", "flags")
+import harness  # noqa: E402
 
 
 def build_model(args):
@@ -39,7 +35,7 @@ def build_model(args):
     with torch.device(args.device):
         model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
     model.to(args.device)  # (a no-op when from_config honoured the device context)
-    with torch.no_grad():  # random weights, never zeros (PERFORMANCE.md: never time on zeros)
+    with torch.no_grad():  # random weights, never zeros (docs/CONTRACT.md: never time on zeros)
         for p in model.parameters():
             p.normal_(0.0, 0.02 if p.dim() > 1 else 1.0)
             if p.dim() == 1:
@@ -48,38 +44,9 @@ def build_model(args):
     return model.eval()
 
 
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device, reps, warmup):
-    """Median wall seconds of fn() (CUDA-synchronised; each call is a whole forward / generate)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def environment(device):
-    if harness is not None and device == "cuda":
-        return harness.environment()
-    import detops
-    return dict(gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu", torch=torch.__version__,
-                commit=os.environ.get("DETOPS_COMMIT", "unknown"), build=str(detops.build_info().get("nvcc_flags")))
+    """Median seconds of fn() (each call a whole forward / generate()), harness timing without L2 flush."""
+    return harness.time_eager(fn, reps, warmup, flush=False, device=device) * 1e-6
 
 
 def main(argv=None):
@@ -100,7 +67,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="prefill 2x128, decode 16 tokens at batch 1/4")
     p.add_argument("--static", action="store_true",
                    help="decode with a StaticCache: transformers compiles the step (CUDA graphs); skips the prefill row")
-    p.add_argument("--out", default="benchmarks/results/bench_model.csv")
+    p.add_argument("--out", default=None, help="CSV path (default: benchmarks/results/model_<gpu>.csv)")
     p.add_argument("--png", default=None)
     args = p.parse_args(argv)
     if args.intermediate is None:
@@ -111,7 +78,8 @@ def main(argv=None):
     import detops
     dev = args.device
     model = build_model(args)
-    env = environment(dev)
+    env = harness.environment(dev)
+    args.out = args.out or harness.default_out("model", dev)
     shape_tag = f"L{args.layers}h{args.hidden}"
     gen = torch.Generator().manual_seed(1)
     B, T = (int(x) for x in args.prefill.split("x"))
@@ -173,42 +141,19 @@ def main(argv=None):
     rows = []
     stock = {(op, shape): s for op, shape, prov, s, _ in results if prov == "stock"}
     for op, shape, prov, s, toks in results:
-        rows.append(dict(op=f"model_{op}", provider=prov if prov == "detops" else "stock(sdpa)",
-                         shape=f"{shape_tag}:{shape}", dtype="bf16", median_us=round(s * 1e6, 1), tflops="",
-                         gbps="", ratio_vs_stock=round(s / stock[(op, shape)], 4), gpu=env["gpu"],
-                         torch=env["torch"], commit=env["commit"],
-                         flags=f"timing={'static_cache+cuda_graphs' if args.static else 'eager'};tokens={toks};"
-                               f"tok_per_s={toks / s:.1f}"))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if harness is not None:
-        harness.write_csv(rows, args.out)
-    else:
-        import csv
-        with open(args.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        rows.append(harness.make_row(
+            env, f"model_{op}", prov if prov == "detops" else "stock(sdpa)", f"{shape_tag}:{shape}", "bf16", s * 1e6,
+            stock[(op, shape)] * 1e6, flags=[f"timing={'static_cache+cuda_graphs' if args.static else 'eager'}",
+                                             f"tokens={toks}", f"tok_per_s={toks / s:.1f}"]))
+    harness.write_csv(rows, args.out)
     print(f"wrote {args.out}")
     for r in rows:
         if r["provider"] == "detops":
-            print(f"RATIO {r['op']:<20} {r['shape']:<28} detops/stock = {r['ratio_vs_stock']:.3f}")
+            print(f"RATIO {r['op']:<20} {r['shape']:<28} ratio_vs_stock (stock / detops) = {r['ratio_vs_stock']}")
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        det = [r for r in rows if r["provider"] == "detops"]
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.bar(range(len(det)), [r["ratio_vs_stock"] for r in det])
-        ax.set_xticks(range(len(det)), [f"{r['op'][6:]}\n{r['shape'].split(':')[1]}" for r in det], fontsize=7)
-        ax.axhline(1.0, color="gray", lw=0.8)
-        ax.axhline(1.3, color="red", lw=0.8, ls="--", label="first bar 1.3")
-        ax.set_ylabel("detops time / stock time")
-        ax.set_title(f"Llama-shaped {shape_tag} bf16 on {env['gpu']} (eager; torch {env['torch']})", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        png = args.png or os.path.splitext(args.out)[0] + ".png"
-        fig.savefig(png, dpi=110)
-        print(f"wrote {png}")
+        harness.plot(rows, args.png or os.path.splitext(args.out)[0] + ".png",
+                     title=f"Llama-shaped {shape_tag} bf16 on {env['gpu']} "
+                           f"({'static cache + CUDA graphs' if args.static else 'eager'}; torch {env['torch']})")
     except ImportError:
         print("matplotlib missing: no PNG")
     return 0
