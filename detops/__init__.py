@@ -8,7 +8,7 @@ from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, s
                   softmax)
 
 from .aten_mode import disable, enable, is_enabled, mode
-from .verify import verify  # (imports transformers only when called)
+from .tools.verify import verify  # (imports transformers only when called)
 from . import patching as _patching  # noqa: F401  registers "detops" with transformers when it loads (cheap)
 
 __version__ = build_info()["version"]

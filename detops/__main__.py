@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3")  # detops.models.FAMILIES
+from .testing.models import FAMILIES
 
 
 class UsageError(Exception):
@@ -81,14 +81,14 @@ def main(argv=None) -> int:
         _check_device(args.device)
         if args.cmd == "verify":
             import torch
-            from .verify import verify
+            from .tools.verify import verify
             if args.model is not None:
                 _check_model_path(args.model)
             result = verify(family=args.family, path=args.model, dtype=getattr(torch, args.dtype),
                             device=args.device, seed=args.seed, reference=not args.no_reference)
             print(result.to_json() if args.json else result)
             return 0 if result.ok and (not args.strict or not result.not_covered) else 1
-        from .demo import run
+        from .tools.demo import run
         return run(family=args.family, device=args.device)
     except UsageError as e:
         print(f"detops {args.cmd}: {e}", file=sys.stderr)

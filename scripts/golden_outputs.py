@@ -63,7 +63,7 @@ def cases(device):
                         detops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
                                                             position_ids=pos, sliding_window=24, softcap=30.0)
     try:
-        from detops.models import FAMILIES, tiny_model
+        from detops.testing.models import FAMILIES, tiny_model
     except ImportError:
         return
     ids = torch.tensor([[5, 9, 17, 3, 44, 12, 7, 99, 23, 61, 8]])

@@ -521,7 +521,7 @@ F32 = __import__("numpy").float32
 
 def np_det_exp(x):
     """REDUCTION_ORDER.md §7 det_exp in numpy float32: the softmax references' implementation (its fma is exact)."""
-    from detops.reference import det_exp
+    from detops.testing.reference import det_exp
     return det_exp(x)
 
 

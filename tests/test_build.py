@@ -10,7 +10,7 @@ import torch
 
 import detops
 from detops import _lib
-from detops import reference as R
+from detops.testing import reference as R
 
 CONSTANTS = ("lane_vector", "min_lane_threads", "max_lane_threads", "matmul_k_block", "attn_block_keys",
              "attn_chunk_keys")

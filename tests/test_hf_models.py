@@ -1,6 +1,6 @@
 """Model-level invariance of patched Hugging Face models (CONTRACT.md L1–L4 at the logits), every family.
 
-Tiny random models (detops.models: 2 layers, hidden 64, 4/2 heads, vocab 128, randomised norm weights), fp32
+Tiny random models (detops.testing.models: 2 layers, hidden 64, 4/2 heads, vocab 128, randomised norm weights), fp32
 and bf16, on every available device. Every promise is `torch.equal` on logits; negative controls show the
 stock model (sdpa) failing the same checks where it does.
 """
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import detops
-from detops.models import FAMILIES, cache_argument, stock_attention, tiny_model
+from detops.testing.models import FAMILIES, cache_argument, stock_attention, tiny_model
 from detops.patching import patch
 
 pytest.importorskip("transformers")

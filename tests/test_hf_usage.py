@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from detops.models import FAMILIES, SLIDING_WINDOW, tiny_config, tiny_model
+from detops.testing.models import FAMILIES, SLIDING_WINDOW, tiny_config, tiny_model
 from detops.patching import patch
 
 pytest.importorskip("transformers")

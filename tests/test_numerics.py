@@ -4,7 +4,7 @@ Each control asserts that a difference DOES occur for an input that hypothesis f
 `derandomize=True`), so these tests fail if the premise of detops ever stops holding. Next to each, where it
 applies, the detops op on the same input is bitwise invariant.
 
-Also here: the accuracy of the §7 elementary functions (E_EXP, E_LOG of detops/reference.py's bound table),
+Also here: the accuracy of the §7 elementary functions (E_EXP, E_LOG of detops/testing/reference.py's bound table),
 checked on their numpy float32 twins, which tests/test_softmax.py proves bitwise equal to the C++.
 
 Measured on the CPU box (torch 2.13.0+cpu, 2 threads), for the record of what is NOT asserted:
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 
 import detops
-from detops import reference as R
+from detops.testing import reference as R
 from values import PROFILES, ROW_COUNTS, make
 
 f32 = np.float32

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import detops
-from detops.audit import Audit
-from detops.models import FAMILIES, stock_attention, tiny_config, tiny_model
+from detops.tools.audit import Audit
+from detops.testing.models import FAMILIES, stock_attention, tiny_config, tiny_model
 from detops.patching import RMS_NORMS, patch
 
 pytest.importorskip("transformers")
@@ -128,7 +128,7 @@ def test_import_detops_alone_registers_for_from_config():
     import subprocess
     import sys
     code = ("import sys, detops; assert 'transformers' not in sys.modules; import torch, transformers as tf; "
-            "from detops.models import tiny_config; "
+            "from detops.testing.models import tiny_config; "
             "m = tf.AutoModelForCausalLM.from_config(tiny_config('mistral'), attn_implementation='detops'); "
             "assert m.config._attn_implementation == 'detops'; torch.set_grad_enabled(False); "
             "m(torch.randint(3, 100, (1, 4))); print('OK')")

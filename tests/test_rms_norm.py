@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import detops
-from detops import reference as R
+from detops.testing import reference as R
 from conftest import requires_cuda
 from values import DTYPES, ROW_COUNTS, draw_batch_positions, at_offset, make, profile_st, row_layouts, seed_st
 
@@ -202,7 +202,7 @@ def test_device_parity(c, rows):
 
 
 # ---- accuracy against float64 ------------------------------------------------------------------------------
-# Two checks (ARCHITECTURE.md habit 6): every element within the derived bound of detops/reference.py
+# Two checks (ARCHITECTURE.md habit 6): every element within the derived bound of detops/testing/reference.py
 # (rms_norm_error_bound, first-order analysis of the §2–§3 order), and the normwise error over 64 independent
 # rows at most 2x the stock op's (FlashAttention's "<= 2x PyTorch's own error"). 64 rows because a single
 # row's error is one draw of a ~1 u quantity (both implementations round the same few operations; either

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import detops
-from detops import reference as R
+from detops.testing import reference as R
 from conftest import requires_cuda
 from values import DTYPES, ROW_COUNTS, draw_batch_positions, make, profile_st, row_layouts, seed_st
 
@@ -230,7 +230,7 @@ def test_device_parity(c, rows):
 
 
 # ---- accuracy against float64 ------------------------------------------------------------------------------
-# As in tests/test_rms_norm.py: every element within the derived bound (detops/reference.py,
+# As in tests/test_rms_norm.py: every element within the derived bound (detops/testing/reference.py,
 # softmax_error_bound), and the normwise error over 64 independent rows at most 2x the stock op's plus the error of
 # the correctly rounded result
 # (§4 v7, two passes: measured at most 1.71x, median 0.54x, over 300 random configurations of 16 rows, N < 40000,

@@ -13,7 +13,7 @@ import collections
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .aten_mode import routed_count as _routed_count
+from ..aten_mode import routed_count as _routed_count
 
 __all__ = ["Audit", "REDUCTION_OPS"]
 

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._lib import constant
+from .._lib import constant
 
 f32 = np.float32
 

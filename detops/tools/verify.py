@@ -203,7 +203,7 @@ def _check_packed(model, device, vocab, seed):
 
 def _check_decode(model, device, vocab, seed, chunks=None):
     from transformers import DynamicCache
-    from .models import cache_argument
+    from ..testing.models import cache_argument
     T = 40
     ids = torch.tensor([_tokens(T, vocab, seed + 50)], device=device)
     with torch.no_grad():
@@ -287,7 +287,7 @@ def _deviation(model, ref64, device, vocab, seed):
 
 
 def load_model(family=None, path=None, dtype=torch.float32, device="cpu"):
-    from .models import tiny_model
+    from ..testing.models import tiny_model
     if path is not None:
         import transformers as tf
         model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
@@ -301,9 +301,9 @@ def verify(model=None, *, family: Optional[str] = None, path: Optional[str] = No
            diagnose: bool = True) -> VerifyResult:
     """Run the invariance matrix (stock, then patched), the audit and the float64 deviation report.
     The model (given, or loaded from `path`, or the tiny `family` model) is left unpatched afterwards."""
-    from . import build_info
+    from .. import build_info
     from .audit import Audit
-    from .patching import patch
+    from ..patching import patch
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     name = type(model).__name__ if model is not None else None
