@@ -1,4 +1,4 @@
-"""`python -m detops info | verify | demo` (also the `detops` console script).
+"""`python -m detops info | verify | demo | infer` (also the `detops` console script).
 
 Bad arguments end with one line saying why (exit status 2), never a traceback.
 """
@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="the seed experiment on a tiny model: stock vs detops")
     d.add_argument("--family", default="llama", choices=FAMILIES)
     d.add_argument("--device", default="cpu")
+    from .tools import infer
+    infer.add_arguments(sub.add_parser("infer", help="generate for a prompt file; the same bytes for any workers "
+                                                     "and batch size (detops.tools.infer)"))
     args = parser.parse_args(argv)
     try:
         if args.cmd == "info":
@@ -88,6 +91,11 @@ def main(argv=None) -> int:
                             device=args.device, seed=args.seed, reference=not args.no_reference)
             print(result.to_json() if args.json else result)
             return 0 if result.ok and (not args.strict or not result.not_covered) else 1
+        if args.cmd == "infer":
+            _check_model_path(args.model)
+            if not os.path.isfile(args.data):
+                raise UsageError(f"--data {args.data!r}: no such file")
+            return infer.run(args)
         from .tools.demo import run
         return run(family=args.family, device=args.device)
     except UsageError as e:

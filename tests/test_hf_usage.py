@@ -122,7 +122,7 @@ def test_mask_that_cannot_be_ordered_raises(device):
 def test_output_attentions(family, device):
     """`output_attentions=True` returns one (B, H, Q, K) weight tensor per layer, computed in
     detops' order: close to stock eager's, rows summing to 1, zero on masked keys, bitwise the same for a row
-    alone and in a padded batch."""
+    alone and left-padded by any amount in a batch."""
     cfg = tiny_config(family)
     ids, mask = _left_padded([_tokens(5, 7), _tokens(6, 11)])
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
@@ -137,6 +137,12 @@ def test_output_attentions(family, device):
             alone = model(input_ids=torch.tensor([_tokens(5, 7)], device=device), output_attentions=True)
             again = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_attentions=True)
     assert len(out.attentions) == cfg.num_hidden_layers
+    with patch(model, strict=True), torch.no_grad():
+        for pad in range(1, 18):  # the softmax's lane layout must not follow the row's place
+            ids_p, mask_p = _left_padded([_tokens(5, 7), _tokens(6, 7 + pad)])
+            shifted = model(input_ids=ids_p.to(device), attention_mask=mask_p.to(device), output_attentions=True)
+            for got, one in zip(shifted.attentions, alone.attentions):
+                assert torch.equal(got[0, :, pad:, pad:], one[0]), pad
     for got, want, rerun, one in zip(out.attentions, ref, again.attentions, alone.attentions):
         assert got.shape == (2, cfg.num_attention_heads, 11, 11) and got.dtype == torch.float32
         assert torch.equal(got, rerun)

@@ -170,7 +170,7 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
 def _weights_requested() -> bool:
     """Whether the caller asked for attention weights (`output_attentions=True`). transformers records them from
     each attention module's second output while its output collector holds an "attentions" list; a test
-    (tests/test_hf_suite.py) fails loudly if this internal moves."""
+    (tests/test_hf_usage.py::test_output_attentions) fails loudly if this internal moves."""
     from transformers.utils.output_capturing import _active_collector
     collected = _active_collector.get()
     return collected is not None and "attentions" in collected
@@ -178,9 +178,12 @@ def _weights_requested() -> bool:
 
 def attention_weights(query, key, rows, scale, softcap, order=None, K=None):
     """The attention probabilities (B, H, Q, K) that `output_attentions=True` returns, in detops' order: scores by
-    detops.bmm (§5), scaled, soft-capped, masked to each row's [lo, hi), then detops.softmax in fp32 (§4), in
-    the query's dtype (as eager attention returns them). A row attending no key gets zeros. `order` (rank_order):
-    `key` holds the keys in that order; the weights are scattered back to the K original key positions."""
+    detops.bmm (§5), scaled, soft-capped, then detops.softmax (§4) in fp32 over exactly the row's keys
+    [lo, hi) (gathered to the front: a softmax row's order depends on its length and on where its values sit,
+    so rows of one length are normalised together and the result does not depend on padding or batch-mates),
+    returned in the query's dtype as eager attention returns them. A row attending no key gets zeros. `order`
+    (rank_order): `key` holds the keys in that order; the weights are scattered back to the K original keys.
+    A slow path (one softmax call per distinct row length), for inspection."""
     B, H, Q, D = query.shape
     Hk, Kc = key.shape[1], key.shape[2]
     k = key.repeat_interleave(H // Hk, dim=1) if Hk != H else key
@@ -188,10 +191,14 @@ def attention_weights(query, key, rows, scale, softcap, order=None, K=None):
     scores = scores * scale
     if softcap:
         scores = softcap * torch.tanh(scores / softcap)
-    j = torch.arange(Kc, device=query.device)
-    lo, hi = rows[..., 1:2].long(), rows[..., 2:3].long()
-    keep = ((j >= lo) & (j < hi))[:, None]                                   # (B, 1, Q, K)
-    probs = _softmax(scores.masked_fill(~keep, float("-inf")), -1).masked_fill(~keep, 0.0).to(query.dtype)
+    lo, n = rows[..., 1].long(), (rows[..., 2] - rows[..., 1]).long()          # (B, Q)
+    probs = scores.new_zeros(B, H, Q, Kc)
+    for length in torch.unique(n[n > 0]).tolist():
+        b, q = (n == length).nonzero(as_tuple=True)
+        cols = lo[b, q][:, None] + torch.arange(length, device=query.device)   # (S, length)
+        picked = scores[b, :, q].gather(-1, cols[:, None, :].expand(-1, H, length))
+        probs[b, :, q] = probs[b, :, q].scatter(-1, cols[:, None, :].expand(-1, H, length), _softmax(picked, -1))
+    probs = probs.to(query.dtype)
     if order is None:
         return probs
     full = probs.new_zeros(B, H, Q, K)
