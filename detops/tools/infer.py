@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: all)")
     p.add_argument("--resume", action="store_true", help="skip ids already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tp", type=int, default=0, metavar="N",
+                   help="tensor parallelism over N processes started by torchrun (--nproc-per-node N); the "
+                        "results equal every other --tp size, 1 included (detops.distributed, §9)")
     p.add_argument("--stock", action="store_true",
                    help="run the model unpatched (stock kernels), to see what detops changes")
 
@@ -175,7 +178,9 @@ def result_line(pid, tokens, logprobs, tokenizer) -> str:
     return json.dumps(rec, ensure_ascii=False)
 
 
-def load(model_dir, dtype, device, stock=False):
+def load(model_dir, dtype, device, stock=False, tp_group=False):
+    """The model, patched (unless stock); tp_group: shard it for tensor parallelism over that group (None: the
+    TP order in one process; False: no tensor parallelism)."""
     import torch
     import transformers as tf
     import detops
@@ -184,7 +189,18 @@ def load(model_dir, dtype, device, stock=False):
     model = model.to(device).eval().requires_grad_(False)
     if not stock:
         detops.patch(model, strict=True)
+    if tp_group is not False:
+        from ..distributed import shard
+        shard(model, tp_group)
     return model
+
+
+def _special_ids(model):
+    cfg = model.generation_config
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else model.config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (min(eos_ids) if eos_ids else 0)
+    return eos_ids, pad_id
 
 
 def load_tokenizer(model_dir):
@@ -205,10 +221,7 @@ def _worker(rank, args, work, part_path, progress):
         device = f"cuda:{rank % torch.cuda.device_count()}"
     model = load(args.model, args.dtype, device, args.stock)
     tokenizer = load_tokenizer(args.model)
-    cfg = model.generation_config
-    eos = cfg.eos_token_id if cfg.eos_token_id is not None else model.config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (min(eos_ids) if eos_ids else 0)
+    eos_ids, pad_id = _special_ids(model)
     mine = work[rank::args.workers]
     with open(part_path, "a", encoding="utf-8") as part:
         for i in range(0, len(mine), args.batch_size):
@@ -226,6 +239,8 @@ def _worker(rank, args, work, part_path, progress):
 def run(args) -> int:
     import torch
     import torch.multiprocessing as mp
+    if args.tp:
+        return run_tp(args)
     if args.workers < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         print("detops infer: --workers, --batch-size and --max-new-tokens must be >= 1", file=sys.stderr)
         return 2
@@ -301,3 +316,78 @@ def _write_sorted(path, lines_by_id) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def run_tp(args) -> int:
+    """--tp N: this process is one rank of N (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK); every rank runs
+    every batch on its shards, rank 0 writes the results (part file flushed per batch, then sorted)."""
+    import torch
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != args.tp:
+        print(f"detops infer: --tp {args.tp} needs {args.tp} processes, this run has {world}: start it with "
+              f"torchrun --nproc-per-node {args.tp} -m detops infer --tp {args.tp} ...", file=sys.stderr)
+        return 2
+    if args.workers != 1:
+        print("detops infer: --tp and --workers > 1 do not combine (one model is spread over the TP ranks)",
+              file=sys.stderr)
+        return 2
+    rank = int(os.environ.get("RANK", "0"))
+    device = "cpu"
+    if args.device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    group = None
+    if world > 1:
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        group = dist.group.WORLD
+    try:
+        model = load(args.model, args.dtype, device, tp_group=group)
+        tokenizer = load_tokenizer(args.model)
+        eos_ids, pad_id = _special_ids(model)
+        items, problems = read_prompts(args.data, tokenizer)
+        done = read_results(args.out) if args.resume else {}
+        part_path = f"{args.out}.part0"
+        if args.resume:
+            done.update(read_results(part_path))
+        work = sorted((it for it in items if it[0] not in done), key=lambda it: _id_key(it[0]))
+        if rank == 0:
+            for p in problems:
+                print(f"detops infer: {args.data}: {p} (skipped)", file=sys.stderr)
+            if args.resume:
+                _write_sorted(args.out, done)
+            if os.path.exists(part_path):
+                os.remove(part_path)
+        from tqdm import tqdm
+        bar = tqdm(total=len(work), unit="prompt", disable=args.no_progress or rank != 0, file=sys.stderr)
+        with open(part_path, "a", encoding="utf-8") if rank == 0 else _Null() as part:
+            for i in range(0, len(work), args.batch_size):
+                batch = work[i:i + args.batch_size]
+                tokens, logprobs = generate(model, batch, args, eos_ids, pad_id)
+                lines = [result_line(pid, t, lp, tokenizer) for (pid, _), t, lp in zip(batch, tokens, logprobs)]
+                if rank == 0:
+                    part.write("".join(line + "\n" for line in lines))
+                    part.flush()
+                    os.fsync(part.fileno())
+                    done.update((pid, line) for (pid, _), line in zip(batch, lines))
+                bar.update(len(batch))
+        bar.close()
+        if rank == 0:
+            _write_sorted(args.out, done)
+            os.remove(part_path)
+    finally:
+        if group is not None:
+            dist.destroy_process_group()
+    if problems:
+        if rank == 0:
+            print(f"detops infer: done, but {len(problems)} input line(s) were skipped", file=sys.stderr)
+        return EXIT_MALFORMED
+    return 0
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
