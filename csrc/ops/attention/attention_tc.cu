@@ -562,7 +562,7 @@ __device__ __forceinline__ void o_restore(const float (&copy)[NT * 4], float (&o
 
 // Keeps the softmax of a block before a later wgmma wait in the PTX (its results are inputs of these empty volatile
 // asms, which keep their place among the volatile wgmma ones). ptxas may still wait earlier: at 255 registers it
-// waits for P·V(i) before the second softmax's shuffles (ATTENTION_NOTES.md, session 6).
+// waits for P·V(i) before the second softmax's shuffles (docs/ops/attention.md).
 __device__ __forceinline__ void softmax_done(uint32_t (&pa)[4][4], float (&alpha)[2], float (&m)[2], float (&l)[2]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -714,7 +714,7 @@ __device__ __forceinline__ float* tc_chunk_states(const AttentionLaunch& L, int6
 // (up to 255 registers: o 128, S 64 -> p̃ 32); two CTAs are not in lockstep, so one's softmax overlaps the other's
 // mma. The launch covers the tiles [tile_hi - gridDim.x / Z, tile_hi), last tile first.
 template <typename T, int D, bool SMALL>
-__global__ void __launch_bounds__(kAttnTcThreads, 2)
+__global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
     attention_tc_chunk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool WG = false;  // the mma.sync tile layout and ring (swz, stage_block, TcSmem)
   constexpr bool BF = std::is_same<T, bf16_t>::value;
@@ -1030,13 +1030,13 @@ __device__ __forceinline__ float4* tc_walk_o(float* ws, int qd) { return reinter
 // 256 threads = 2 warpgroups, 1 CTA per SM; the launch covers the tiles [tile_hi - gridDim.x, tile_hi), last
 // (in causal prefill the longest) first.
 template <typename T, int D>
-__global__ void __launch_bounds__(kAttnTcWgThreads, 1)
+__global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
     attention_tc_walk_kernel(const AttentionLaunch L, const int64_t tile_hi) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   constexpr int NT = D / 8;  // n8 tiles of o (all columns: the warp owns whole rows)
   constexpr int NTH = kAttnTcWgThreads;
   constexpr int kStages = kAttnTcWgStages;
-  constexpr int kStep = 2;  // blocks per ring step (one __syncthreads)
+  constexpr int kStep = kAttnTcWgStepBlocks;  // blocks per ring step (one __syncthreads)
   constexpr int kBPC = kAttnBlocksPerChunk;
   static_assert(kStages % kStep == 0 && kStages >= 2 * kStep, "the ring holds a step in use and a step loading");
   static_assert(kBPC % kStep == 0, "a ring step from an even block never straddles a chunk boundary");
