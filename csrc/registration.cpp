@@ -51,6 +51,9 @@ TORCH_LIBRARY(detops, m) {
   m.def("bmm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
   m.def("linear(Tensor input, Tensor weight, Tensor? bias, bool compensated=False) -> Tensor");
   m.def("addmm(Tensor bias, Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  // Test-only: bmm on the bf16/fp16 tensor cores with the CTA tile forced (variant 0 .. 4; -1 = the row-count
+  // choice), so tests can prove every tile gives the same bits (§5). CUDA builds only have a kernel for it.
+  m.def("_matmul_tc(Tensor a3, Tensor b3, Tensor? bias, int variant) -> Tensor");
   // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");
