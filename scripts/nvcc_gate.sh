@@ -7,6 +7,8 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 CUTLASS=$("$PY" -c "import cutlass_library,os; print(os.path.join(os.path.dirname(cutlass_library.__file__),'source'))" 2>/dev/null || true)
 inc=(-Icsrc)
 [ -n "$CUTLASS" ] && inc+=(-I"$CUTLASS/include" -I"$CUTLASS/tools/util/include")
+# Generated headers must match their generator (attention_wgmma.cuh: scripts/gen_attention_wgmma.py).
+"$PY" scripts/gen_attention_wgmma.py --check
 files=$(find csrc -name '*.cu' | sort)
 [ -n "$files" ] || { echo "nvcc gate: no .cu files"; exit 0; }
 out=$(mktemp -d)
