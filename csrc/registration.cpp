@@ -1,6 +1,7 @@
 // Every detops op schema, in one place. Backends register their kernels in their own op folders
 // (TORCH_LIBRARY_IMPL); Python adds fake (meta) kernels in detops/ops/ so torch.compile sees opaque ops.
 #include <Python.h>
+#include <ATen/core/Dict.h>
 #include <torch/library.h>
 #include <string>
 #include "common/constants.h"
@@ -35,8 +36,96 @@ static std::string build_info() {
          ", \"attn_chunk_keys\": " + std::to_string(kAttnChunkKeys) + "}}";
 }
 
+// Every constant of common/constants.h by its C++ name (arrays: one entry per element, "name[i]"), so Python
+// (detops.constants()) and the tests derive thresholds instead of repeating numbers. tests/test_constants.py checks
+// that this table names every constexpr of constants.h.
+static c10::Dict<std::string, int64_t> constants() {
+  c10::Dict<std::string, int64_t> d;
+#define DETOPS_CONSTANT(name) d.insert(#name, static_cast<int64_t>(name))
+  DETOPS_CONSTANT(kLaneVector);
+  DETOPS_CONSTANT(kMinLaneThreads);
+  DETOPS_CONSTANT(kMaxLaneThreads);
+  DETOPS_CONSTANT(kMaxLanes);
+  DETOPS_CONSTANT(kMinBlockThreads);
+  DETOPS_CONSTANT(kRmsNormRowsPerThread);
+  DETOPS_CONSTANT(kRmsNormMinBlocksPerSm);
+  DETOPS_CONSTANT(kRmsNormMinThreadsPerRow);
+  DETOPS_CONSTANT(kRmsNormMaxCachedChunks);
+  DETOPS_CONSTANT(kRmsNormCached1ChunkRowsPerThread);
+  DETOPS_CONSTANT(kRmsNormCached2ChunkRowsPerThread);
+  DETOPS_CONSTANT(kRmsNormCachedMinBlocksPerSm);
+  DETOPS_CONSTANT(kRmsNormShortRowsPerThread);
+  DETOPS_CONSTANT(kRmsNormShortMinBlocksPerSm);
+  DETOPS_CONSTANT(kSoftmaxBatchChunks);
+  DETOPS_CONSTANT(kSoftmaxSplitMinN);
+  DETOPS_CONSTANT(kSoftmaxSplitBlockThreads);
+  DETOPS_CONSTANT(kSoftmaxNearLanesPerThread);
+  DETOPS_CONSTANT(kSoftmaxLongLanesPerThread);
+  DETOPS_CONSTANT(kSoftmaxMaxClusterCtas);
+  DETOPS_CONSTANT(kSoftmaxRegisterChunks);
+  DETOPS_CONSTANT(kSoftmaxLongRowChunks);
+  for (size_t i = 0; i < sizeof(kSoftmaxLongChunkCaps) / sizeof(kSoftmaxLongChunkCaps[0]); ++i)
+    d.insert(std::string("kSoftmaxLongChunkCaps[") + std::to_string(i) + "]", static_cast<int64_t>(kSoftmaxLongChunkCaps[i]));
+  DETOPS_CONSTANT(kSoftmaxStreamElems);
+  DETOPS_CONSTANT(kSoftmaxRowMinBlocksPerSm);
+  DETOPS_CONSTANT(kSoftmaxSplitMinBlocksPerSm);
+  DETOPS_CONSTANT(kMatmulKBlock);
+  DETOPS_CONSTANT(kMatmulCpuVector);
+  DETOPS_CONSTANT(kMatmulCpuMicroRows);
+  DETOPS_CONSTANT(kMatmulCpuMicroCols);
+  DETOPS_CONSTANT(kMatmulCpuPanelCols);
+  DETOPS_CONSTANT(kMatmulCpuPanelRows);
+  DETOPS_CONSTANT(kMatmulCpuPanelDepth);
+  DETOPS_CONSTANT(kMatmulCudaTileRows);
+  DETOPS_CONSTANT(kMatmulCudaTileCols);
+  DETOPS_CONSTANT(kMatmulCudaMicro);
+  DETOPS_CONSTANT(kTcKBlock);
+  DETOPS_CONSTANT(kTcKAlign);
+  DETOPS_CONSTANT(kTcAlignBytes);
+  DETOPS_CONSTANT(kTcSwapTileFeatures);
+  DETOPS_CONSTANT(kTcSwap16TileRows);
+  DETOPS_CONSTANT(kTcSwap64TileRows);
+  DETOPS_CONSTANT(kTcSwap128TileRows);
+  DETOPS_CONSTANT(kTcTileRows);
+  DETOPS_CONSTANT(kTcTile128Features);
+  DETOPS_CONSTANT(kTcTile256Features);
+  DETOPS_CONSTANT(kTcClusterRows);
+  DETOPS_CONSTANT(kTcSwap16MaxRows);
+  DETOPS_CONSTANT(kTcSwap64MaxRows);
+  DETOPS_CONSTANT(kTcSwap128MaxRows);
+  DETOPS_CONSTANT(kTcSwap128MaxRowsNarrow);
+  DETOPS_CONSTANT(kTcNarrowMaxN);
+  DETOPS_CONSTANT(kTcTile128MaxRows);
+  DETOPS_CONSTANT(kAttnBlockKeys);
+  DETOPS_CONSTANT(kAttnChunkKeys);
+  DETOPS_CONSTANT(kAttnMaxKeys);
+  DETOPS_CONSTANT(kAttnThreads);
+  DETOPS_CONSTANT(kAttnRowHeads);
+  DETOPS_CONSTANT(kAttnMergeThreads);
+  DETOPS_CONSTANT(kAttnTcSlots);
+  DETOPS_CONSTANT(kAttnTcThreads);
+  DETOPS_CONSTANT(kAttnTcMergeThreads);
+  DETOPS_CONSTANT(kAttnTcStages);
+  DETOPS_CONSTANT(kAttnTcWgThreads);
+  DETOPS_CONSTANT(kAttnTcWgStages);
+  DETOPS_CONSTANT(kAttnTcWgMinSlots);
+  DETOPS_CONSTANT(kAttnTcMaxKeys);
+  DETOPS_CONSTANT(kAttnTcSmallSlots);
+  DETOPS_CONSTANT(kAttnTcSmallRingBytes);
+  DETOPS_CONSTANT(kAttnTcSmallPrefetchBlocks);
+  DETOPS_CONSTANT(kAttnTcWgStepBlocks);
+  DETOPS_CONSTANT(kAttnMinBlocksPerSm);
+  DETOPS_CONSTANT(kAttnWideMinBlocksPerSm);
+  DETOPS_CONSTANT(kAttnWideHeadDim);
+  DETOPS_CONSTANT(kAttnTcMinBlocksPerSm);
+  DETOPS_CONSTANT(kAttnTcWgMinBlocksPerSm);
+#undef DETOPS_CONSTANT
+  return d;
+}
+
 TORCH_LIBRARY(detops, m) {
   m.def("build_info() -> str", &build_info);
+  m.def("constants() -> Dict(str, int)", &constants);
   // rms_norm family: REDUCTION_ORDER.md §2, §3. weight_mode: 'plain' | 'cast_first' | 'offset'.
   m.def("rms_norm(Tensor input, int[] normalized_shape, Tensor? weight, float eps, str weight_mode, "
         "bool compensated) -> Tensor");
@@ -51,6 +140,9 @@ TORCH_LIBRARY(detops, m) {
   m.def("bmm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
   m.def("linear(Tensor input, Tensor weight, Tensor? bias, bool compensated=False) -> Tensor");
   m.def("addmm(Tensor bias, Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  // Test-only: bmm on the bf16/fp16 tensor cores with the CTA tile forced (variant 0 .. 4; -1 = the row-count
+  // choice), so tests can prove every tile gives the same bits (§5). CUDA builds only have a kernel for it.
+  m.def("_matmul_tc(Tensor a3, Tensor b3, Tensor? bias, int variant) -> Tensor");
   // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");

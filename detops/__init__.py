@@ -4,6 +4,7 @@ What is invariant to what: docs/CONTRACT.md (summarised in README.md). The exact
 op: docs/REDUCTION_ORDER.md. How the pieces fit: docs/ARCHITECTURE.md.
 """
 from ._lib import build_info, has_cuda_kernels
+from .constants import constants
 from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
                   softmax)
 
@@ -43,4 +44,4 @@ def _installed_version(package: str):
 
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
            "scaled_dot_product_attention", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
-           "mode", "patch", "verify"]
+           "mode", "patch", "verify", "constants"]

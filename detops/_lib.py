@@ -19,5 +19,11 @@ def constant(name: str) -> int:
     return build_info()["constants"][name]
 
 
+@lru_cache(maxsize=None)
+def constants_table() -> dict:
+    """Every constant of csrc/common/constants.h by its C++ name (arrays: "name[i]"), from the compiled library."""
+    return {str(k): int(v) for k, v in ops.constants().items()}
+
+
 def has_cuda_kernels() -> bool:
     return bool(build_info()["cuda"])

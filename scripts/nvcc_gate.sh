@@ -14,6 +14,8 @@ if [ -z "$CUTLASS" ]; then
 fi
 inc=(-Icsrc)
 [ -n "$CUTLASS" ] && inc+=(-I"$CUTLASS/include" -I"$CUTLASS/tools/util/include")
+# Generated headers must match their generator (attention_wgmma.cuh: scripts/gen_attention_wgmma.py).
+"$PY" scripts/gen_attention_wgmma.py --check
 files=$(find csrc -name '*.cu' | sort)
 [ -n "$files" ] || { echo "nvcc gate: no .cu files"; exit 0; }
 out=$(mktemp -d)

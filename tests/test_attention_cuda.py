@@ -11,13 +11,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-from values import make, profile_st, seed_st
+from values import ATTN_KEY_EDGES, C, around, make, profile_st, seed_st
 
 pytestmark = requires_cuda
 
 HEADS = ((1, 1), (4, 1), (8, 2), (32, 8))
-KEY_LENS = (1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 4097, 8192)
-QUERY_LENS = (1, 2, 15, 16, 17, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049)
+KEY_LENS = ATTN_KEY_EDGES + (4 * C["kAttnChunkKeys"] + 1, 8 * C["kAttnChunkKeys"])  # §6 block / chunk edges
+QUERY_LENS = (1, 2) + around(C["kAttnRowHeads"]) + ATTN_KEY_EDGES[1:]  # a CTA's (row, head) pairs, then the key edges
 HEAD_DIMS = (64, 80, 96, 128, 256)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_BUDGET = 6e8  # multiply-adds of the CPU oracle per example (it is the slow side)

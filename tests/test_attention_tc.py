@@ -11,13 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
+from values import ATTN_KEY_EDGES, C, around
 
 pytestmark = requires_cuda
 
 TC_DTYPES = (torch.bfloat16, torch.float16)
 TC_DIMS = (64, 128)
 HEADS = ((1, 1), (4, 1), (8, 1), (32, 8), (8, 2))  # GQA ratios 1 / 4 / 8
-KEY_LENS = (1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3000, 8192)
+KEY_LENS = ATTN_KEY_EDGES + (3000, 8 * C["kAttnChunkKeys"])  # §6 block / chunk edges
+# Query rows around the kernels' tile choices (Hq = Hk): the small-tile variant (<= kAttnTcSmallSlots slots), the wgmma
+# kernel (>= kAttnTcWgMinSlots), a tile's kAttnTcSlots.
+TC_Q_LENS = ((1, 5, C["kAttnTcSmallSlots"], C["kAttnTcSmallSlots"] + 1, 32, 33, C["kAttnTcWgMinSlots"] - 1,
+              C["kAttnTcWgMinSlots"]) + around(C["kAttnTcSlots"]) + (200,))
 
 
 def _op(q, k, v, rows, scale, cap=0.0):
@@ -64,7 +69,7 @@ def test_tensor_core_path_is_used(dtype, D):
 # ---- L1: a row's bits do not depend on its tile, its batch-mates or its batch index -------------------------
 
 @given(heads=st.sampled_from(HEADS), B=st.sampled_from((1, 2, 3)),
-       Q=st.sampled_from((1, 5, 16, 17, 32, 33, 64, 65, 127, 128, 129, 200)),
+       Q=st.sampled_from(TC_Q_LENS),
        K=st.sampled_from(KEY_LENS), D=st.sampled_from(TC_DIMS), dtype=st.sampled_from(TC_DTYPES),
        cap=st.sampled_from((0.0, 0.0, 30.0)), seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=25)

@@ -22,7 +22,9 @@ from tests.values import DTYPES, PROFILES, ROW_COUNTS, at_offset, dtype_st, make
 KB = detops._lib.constant("matmul_k_block")  # 32: the K block of §5, read from the extension
 # Reduction lengths around the K-block edges (and K = 1, RoPE's bmm), kept small so CI stays fast.
 K_ST = st.sampled_from((1, 2, KB - 1, KB, KB + 1, 2 * KB + 3, 100))
-N_ST = st.sampled_from((1, 3, 16, 63, 64, 65, 130))
+PANEL_COLS, MICRO_COLS = detops.constants()["kMatmulCpuPanelCols"], detops.constants()["kMatmulCpuMicroCols"]
+# Output widths around the CPU micro tile (16) and panel (63 / 64 / 65, and two panels plus a sliver: 130).
+N_ST = st.sampled_from((1, 3, MICRO_COLS, PANEL_COLS - 1, PANEL_COLS, PANEL_COLS + 1, 2 * PANEL_COLS + 2))
 U_OUT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}  # unit roundoff
 
 

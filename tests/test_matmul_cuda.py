@@ -21,14 +21,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import requires_cuda
-from tests.values import PROFILES, at_offset, make
+from tests.values import C, PROFILES, ROW_COUNTS, around, at_offset, make
 
 pytestmark = requires_cuda
 
 VARIANTS = {0: "swap64x16", 1: "swap64x64", 2: "swap64x128", 3: "tile128x128", 4: "tile128x256"}
-# Row counts across every variant's tile size and every switch threshold (16, 64, 256, 2048).
-SWEEP_M = (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513,
-           1024, 2047, 2048, 2049, 4096, 8192, 16384)
+# Row counts across every variant's tile size and every switch threshold (kTcSwap16MaxRows = 16, kTcSwap64MaxRows
+# = 64, kTcSwap128MaxRows = 128, kTcSwap128MaxRowsNarrow = 256, kTcTile128MaxRows = 2048: tests/values.py ROW_COUNTS),
+# half the smallest tile (7, 8, 9) and large M.
+SWEEP_M = tuple(sorted(set(ROW_COUNTS + around(C["kTcSwap16TileRows"] // 2)) - {1023, 1025})) + (
+    4096, 8192, 16384)
 LLM_SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096))  # (K, N)
 TC_DTYPES = (torch.bfloat16, torch.float16)
 

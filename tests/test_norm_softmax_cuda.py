@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 
 import detops
 from conftest import requires_cuda
-from values import DTYPES, at_offset, dtype_st, make, profile_st, seed_st
+from values import C, DTYPES, LANE_VECTOR, MAX_LANES, MIN_LANES, around, at_offset, dtype_st, make, profile_st, seed_st
 
 pytestmark = requires_cuda
 
 # Row lengths around the lane thresholds of §2 (lanes(N) = 8 * clamp(pow2ceil(ceil(N/8)), 32, 512)) and LLM
 # hidden / vocab sizes.
-LENGTHS = (1, 7, 8, 9, 128, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4095, 4096, 4097, 8192, 32000, 128256, 152064)
+LENGTHS = ((1,) + around(LANE_VECTOR) + (128,) + around(MIN_LANES) + (1024, 1025) + around(MAX_LANES // 2, MAX_LANES)
+           + (2 * MAX_LANES, 32000, 128256, 152064))
 SMALL_LENGTHS = tuple(n for n in LENGTHS if n <= 8192)
 # softmax only: around every mapping boundary of the CUDA kernels (constants.h): the split kernel for
 # N > kSoftmaxSplitMinN = 16384, rows held in registers with K = 4 lanes a thread for N <= kSoftmaxRegisterChunks *
@@ -26,7 +27,8 @@ SPLIT_LENGTHS = (16383, 16384, 16385, 16386, 20481, 28673, 32767, 32768, 32769, 
                  98303, 98304, 98305, 126977, 131071, 131072, 131073, 155647, 155648, 155649, 159745)
 SOFTMAX_LENGTHS = LENGTHS + SPLIT_LENGTHS
 # Row counts across thresholds where stock kernels switch (vLLM's 256), and rows_per_block(N) boundaries.
-GPU_ROWS = (1, 2, 7, 8, 9, 255, 256, 257, 2047, 2048, 2049, 65536)
+# Row counts around a block's row slots (kMinBlockThreads = 256 threads) and grid sizes.
+GPU_ROWS = (1, 2) + around(LANE_VECTOR, C["kMinBlockThreads"], C["kTcTile128MaxRows"]) + (65536,)
 NORM_MODES = (None, "plain", "cast_first", "offset")  # None: no weight
 
 
@@ -190,7 +192,11 @@ def _rms_norm_batch_checks(rows, n, compensated):
     _batch_invariant(lambda t: torch.cat(detops.add_rms_norm(t[:, :n], t[:, n:], n, w), 1), xr, check)
 
 
-RMS_SLOT_ROWS = (1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 2047, 2048, 2049)
+# Row counts around a block's row slots: kMinBlockThreads / (threads per row) rows per block at 16 / 8 threads per
+# row, twice that with kRmsNormRowsPerThread rows a thread, one row a thread-block, and the grid's 2048.
+_SLOTS = C["kMinBlockThreads"] // C["kRmsNormMinThreadsPerRow"]
+RMS_SLOT_ROWS = (1,) + around(_SLOTS // 2, _SLOTS, _SLOTS * C["kRmsNormRowsPerThread"], C["kMinBlockThreads"],
+                             C["kTcTile128MaxRows"])
 
 
 @pytest.mark.parametrize("n", (16, 128, 2048, 4096, 8192))
@@ -252,7 +258,7 @@ def test_softmax_batch_invariant_gpu(rows, n):
 
 # Long rows (the split kernel's boundaries) at row counts around 1, 16, 256 and 2048.
 SPLIT_ROW_CASES = [(rows, n) for n in (16385, 32768, 32769, 65536, 152064)
-                   for rows in (1, 2, 15, 16, 17, 255, 256, 257, 2047, 2048, 2049) if rows * n <= 2**27]
+                   for rows in (1, 2) + around(2 * LANE_VECTOR, C["kMinBlockThreads"], C["kTcTile128MaxRows"]) if rows * n <= 2**27]
 
 
 @pytest.mark.parametrize("rows,n", SPLIT_ROW_CASES)

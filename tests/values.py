@@ -1,11 +1,46 @@
-"""Seeded test tensors in the value profiles of CONTRACT.md, and the row-count thresholds to draw from."""
+"""Seeded test tensors in the value profiles of CONTRACT.md, and the thresholds to draw sizes from.
+
+Every threshold below is derived from the extension's own constants (detops.constants(), i.e.
+csrc/common/constants.h), never repeated as a number; tests/test_constants.py pins today's values so that a change
+of a constant is a visible change of the tested sizes, not a silent shift.
+"""
+import math
+
 import torch
 from hypothesis import strategies as st
 
+import detops
+
+C = detops.constants()  # {C++ name: value} of csrc/common/constants.h
+
+
+def around(*xs):
+    """x - 1, x, x + 1 for each threshold x (ascending, each once)."""
+    return tuple(sorted({v for x in xs for v in (x - 1, x, x + 1)}))
+
+
+def pow2_range(lo, hi):
+    """The powers of two lo, 2 lo, ..., hi."""
+    return tuple(2 ** i for i in range(int(math.log2(lo)), int(math.log2(hi)) + 1))
+
+
+LANE_VECTOR = C["kLaneVector"]                        # 8: lanes a thread owns (§2)
+MIN_LANES = C["kLaneVector"] * C["kMinLaneThreads"]   # 256: lanes(N) of every N <= 256 (§2)
+MAX_LANES = C["kMaxLanes"]                            # 4096: lanes(N) of every N > 2048 (§2)
+ATTN_BLOCK = C["kAttnBlockKeys"]                      # 64: §6 key block
+ATTN_CHUNK = C["kAttnChunkKeys"]                      # 1024: §6 chunk
+
 PROFILES = ("normal", "integer", "outliers", "tiny", "mixed")
-# Row counts across the thresholds where kernels in this field switch tiles or block sizes.
-ROW_COUNTS = (1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513,
-              1023, 1024, 1025, 2047, 2048, 2049)
+# Row counts across the thresholds where kernels in this field switch tiles or block sizes: every power of two from
+# the smallest tensor-core row tile (kTcSwap16MaxRows = 2 * kLaneVector = 16) to the largest row threshold
+# (kTcTile128MaxRows = 2048), each +-1.
+ROW_COUNTS = (1, 2, 3) + around(*pow2_range(C["kTcSwap16MaxRows"], C["kTcTile128MaxRows"]))
+# Row lengths N around the §2 lane edges: a thread's vector (7, 9), lanes(N) leaving its minimum (255, 257), reaching
+# kMaxLanes (2049: N > kMaxLanes / 2) and a second chunk (4097).
+LANE_EDGE_SIZES = (1, LANE_VECTOR - 1, LANE_VECTOR + 1, MIN_LANES - 1, MIN_LANES + 1, MAX_LANES // 2 + 1,
+                   MAX_LANES + 1)
+# Key counts around the §6 block and chunk edges (and two chunks), for the attention tests.
+ATTN_KEY_EDGES = (1,) + around(ATTN_BLOCK, ATTN_CHUNK, 2 * ATTN_CHUNK)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 rows_st = st.sampled_from(ROW_COUNTS)

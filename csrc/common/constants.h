@@ -20,6 +20,10 @@ DETOPS_HD int64_t lane_threads(int64_t n) {
 }
 DETOPS_HD int64_t lanes(int64_t n) { return kLaneVector * lane_threads(n); }
 constexpr int64_t kMaxLanes = int64_t(kLaneVector) * kMaxLaneThreads;  // lanes(N) of every N > 8 * 256
+// CUDA row kernels (rms_norm, softmax's one-block rows; lanes_cuda.cuh rows_per_block), speed only: rows needing
+// fewer threads than this share a block (block = lane_threads(N) x rows), so a block has at least this many threads.
+// Depends only on N; each row keeps its own order (its own warps and shared-memory slots).
+constexpr int kMinBlockThreads = 256;
 
 // CUDA rms_norm (rms_norm_kernels.cu), speed only: rows per thread (their loads in flight together, their trees
 // sharing one barrier), and the minimum resident blocks of kMaxLaneThreads threads per SM the compiler must allow
@@ -35,7 +39,7 @@ constexpr int kRmsNormMaxCachedChunks = 2;
 // The cached variant's rows per thread (rows of 1 and of 2 chunks) and resident blocks of kMaxLaneThreads threads
 // per SM (register cap 65536 / (512 * 3) = 42: 1536 threads per SM instead of 1024). Short rows (N <= 128, fewer
 // than 32 threads per row): one row per thread at 32 registers (2048 threads per SM). H100, v5 sweep
-// (NORM_SOFTMAX_NOTES). Every rows-per-thread count is at most kRmsNormMinThreadsPerRow: the threads of a row
+// (docs/ops/rms_norm.md). Every rows-per-thread count is at most kRmsNormMinThreadsPerRow: the threads of a row
 // slot evaluate its rows' scales, one row each (rms_norm_kernels.cu).
 constexpr int kRmsNormCached1ChunkRowsPerThread = 2;
 constexpr int kRmsNormCached2ChunkRowsPerThread = 1;
@@ -63,7 +67,7 @@ constexpr int kSoftmaxBatchChunks = 2;
 //   128256 and Qwen's 152064 vocabularies);
 // - longer rows, and compensated mode: K = 4, G = 2, streamed: read once per §4 pass, kSoftmaxStreamElems
 //   elements per thread in flight.
-// (H100 v5/v6 sweeps for K = 4, G = 2; v7 for the long shape: NORM_SOFTMAX_NOTES.)
+// (H100 v5/v6 sweeps for K = 4, G = 2; v7 for the long shape: docs/ops/softmax.md.)
 constexpr int64_t kSoftmaxSplitMinN = 16384;
 constexpr int kSoftmaxSplitBlockThreads = 512;
 constexpr int kSoftmaxNearLanesPerThread = 4;
@@ -76,6 +80,11 @@ constexpr int kSoftmaxLongRowChunks = 38;
 // 2 % at Llama's 128256 (32) and Qwen's 152064 (38).
 constexpr int kSoftmaxLongChunkCaps[4] = {16, 24, 32, kSoftmaxLongRowChunks};
 constexpr int kSoftmaxStreamElems = 16;
+// Minimum resident blocks per SM that __launch_bounds__ asks of the one-block-row kernel (row_kernel, blocks of
+// up to kMaxLaneThreads threads) and of the split kernel (kSoftmaxSplitBlockThreads): the compiler's register cap
+// (65536 / (512 * 2) = 64 registers). Speed only: register allocation, never the order of an operation.
+constexpr int kSoftmaxRowMinBlocksPerSm = 2;
+constexpr int kSoftmaxSplitMinBlocksPerSm = 2;
 static_assert(kSoftmaxSplitMinN >= kMaxLanes, "the split kernel needs lanes(N) == kMaxLanes");
 DETOPS_HD constexpr int softmax_split_ctas(int lanes_per_thread) {
   return int(kMaxLanes / (int64_t(lanes_per_thread) * kSoftmaxSplitBlockThreads));
@@ -88,7 +97,12 @@ static_assert(softmax_split_ctas(kSoftmaxNearLanesPerThread) >= 2 &&
 constexpr int kMatmulKBlock = 32;
 
 // §5 matmul tiles. Speed only: every tile below computes each element with the same chain (the §5 K-block
-// chain on the CPU and CUDA cores, the wgmma k-group chain on tensor cores), so none may be chosen from M.
+// chain on the CPU and CUDA cores, the wgmma k-group chain on tensor cores). That is why a tile may be chosen
+// from M: the tensor-core variant follows the rows (tc_variant_for(rows, n), matmul_tc.h, thresholds below),
+// which is batch-invariant only because every variant gives each element the same bits -- proved by
+// tests/test_matmul_cuda.py::test_every_variant_gives_the_same_bits (every variant forced
+// through the test-only op _matmul_tc on the same inputs).
+// The CPU and CUDA-core tiles are fixed (never chosen from M).
 // CPU (matmul_cpu.cpp): a task owns kMatmulCpuPanelRows x kMatmulCpuPanelCols of C; a micro-kernel call
 // computes kMatmulCpuMicroRows x kMatmulCpuMicroCols partials in vectors of kMatmulCpuVector floats (AVX2).
 constexpr int64_t kMatmulCpuVector = 8;
@@ -96,6 +110,8 @@ constexpr int64_t kMatmulCpuMicroRows = 4;
 constexpr int64_t kMatmulCpuMicroCols = 2 * kMatmulCpuVector;
 constexpr int64_t kMatmulCpuPanelCols = 64;
 constexpr int64_t kMatmulCpuPanelRows = 128;
+// Rows of K of the B panel packed at a time (whole K blocks): bounds a task's workspace whatever K is.
+constexpr int64_t kMatmulCpuPanelDepth = 1024;
 static_assert(kMatmulCpuPanelCols % kMatmulCpuMicroCols == 0 && kMatmulCpuPanelRows % kMatmulCpuMicroRows == 0,
               "CPU panels hold whole micro tiles");
 // fp32 on CUDA cores (matmul_fp32_kernels.cu): one block per kMatmulCudaTileRows x kMatmulCudaTileCols tile
@@ -136,6 +152,9 @@ constexpr int64_t kTcTile128MaxRows = 2048;
 constexpr int kAttnBlockKeys = 64;
 constexpr int kAttnChunkKeys = 1024;
 static_assert(kAttnChunkKeys % kAttnBlockKeys == 0, "chunks hold whole blocks");
+// Keys per call (every backend): the rows descriptor holds key indices [anchor, lo, hi] in int32, so K must fit
+// one (a larger K would wrap in the descriptor and silently use other keys). Checked in attention.cpp.
+constexpr int64_t kAttnMaxKeys = (int64_t(1) << 31) - 1;
 
 // CUDA attention CTA shapes. They decide only which (query row, query head) pairs share a staged K/V tile,
 // never the order of any row's arithmetic (§6 / §6b: each row runs its own sequence); fixed, depending on
@@ -154,5 +173,13 @@ constexpr int64_t kAttnTcMaxKeys = int64_t(1) << 30;  // tensor-core kernels: ke
 constexpr int kAttnTcSmallSlots = 16;   // tensor-core: a tile with at most this many slots (a decode step, G <= 16) runs the mma.sync kernel's small-tile variant
 constexpr int kAttnTcSmallRingBytes = 96 * 1024;  // small-tile variant: K/V ring bytes (3 stages at D = 128, 6 at D = 64; still 2 CTAs per SM)
 constexpr int kAttnTcSmallPrefetchBlocks = 2;     // small-tile variant: K/V blocks prefetched into L2 ahead of the ring (a hint: scheduling only)
+constexpr int kAttnTcWgStepBlocks = 2;  // tensor-core wgmma kernel: K/V blocks per ring step (one __syncthreads; scheduling only)
+// Minimum resident CTAs per SM that __launch_bounds__ asks of each attention kernel (the compiler's register cap).
+// Speed only: register allocation, never the order of a row's arithmetic.
+constexpr int kAttnMinBlocksPerSm = 2;          // CUDA-core chunk kernel, D and Dv < kAttnWideHeadDim
+constexpr int kAttnWideMinBlocksPerSm = 1;      // CUDA-core chunk kernel, D or Dv >= kAttnWideHeadDim
+constexpr int kAttnWideHeadDim = 256;
+constexpr int kAttnTcMinBlocksPerSm = 2;        // tensor-core mma.sync kernel (2 CTAs of 4 warps, up to 255 registers)
+constexpr int kAttnTcWgMinBlocksPerSm = 1;      // tensor-core wgmma kernel (1 CTA of 2 warpgroups)
 
 }  // namespace detops

@@ -20,9 +20,8 @@ namespace detops {
 constexpr int kWarpSize = 32;
 constexpr int64_t kMaxGridBlocks = 0x7fffffff;  // gridDim.x limit: launchers refuse larger grids, never truncate
 constexpr int kMaxWarpsPerRow = kMaxLaneThreads / kWarpSize;
-// Rows that share one block when a row needs fewer threads (small N): block = lane_threads(N) x rows.
-// Depends only on N; each row keeps its own order (its own warps, its own shared-memory slots).
-constexpr int kMinBlockThreads = 256;
+// Rows that share one block when a row needs fewer threads (small N): block = lane_threads(N) x rows, at least
+// kMinBlockThreads (constants.h) threads.
 constexpr int kMaxRowsPerBlock = kMinBlockThreads / kMinLaneThreads;
 
 __host__ __device__ inline int rows_per_block(int64_t n) {
@@ -81,7 +80,7 @@ __host__ __device__ inline bool vector_aligned(const void* base, int64_t row_str
 // K (even) floats rounded to the storage type T, bit-identical to from_float<T> (numeric.h, §1 round-to-nearest-
 // even): the hardware's two-at-a-time conversion (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32, one instruction per pair
 // instead of ~8 integer operations per element) gives the same bits as from_float for every non-NaN float
-// (checked on the H100 over all 2^32 inputs, docs/NORM_SOFTMAX_NOTES.md v4); a group holding a NaN takes
+// (checked on the H100 over all 2^32 inputs, docs/ops/softmax.md); a group holding a NaN takes
 // from_float itself (the hardware returns a canonical NaN, from_float keeps the payload).
 template <int K, typename T>
 __device__ __forceinline__ void narrowk(const float (&f)[K], T (&o)[K]) {

@@ -1,6 +1,7 @@
 // detops::attention: validation with reasons, layout, and dispatch to the CPU / CUDA backend.
 // Order: docs/REDUCTION_ORDER.md §6. The rows descriptor is built by detops/ops/attention.py.
 #include <cmath>
+#include "../../common/constants.h"
 #include "attention_backends.h"
 
 namespace detops {
@@ -33,6 +34,8 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
               rows_in.scalar_type());
   TORCH_CHECK(rows_in.dim() == 3 && rows_in.size(0) == B && rows_in.size(1) == Q && rows_in.size(2) == 3,
               "detops.attention: rows must have shape (B, Q, 3) = (", B, ", ", Q, ", 3), got ", rows_in.sizes());
+  TORCH_CHECK(K <= kAttnMaxKeys, "detops.attention: at most ", kAttnMaxKeys,
+              " keys (the rows descriptor holds key indices in int32), got ", K);
   TORCH_CHECK(std::isfinite(scale), "detops.attention: scale must be finite, got ", scale);
   TORCH_CHECK(std::isfinite(softcap), "detops.attention: softcap must be finite, got ", softcap);
 

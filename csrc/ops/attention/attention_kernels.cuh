@@ -215,7 +215,9 @@ struct ChunkSmem {
 };
 
 template <typename T, int D, int Dv>
-__global__ void __launch_bounds__(kT, (D >= 256 || Dv >= 256) ? 1 : 2) attention_chunk_kernel(const AttentionLaunch L) {
+__global__ void __launch_bounds__(kT, (D >= kAttnWideHeadDim || Dv >= kAttnWideHeadDim) ? kAttnWideMinBlocksPerSm
+                                                                                 : kAttnMinBlocksPerSm)
+    attention_chunk_kernel(const AttentionLaunch L) {
   using SM = ChunkSmem<T, D, Dv>;
   constexpr int VE = Pack<T>::n;
   constexpr int kPairs = kRH * Dv / kT;   // (pair, d) outputs per thread

@@ -35,9 +35,10 @@ static at::Tensor check_bias(const at::Tensor& bias, const at::Tensor& a, int64_
 // C = A @ B (+ bias) for the geometry in p (batch, M, N, K and the element strides of A (batch, M, K) and
 // B (batch, K, N), relative to a.data_ptr() / b.data_ptr()); bias: (N,) contiguous or undefined. Returns C
 // in `out_shape` (contiguous, i.e. (batch, M, N) in memory) in the operands' dtype. No views are made on the
-// way: at decode sizes every view or allocation is a visible share of the call (docs/MATMUL_NOTES.md).
+// way: at decode sizes every view or allocation is a visible share of the call (docs/ops/matmul.md).
+// forced_variant (CUDA bf16/fp16 only; -1: the row-count choice): the test-only op _matmul_tc.
 static at::Tensor run_matmul(MatmulParams p, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
-                             at::IntArrayRef out_shape) {
+                             at::IntArrayRef out_shape, int64_t forced_variant = -1) {
   const at::DeviceGuard guard(a.device());
   at::Tensor c = at::empty(out_shape, a.options());
   if (c.numel() == 0) return c;
@@ -55,7 +56,7 @@ static at::Tensor run_matmul(MatmulParams p, const at::Tensor& a, const at::Tens
     if (a.scalar_type() == at::kFloat || p.compensated) {
       matmul_cuda_fp32(p, a.scalar_type());
     } else {
-      matmul_cuda_tc(p, a, b, bias, c);
+      matmul_cuda_tc(p, a, b, bias, c, forced_variant);
     }
     return c;
   }
@@ -177,6 +178,28 @@ at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& 
   return run_matmul(geometry(a, b, compensated), a, b, bc, out_shape);
 }
 
+#ifdef DETOPS_WITH_CUDA
+// Test-only: bmm (a3 (batch, M, K) @ b3 (batch, K, N) + bias) on the tensor cores with the CTA tile forced
+// (variant 0 .. kTcVariantCount - 1; -1 = the normal row-count choice), so tests/test_matmul_cuda.py can prove every
+// variant's bits equal at every M (REDUCTION_ORDER.md §5). bmm's checks, then CUDA bf16/fp16 only.
+at::Tensor matmul_tc_variant(const at::Tensor& a3, const at::Tensor& b3, const std::optional<at::Tensor>& bias,
+                             int64_t forced_variant) {
+  const char* op = "_matmul_tc";
+  check_operand(a3, op, "a", 3);
+  check_operand(b3, op, "b", 3);
+  check_pair(a3, b3, op, "a", "b");
+  TORCH_CHECK(a3.is_cuda(), "detops._matmul_tc: operands must be CUDA tensors (the tensor-core path)");
+  TORCH_CHECK(a3.scalar_type() == at::kBFloat16 || a3.scalar_type() == at::kHalf,
+              "detops._matmul_tc: dtype must be bfloat16 or float16 (the tensor-core path), got ", a3.scalar_type());
+  TORCH_CHECK(a3.size(0) == b3.size(0), "detops._matmul_tc: batch sizes differ: a ", a3.sizes(), ", b ", b3.sizes());
+  TORCH_CHECK(a3.size(2) == b3.size(1), "detops._matmul_tc: a ", a3.sizes(), " and b ", b3.sizes(),
+              " cannot be multiplied (a.shape[2] != b.shape[1])");
+  at::Tensor bc = check_bias(bias.has_value() ? *bias : at::Tensor(), a3, b3.size(2), op);
+  const int64_t out_shape[3] = {a3.size(0), a3.size(1), b3.size(2)};
+  return run_matmul(geometry(a3, b3, false), a3, b3, bc, out_shape, forced_variant);
+}
+#endif
+
 TORCH_LIBRARY_IMPL(detops, CPU, m) {
   m.impl("mm", &mm);
   m.impl("bmm", &bmm);
@@ -189,6 +212,7 @@ TORCH_LIBRARY_IMPL(detops, CUDA, m) {
   m.impl("bmm", &bmm);
   m.impl("linear", &linear);
   m.impl("addmm", &addmm);
+  m.impl("_matmul_tc", &matmul_tc_variant);
 }
 #endif
 

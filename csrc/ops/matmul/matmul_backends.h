@@ -14,8 +14,9 @@ void matmul_cuda_fp32(const MatmulParams& p, at::ScalarType dtype);
 // §5 bf16/fp16 tensor-core path. p: validated geometry (any strides, batch strides may be 0) whose A / B
 // pointers are a.data_ptr() / b.data_ptr() (the strides are relative to them, so the backend can view the
 // operands with as_strided when it must copy them); bias: (N,) contiguous or undefined; c: the output,
-// (batch, M, N) contiguous memory in the operands' dtype, p.c == c.data_ptr().
+// (batch, M, N) contiguous memory in the operands' dtype, p.c == c.data_ptr(). forced_variant: -1 = the
+// row-count choice (tc_variant_for); 0 .. kTcVariantCount - 1 forces that tile (the test-only op _matmul_tc).
 void matmul_cuda_tc(const MatmulParams& p, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
-                    const at::Tensor& c);
+                    const at::Tensor& c, int64_t forced_variant = -1);
 #endif
 }  // namespace detops

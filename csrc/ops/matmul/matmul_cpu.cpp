@@ -7,10 +7,11 @@
 // (csrc/reduce/reduce.h, the definition the CUDA kernel calls too) and acc = s + c at the end.
 //
 // Speed comes from register blocking across independent output elements only: a task owns a (rows x
-// kPanelCols) tile of C; it packs its (K x kPanelCols) panel of B and, per K block, the block's A rows as fp32
+// kPanelCols) tile of C; it packs its panel of B kPanelDepth rows of K at a time (a slab of whole K blocks,
+// ascending; the workspace is O(1) per thread whatever K is) and, per K block, the block's A rows as fp32
 // (this is where strides and dtypes are handled); then a micro-kernel computes kMicroRows x kMicroCols partials
 // t in vector registers (lanes = different columns) and adds them into the tile's acc. No element's chain
-// depends on M, on the tile or on the thread, so the tiles below are free performance choices.
+// depends on M, on the tile, on the slab or on the thread, so the tiles below are free performance choices.
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cstring>
@@ -29,6 +30,8 @@ constexpr int64_t kMicroCols = kMatmulCpuMicroCols;
 constexpr int64_t kPanelCols = kMatmulCpuPanelCols;
 constexpr int64_t kPanelRows = kMatmulCpuPanelRows;
 constexpr int64_t kKB = kMatmulKBlock;
+constexpr int64_t kPanelDepth = kMatmulCpuPanelDepth;
+static_assert(kPanelDepth % kKB == 0, "a B slab holds whole K blocks");
 
 // GCC vector extension: element-wise IEEE ops, no reassociation, no FMA (-ffp-contract=off, also where setup.py
 // adds -mfma for det_fma).
@@ -116,7 +119,8 @@ void matmul_typed(const MatmulParams& p) {
   T* C = static_cast<T*>(p.c);
 
   at::parallel_for(0, p.batch * tiles_per_batch, 1, [&](int64_t task0, int64_t task1) {
-    std::vector<float> apack(kPanelRows * kKB), bpanel(p.K * kPanelCols), acc(kPanelRows * kPanelCols);
+    std::vector<float> apack(kPanelRows * kKB), bpanel(std::min(p.K, kPanelDepth) * kPanelCols),
+        acc(kPanelRows * kPanelCols);
     std::vector<NeumaierLane> lanes(compensated ? kPanelRows * kPanelCols : 0);  // (rows, kPanelCols)
     for (int64_t task = task0; task < task1; ++task) {
       const int64_t bi = task / tiles_per_batch;
@@ -130,43 +134,49 @@ void matmul_typed(const MatmulParams& p) {
       std::fill(apack.begin() + rows * kKB, apack.begin() + rows_pad * kKB, 0.f);
       std::fill(acc.begin(), acc.begin() + rows_pad * kPanelCols, 0.f);  // acc = 0
       std::fill(lanes.begin(), lanes.end(), NeumaierLane{});             // (s, c) = (0, 0)
-      // The (K, kPanelCols) panel of B, packed once per tile and walked along B's unit stride, so that
-      // nn.Linear's weight.t() streams each weight row instead of hopping K floats per element.
-      // Packing only moves and widens values; unit-stride branches just let the compiler vectorise.
-      if (cols < kPanelCols) std::fill(bpanel.begin(), bpanel.end(), 0.f);
-      if (p.b_cs == 1) {  // row-major B
-        for (int64_t k = 0; k < p.K; ++k)
-          for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bb[k * p.b_rs + n]);
-      } else if (p.b_rs == 1) {  // nn.Linear's weight.t(): 8 weight rows streamed side by side
-        int64_t n = 0;
-        for (; n + kVec <= cols; n += kVec)
-          for (int64_t k = 0; k < p.K; ++k)
-            for (int64_t j = 0; j < kVec; ++j) bpanel[k * kPanelCols + n + j] = to_float(Bb[k + (n + j) * p.b_cs]);
-        for (; n < cols; ++n)
-          for (int64_t k = 0; k < p.K; ++k) bpanel[k * kPanelCols + n] = to_float(Bb[k + n * p.b_cs]);
-      } else {
-        for (int64_t k = 0; k < p.K; ++k)
-          for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bb[k * p.b_rs + n * p.b_cs]);
-      }
-      for (int64_t k0 = 0; k0 < p.K; k0 += kKB) {
-        const int64_t kn = std::min<int64_t>(kKB, p.K - k0);
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* ar = Ab + r * p.a_rs + k0 * p.a_cs;
-          float* dst = apack.data() + r * kKB;
-          if (p.a_cs == 1) {
-            for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k]);
-          } else {
-            for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k * p.a_cs]);
+      // B slab by slab: rows [ks, ks + kd) of the (K, kPanelCols) panel of B, packed, then its K blocks in
+      // ascending order (every element's chain is the §5 one: the slabs only split the packing). Packing walks B's
+      // unit stride, so that nn.Linear's weight.t() streams each weight row instead of hopping K floats per
+      // element; it only moves and widens values; unit-stride branches just let the compiler vectorise.
+      for (int64_t ks = 0; ks < p.K; ks += kPanelDepth) {
+        const int64_t kd = std::min(kPanelDepth, p.K - ks);
+        const T* Bs = Bb + ks * p.b_rs;
+        if (cols < kPanelCols) std::fill(bpanel.begin(), bpanel.begin() + kd * kPanelCols, 0.f);
+        if (p.b_cs == 1) {  // row-major B
+          for (int64_t k = 0; k < kd; ++k)
+            for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bs[k * p.b_rs + n]);
+        } else if (p.b_rs == 1) {  // nn.Linear's weight.t(): 8 weight rows streamed side by side
+          int64_t n = 0;
+          for (; n + kVec <= cols; n += kVec)
+            for (int64_t k = 0; k < kd; ++k)
+              for (int64_t j = 0; j < kVec; ++j) bpanel[k * kPanelCols + n + j] = to_float(Bs[k + (n + j) * p.b_cs]);
+          for (; n < cols; ++n)
+            for (int64_t k = 0; k < kd; ++k) bpanel[k * kPanelCols + n] = to_float(Bs[k + n * p.b_cs]);
+        } else {
+          for (int64_t k = 0; k < kd; ++k)
+            for (int64_t n = 0; n < cols; ++n) bpanel[k * kPanelCols + n] = to_float(Bs[k * p.b_rs + n * p.b_cs]);
+        }
+        for (int64_t k0 = ks; k0 < ks + kd; k0 += kKB) {
+          const int64_t kn = std::min<int64_t>(kKB, p.K - k0);
+          for (int64_t r = 0; r < rows; ++r) {
+            const T* ar = Ab + r * p.a_rs + k0 * p.a_cs;
+            float* dst = apack.data() + r * kKB;
+            if (p.a_cs == 1) {
+              for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k]);
+            } else {
+              for (int64_t k = 0; k < kn; ++k) dst[k] = to_float(ar[k * p.a_cs]);
+            }
           }
+          const float* bblock = bpanel.data() + (k0 - ks) * kPanelCols;
+          if (!compensated) {
+            tile_kblock_acc(apack.data(), bblock, rows_pad, kn, acc.data());
+            continue;
+          }
+          // Compensated (REDUCTION_ORDER.md §5): acc holds this block's t; Neumaier-add it, ascending blocks.
+          tile_kblock_t(apack.data(), bblock, rows_pad, kn, acc.data());
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t n = 0; n < cols; ++n) lanes[r * kPanelCols + n].add(acc[r * kPanelCols + n]);
         }
-        if (!compensated) {
-          tile_kblock_acc(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
-          continue;
-        }
-        // Compensated (REDUCTION_ORDER.md §5): acc holds this block's t; Neumaier-add it, ascending blocks.
-        tile_kblock_t(apack.data(), bpanel.data() + k0 * kPanelCols, rows_pad, kn, acc.data());
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t n = 0; n < cols; ++n) lanes[r * kPanelCols + n].add(acc[r * kPanelCols + n]);
       }
       if (compensated)  // acc = s + c
         for (int64_t r = 0; r < rows; ++r)

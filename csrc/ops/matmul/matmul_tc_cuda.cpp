@@ -1,5 +1,6 @@
 // Torch glue of the bf16/fp16 tensor-core matmul (REDUCTION_ORDER.md §5): layouts, alignment, dtype,
-// stream, and the row-count -> tile choice. The kernels are in matmul_tc_kernels*.cu (no torch).
+// stream, and the row-count -> tile choice. The kernels are in matmul_tc_kernels*.cu (no torch). Inputs arrive
+// validated by matmul.cpp (mm / bmm / linear / addmm, and the test-only _matmul_tc with a forced variant).
 //
 // Per call, the common layouts (nn.Linear's weight, contiguous activations) make no view, no copy and one
 // allocation (the output, in matmul.cpp); the kernel parameters come from a small cache (matmul_tc_kernels.cuh).
@@ -27,11 +28,6 @@ constexpr const char* kOp = "matmul (tensor cores)";
 // Error messages format numbers with std::to_string, not through an ostream: on the GPU box (torch 2.11,
 // /opt/gcc) streaming an integer or `t.sizes()` into TORCH_CHECK segfaulted while strings were fine.
 std::string num(int64_t v) { return std::to_string(v); }
-std::string shape(const at::Tensor& t) {
-  std::string out = "(";
-  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + num(t.size(d));
-  return out + ")";
-}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kTcAlignBytes == 0; }
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -158,73 +154,13 @@ void matmul_tc_run(const MatmulParams& p, const at::Tensor& a, const at::Tensor&
   if (np != N) c.view({L, rows, N}).copy_(padded_out.narrow(2, 0, N));
 }
 
-// Test-only entry: the same computation with the variant forced (-1 = the normal row-count choice), so the
-// tests can prove every variant's bits equal at every M (REDUCTION_ORDER.md §5).
-at::Tensor matmul_tc_variant(const at::Tensor& a3, const at::Tensor& b3, const std::optional<at::Tensor>& bias,
-                             int64_t forced_variant) {
-  TORCH_CHECK(a3.dim() == 3 && b3.dim() == 3, "detops.", kOp, ": expects (batch, M, K) and (batch, K, N), got ",
-              shape(a3), " and ", shape(b3));
-  TORCH_CHECK(a3.is_cuda() && b3.is_cuda(), "detops.", kOp, ": operands must be CUDA tensors");
-  TORCH_CHECK(a3.device() == b3.device(), "detops.", kOp, ": operands on ", a3.device().str(), " and ",
-              b3.device().str());
-  const auto dtype = a3.scalar_type();
-  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf, "detops.", kOp, ": dtype must be bfloat16 or float16, got ",
-              dtype);
-  TORCH_CHECK(b3.scalar_type() == dtype, "detops.", kOp, ": operand dtypes differ (", dtype, " vs ",
-              b3.scalar_type(), ")");
-  const int64_t batch = a3.size(0), M = a3.size(1), K = a3.size(2), N = b3.size(2);
-  TORCH_CHECK(b3.size(0) == batch && b3.size(1) == K, "detops.", kOp, ": shapes ", shape(a3), " and ", shape(b3),
-              " do not multiply");
-  at::Tensor bias_c;
-  if (bias.has_value()) {
-    const auto& bv = *bias;
-    TORCH_CHECK(bv.dim() == 1 && bv.size(0) == N, "detops.", kOp, ": bias must have shape (", num(N), "), got ",
-                shape(bv));
-    TORCH_CHECK(bv.scalar_type() == dtype && bv.device() == a3.device(), "detops.", kOp,
-                ": bias must be ", dtype, " on ", a3.device().str(), ", got ", bv.scalar_type(), " on ",
-                bv.device().str());
-    bias_c = bv.contiguous();
-  }
-  TORCH_CHECK(forced_variant >= -1 && forced_variant < kTcVariantCount, "detops.", kOp, ": no variant ",
-              num(forced_variant));
-
-  c10::cuda::CUDAGuard guard(a3.device());
-  at::Tensor out = at::empty({batch, M, N}, a3.options());
-  if (out.numel() == 0) return out;
-  if (K == 0) {  // empty sum: 0, then + bias (exact)
-    out.zero_();
-    if (bias_c.defined()) out.add_(bias_c);
-    return out;
-  }
-  MatmulParams p;
-  p.batch = batch;
-  p.M = M;
-  p.N = N;
-  p.K = K;
-  p.a = a3.data_ptr();
-  p.a_bs = a3.stride(0);
-  p.a_rs = a3.stride(1);
-  p.a_cs = a3.stride(2);
-  p.b = b3.data_ptr();
-  p.b_bs = b3.stride(0);
-  p.b_rs = b3.stride(1);
-  p.b_cs = b3.stride(2);
-  p.c = out.data_ptr();
-  matmul_tc_run(p, a3, b3, bias_c, out, forced_variant);
-  return out;
-}
-
 }  // namespace
 
 void matmul_cuda_tc(const MatmulParams& p, const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias,
-                    const at::Tensor& c) {
-  matmul_tc_run(p, a, b, bias, c, -1);
+                    const at::Tensor& c, int64_t forced_variant) {
+  TORCH_CHECK(forced_variant >= -1 && forced_variant < kTcVariantCount, "detops.", kOp, ": no variant ",
+              num(forced_variant));
+  matmul_tc_run(p, a, b, bias, c, forced_variant);
 }
 
 }  // namespace detops
-
-TORCH_LIBRARY_FRAGMENT(detops, m) {
-  m.def("_matmul_tc(Tensor a3, Tensor b3, Tensor? bias, int variant) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(detops, CUDA, m) { m.impl("_matmul_tc", &detops::matmul_tc_variant); }

@@ -26,7 +26,6 @@ static std::tuple<at::Tensor, at::Tensor> rms_norm_impl(const at::Tensor& input,
               input.sizes(), " does not end with normalized_shape ", normalized_shape);
   int64_t n = 1;
   for (auto s : normalized_shape) n *= s;
-  TORCH_CHECK(n > 0, "detops.rms_norm: normalized_shape must not be empty");
   NormWeightMode mode = parse_mode(weight_mode);
 
   at::Tensor w;
@@ -41,26 +40,32 @@ static std::tuple<at::Tensor, at::Tensor> rms_norm_impl(const at::Tensor& input,
   TORCH_CHECK(w.defined() || mode == NormWeightMode::Plain,
               "detops.rms_norm: weight_mode '", std::string(weight_mode), "' needs a weight");
 
-  // (rows, n) view with a contiguous last dim; a copy only rearranges memory, it never changes values.
-  at::Tensor x = input.reshape({-1, n});
-  if (x.stride(1) != 1) x = x.contiguous();
-  at::Tensor res;
-  if (residual.has_value() && residual->defined()) {
+  const bool has_res = residual.has_value() && residual->defined();
+  if (has_res) {
     TORCH_CHECK(residual->sizes().equals(input.sizes()), "detops.rms_norm: residual shape ",
                 residual->sizes(), " must equal input shape ", input.sizes());
     TORCH_CHECK(residual->scalar_type() == input.scalar_type(), "detops.rms_norm: residual dtype ",
                 residual->scalar_type(), " must equal input dtype ", input.scalar_type());
     check_same_device(input, *residual, op, "input", "residual");
-    res = residual->reshape({-1, n});
-    if (res.stride(1) != 1) res = res.contiguous();
   }
 
   at::ScalarType out_t = input.scalar_type();
   if (mode == NormWeightMode::CastFirst) out_t = at::promote_types(input.scalar_type(), w.scalar_type());
   at::Tensor y = at::empty(input.sizes(), input.options().dtype(out_t));
   at::Tensor x_sum;
-  if (res.defined()) x_sum = at::empty(input.sizes(), input.options());
-  if (x.size(0) == 0) return {y, x_sum};
+  if (has_res) x_sum = at::empty(input.sizes(), input.options());
+  // No element (no row, or a width-0 normalized shape, as torch's F.rms_norm): empty outputs. Also keeps
+  // reshape({-1, n}) below away from an ambiguous -1 when n == 0.
+  if (input.numel() == 0) return {y, x_sum};
+
+  // (rows, n) view with a contiguous last dim; a copy only rearranges memory, it never changes values.
+  at::Tensor x = input.reshape({-1, n});
+  if (x.stride(1) != 1) x = x.contiguous();
+  at::Tensor res;
+  if (has_res) {
+    res = residual->reshape({-1, n});
+    if (res.stride(1) != 1) res = res.contiguous();
+  }
 
   RmsNormParams p;
   p.rows = x.size(0);

@@ -6,7 +6,7 @@
 // fma(-q0, S, e) is exact and q is e / S correctly rounded, as long as nothing underflows.
 // tests/division_exhaustive.cu checks q against the GPU's IEEE division for every pair of significands (all 2^46;
 // the exponents only scale every step exactly while nothing underflows). It is run by hand on the GPU, after any
-// change here (NORM_SOFTMAX_NOTES v8).
+// change here (docs/ops/softmax.md).
 // Underflow: S >= 1 (the row maximum contributes exp(0) = 1), so e >= S * 2^-100 keeps q >= 2^-100 and the residual,
 // a multiple of 2^(exponent(e) - 47) >= 2^-147, representable. The rare smaller nonzero e (`ieee`) take the IEEE
 // division; e = 0 gives +0 both ways, and a NaN (in e or S) the GPU's canonical NaN both ways.

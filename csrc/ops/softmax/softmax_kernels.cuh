@@ -143,7 +143,7 @@ __device__ __forceinline__ void chunk_range(const In* x, int64_t n, int64_t firs
 
 // One row = lane_threads(N) threads (threadIdx.x), rows_per_block(N) rows per block (threadIdx.y).
 template <typename In, typename Out, typename Lane>
-__global__ void __launch_bounds__(kMaxLaneThreads, 2) row_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
+__global__ void __launch_bounds__(kMaxLaneThreads, kSoftmaxRowMinBlocksPerSm) row_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   __shared__ float warp_max[kMaxRowsPerBlock][kMaxWarpsPerRow];
   __shared__ float warp_sums[kMaxRowsPerBlock][kMaxWarpsPerRow];
   const int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
@@ -226,7 +226,7 @@ __device__ __forceinline__ V thread_tree(const V (&v)[K], Op op) {
 // cluster with st.async, which completes on the receiving block's mbarrier bar[e]; a block waits on its own
 // mbarrier only. No cluster barrier per exchange: cooperative groups' cluster sync is a GPU-scope memory fence
 // (MEMBAR.ALL.GPU) plus an L1 invalidation per arrive / wait, ~40 % of the K = 1 kernel's warp time in ncu
-// (NORM_SOFTMAX_NOTES v8). Each exchange has its own mbarrier and slots, used once (phase 0), so nothing is reused
+// (docs/ops/softmax.md). Each exchange has its own mbarrier and slots, used once (phase 0), so nothing is reused
 // and no block may need to wait for another before it exits: a block's waits complete only once every write into
 // its slots has landed.
 template <int G, int E>
@@ -305,7 +305,7 @@ __device__ __forceinline__ float row_reduce(const float (&lane_values)[K], float
 // det_exp runs once per element. C == 0: each pass streams the row, kSoftmaxStreamElems elements per thread in
 // flight (the last, partial batch too), and the write pass evaluates det_exp again (softmax_step2).
 template <typename In, typename Out, typename Lane, int K, int C>
-__global__ void __launch_bounds__(kSplitThreads, 2) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
+__global__ void __launch_bounds__(kSplitThreads, kSoftmaxSplitMinBlocksPerSm) split_kernel(SoftmaxParams p, bool vec_x, bool vec_y) {
   constexpr int G = softmax_split_ctas(K);
   static_assert(G > 1 && G <= kSoftmaxMaxClusterCtas && G * K * kSplitThreads == kMaxLanes, "cluster shape");
   constexpr int64_t L = kMaxLanes;
