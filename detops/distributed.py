@@ -29,7 +29,7 @@ from torch import nn
 
 from .ops import linear as _linear
 
-__all__ = ["SEGMENTS", "shard", "segmented_linear", "TP_FAMILIES"]
+__all__ = ["SEGMENTS", "shard", "check", "segmented_linear", "TP_FAMILIES"]
 
 # The number of K segments of a row-parallel layer, and so the largest supported TP size (a power of two).
 # Part of the order: changing it changes the bits of the mode (docs/REDUCTION_ORDER.md §9).
@@ -129,9 +129,25 @@ def shard(model: nn.Module, group=None) -> nn.Module:
     if getattr(model, "_detops_patch", None) is None or not model._detops_patch.active:
         _fail("call detops.patch(model) first: the shards compute with detops ops and the attention must be "
               "detops'")
-    _family(model)
     world = 1 if group is None else dist.get_world_size(group)
     rank = 0 if group is None else dist.get_rank(group)
+    check(model, world)
+    for layer in model.model.layers:
+        att, mlp = layer.self_attn, layer.mlp
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            setattr(att, proj, ColumnParallelLinear(getattr(att, proj), rank, world, group, gather=False))
+        att.o_proj = RowParallelLinear(att.o_proj, rank, world, group)
+        for proj in ("gate_proj", "up_proj"):
+            setattr(mlp, proj, ColumnParallelLinear(getattr(mlp, proj), rank, world, group, gather=False))
+        mlp.down_proj = RowParallelLinear(mlp.down_proj, rank, world, group)
+    model.lm_head = ColumnParallelLinear(model.lm_head, rank, world, group, gather=True)
+    model._detops_tp = (rank, world)
+    return model
+
+
+def check(model: nn.Module, world: int) -> None:
+    """Raise (ValueError, with the reason) unless `model` can be sharded over `world` ranks."""
+    _family(model)
     cfg = model.config
     heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
     for what, n in (("SEGMENTS", SEGMENTS), ("attention heads", heads), ("key/value heads", kv_heads),
@@ -145,14 +161,3 @@ def shard(model: nn.Module, group=None) -> nn.Module:
             if lin.in_features % SEGMENTS:
                 _fail(f"a row-parallel layer's input size ({lin.in_features}) is not a multiple of SEGMENTS = "
                       f"{SEGMENTS}")
-    for layer in model.model.layers:
-        att, mlp = layer.self_attn, layer.mlp
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            setattr(att, proj, ColumnParallelLinear(getattr(att, proj), rank, world, group, gather=False))
-        att.o_proj = RowParallelLinear(att.o_proj, rank, world, group)
-        for proj in ("gate_proj", "up_proj"):
-            setattr(mlp, proj, ColumnParallelLinear(getattr(mlp, proj), rank, world, group, gather=False))
-        mlp.down_proj = RowParallelLinear(mlp.down_proj, rank, world, group)
-    model.lm_head = ColumnParallelLinear(model.lm_head, rank, world, group, gather=True)
-    model._detops_tp = (rank, world)
-    return model

@@ -342,7 +342,12 @@ def run_tp(args) -> int:
         dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
         group = dist.group.WORLD
     try:
-        model = load(args.model, args.dtype, device, tp_group=group)
+        try:
+            model = load(args.model, args.dtype, device, tp_group=group)
+        except ValueError as e:  # the model cannot be sharded this way: one line, before any work
+            if rank == 0:
+                print(f"detops infer: {e}", file=sys.stderr)
+            return 2
         tokenizer = load_tokenizer(args.model)
         eos_ids, pad_id = _special_ids(model)
         items, problems = read_prompts(args.data, tokenizer)
