@@ -32,8 +32,8 @@ else
   echo "setup: building detops (a few minutes on 2 cores; full log: $log)"
   start=$(date +%s)
   if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install -v --no-build-isolation --no-deps -e . > >(tee "$log" \
-      | awk '/^\[[0-9]+\/[0-9]+\]/ { f = ""; for (i = 2; i <= NF; i++) if ($i == "-c") f = $(i + 1);
-                                      if (f != "") { print "setup:   " $1 " " f; fflush() } }
+      | awk -v root="$PWD/" '/^ *\[[0-9]+\/[0-9]+\]/ { f = ""; for (i = 2; i <= NF; i++) if ($i == "-c") f = $(i + 1);
+                                      sub(root, "", f); if (f != "") { print "setup:   " $1 " " f; fflush() } }
              /detops setup:/ { print; fflush() }') 2>&1; then
     echo "setup: the detops build failed; the end of $log:"; tail -n 40 "$log"; exit 1
   fi
