@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import detops
-from detops.testing.models import FAMILIES, cache_argument, stock_attention, tiny_model
+from detops.testing.models import FAMILIES, cache_argument, pad_batch, stock_attention, tiny_model
 from detops.patching import patch
 
 pytest.importorskip("transformers")
@@ -71,19 +71,6 @@ def seed_checks(model, device):
     batch = logits(model, device, input_ids=ids, attention_mask=mask, position_ids=pos)
     alone = logits(model, device, input_ids=torch.tensor([S1]))[0]
     return [torch.equal(batch[0, 0:5], alone), torch.equal(batch[1, 0:5], alone), torch.equal(batch[3, 3:8], alone)]
-
-
-def pad_batch(seqs, side):
-    """input_ids, attention_mask and position ids (0.. over each row's real tokens; pads get 0)."""
-    L = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), L, dtype=torch.long)
-    mask = torch.zeros(len(seqs), L, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
-        ids[i, sl] = torch.tensor(s)
-        mask[i, sl] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
 
 
 def rows_of(seqs, side, i):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from detops.testing.models import FAMILIES, SLIDING_WINDOW, tiny_config, tiny_model
+from detops.testing.models import FAMILIES, SLIDING_WINDOW, pad_batch, tiny_config, tiny_model
 from detops.patching import patch
 
 pytest.importorskip("transformers")
@@ -28,12 +28,7 @@ def _logits(model, device, **kw):
 
 
 def _left_padded(seqs):
-    L = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), L, dtype=torch.long)
-    mask = torch.zeros(len(seqs), L, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, L - len(s):], mask[i, L - len(s):] = torch.tensor(s), 1
-    return ids, mask
+    return pad_batch(seqs, "left")[:2]
 
 
 @settings(max_examples=10)

@@ -10,7 +10,7 @@ On CUDA, bf16/fp16 run on tensor cores (§5: the hardware's MMA chain, not the C
 kept, but the K-block sums are added with Neumaier compensation (`acc = s + c`), which removes the error of
 the sum across blocks (large when block sums cancel or differ in magnitude). It runs on CUDA cores for every
 dtype (never the tensor cores; bf16/fp16 are widened exactly, their products are exact in fp32), so its bits
-are the same on CPU and CUDA (L5). Accuracy gain and speed cost: docs/MATMUL_NOTES.md.
+are the same on CPU and CUDA (L5). Accuracy gain and speed cost: docs/ops/matmul.md.
 """
 from typing import Optional
 
@@ -19,7 +19,7 @@ import torch
 from .._lib import ops
 
 # The overloads themselves: calling them skips the packet's overload resolution on every call (decode-sized
-# matmuls are host-bound, docs/MATMUL_NOTES.md).
+# matmuls are host-bound, docs/ops/matmul.md).
 _mm = ops.mm.default
 _bmm = ops.bmm.default
 _linear = ops.linear.default

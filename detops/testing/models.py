@@ -85,3 +85,15 @@ def cache_argument(model) -> str:
             return name
     raise RuntimeError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`: transformers "
                        "changed its cache argument; detops' fixtures need updating")
+
+
+def pad_batch(seqs, side: str = "left"):
+    """(input_ids, attention_mask, position_ids) of token lists padded to one length on `side` ("left" as
+    generate() pads, or "right"); pad id 0; positions count each row's real tokens from 0 (pads get 0)."""
+    L = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), L, dtype=torch.long)
+    mask = torch.zeros(len(seqs), L, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
+        ids[i, sl], mask[i, sl] = torch.tensor(s), 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)

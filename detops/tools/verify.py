@@ -15,6 +15,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..testing.models import pad_batch
+
 __all__ = ["verify", "VerifyResult", "CHECKS"]
 
 
@@ -83,16 +85,6 @@ class VerifyResult:
 def _tokens(n, vocab, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, max(4, min(vocab, 32000)), (n,), generator=g).tolist()
-
-
-def _pad(seqs, side):
-    L = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), L, dtype=torch.long)
-    mask = torch.zeros(len(seqs), L, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
-        ids[i, sl], mask[i, sl] = torch.tensor(s), 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _first_tensor(args, kwargs):
@@ -179,7 +171,7 @@ def _check_seed(model, device, vocab, seed, row):
 
 def _check_batch(model, device, vocab, seed, side, n=6, j=4):
     seqs = [_tokens(7 + 13 * i, vocab, seed + 10 + i) for i in range(n)]
-    ids, mask, pos = _pad(seqs, side)
+    ids, mask, pos = pad_batch(seqs, side)
     L = ids.shape[1]
     sl = slice(L - len(seqs[j]), L) if side == "left" else slice(0, len(seqs[j]))
     run_b = lambda: _fwd(model, device, input_ids=ids, attention_mask=mask, position_ids=pos)  # noqa: E731
@@ -228,7 +220,7 @@ def _check_generate(model, device, vocab, seed):
               return_dict_in_generate=True, pad_token_id=0)
 
     def gen(seqs):
-        ids, mask, _ = _pad(seqs, "left")
+        ids, mask, _ = pad_batch(seqs, "left")
         with torch.no_grad():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kw)
         return out
@@ -276,7 +268,7 @@ def _run_checks(model, device, vocab, seed, names, with_diag):
 
 def _deviation(model, ref64, device, vocab, seed):
     seqs = [_tokens(9 + 7 * i, vocab, seed + 200 + i) for i in range(4)]
-    ids, mask, pos = _pad(seqs, "left")
+    ids, mask, pos = pad_batch(seqs, "left")
     with torch.no_grad():
         got = _fwd(model, device, input_ids=ids, attention_mask=mask, position_ids=pos).double()
         ref = _fwd(ref64, device, input_ids=ids, attention_mask=mask, position_ids=pos)

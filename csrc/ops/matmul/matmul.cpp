@@ -21,6 +21,15 @@ static void check_pair(const at::Tensor& a, const at::Tensor& b, const char* op,
   check_same_device(a, b, op, an, bn);
 }
 
+// a: (M, K) and b: (K, N) of mm / addmm: each a float operand on a supported device, one dtype, matching K.
+static void check_mm_operands(const at::Tensor& a, const at::Tensor& b, const char* op) {
+  check_operand(a, op, "a", 2);
+  check_operand(b, op, "b", 2);
+  check_pair(a, b, op, "a", "b");
+  TORCH_CHECK(a.size(1) == b.size(0), "detops.", op, ": a ", a.sizes(), " and b ", b.sizes(),
+              " cannot be multiplied (a.shape[1] != b.shape[0])");
+}
+
 // bias: (N,) in the operands' dtype and device, or undefined. Returns it contiguous.
 static at::Tensor check_bias(const at::Tensor& bias, const at::Tensor& a, int64_t n, const char* op) {
   if (!bias.defined()) return bias;
@@ -88,11 +97,7 @@ static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b, bool comp
 // a: (M, K), b: (K, N) -> (M, N).
 at::Tensor mm(const at::Tensor& a, const at::Tensor& b, bool compensated) {
   const char* op = "mm";
-  check_operand(a, op, "a", 2);
-  check_operand(b, op, "b", 2);
-  check_pair(a, b, op, "a", "b");
-  TORCH_CHECK(a.size(1) == b.size(0), "detops.mm: a ", a.sizes(), " and b ", b.sizes(),
-              " cannot be multiplied (a.shape[1] != b.shape[0])");
+  check_mm_operands(a, b, op);
   const int64_t out_shape[2] = {a.size(0), b.size(1)};
   return run_matmul(geometry(a, b, compensated), a, b, at::Tensor(), out_shape);
 }
@@ -167,11 +172,7 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
 // bias: (N,), a: (M, K), b: (K, N) -> bias + a @ b (beta = alpha = 1), as aten.addmm gets it from nn.Linear.
 at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b, bool compensated) {
   const char* op = "addmm";
-  check_operand(a, op, "a", 2);
-  check_operand(b, op, "b", 2);
-  check_pair(a, b, op, "a", "b");
-  TORCH_CHECK(a.size(1) == b.size(0), "detops.addmm: a ", a.sizes(), " and b ", b.sizes(),
-              " cannot be multiplied (a.shape[1] != b.shape[0])");
+  check_mm_operands(a, b, op);
   check_device(bias, op, "bias");
   at::Tensor bc = check_bias(bias, a, b.size(1), op);
   const int64_t out_shape[2] = {a.size(0), b.size(1)};
