@@ -124,7 +124,8 @@ _memo = _RowsMemo()
 def detops_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                              sliding_window=None, softcap=None, position_ids=None, cu_seq_lens_q=None,
                              cu_seq_lens_k=None, is_causal=None, **kwargs):
-    """AttentionInterface function "detops": returns (out (B, Q, H, Dv), None)."""
+    """AttentionInterface function "detops": returns (out (B, Q, H, Dv), weights (B, H, Q, K) when the caller
+    asked for them with output_attentions=True, else None)."""
     if dropout:
         _fail(f"dropout must be 0 (got {dropout}); put the model in eval() mode")
     if kwargs.get("s_aux") is not None:
@@ -145,6 +146,8 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
         _fail(f"softcap must be > 0 or None, got {softcap}")
 
     if torch.compiler.is_compiling():
+        if _weights_requested():
+            _fail("output_attentions=True is computed in eager mode only (not inside a torch.compile graph)")
         out = _compiled_attention(query, key, value, attention_mask, pos, cu, scale, cap,
                                   -1 if window is None else window, bool(causal))
     else:
