@@ -17,7 +17,7 @@ try:
 except ImportError:
     sys.exit("detops compiles against the torch you run, which this build environment does not have (pip's build "
              "isolation hides it): install torch, then run `pip install --no-build-isolation .` (or "
-             "`bash scripts/test.sh`, which does both)")
+             "`bash scripts/setup_env.sh`, which does both)")
 
 VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
