@@ -53,6 +53,7 @@ def _rank_main(rank, world, store, out, naive):
                 results[(family, str(dtype))] = (full, step)
         if rank == 0:
             torch.save(results, out)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -380,6 +380,10 @@ def run_tp(args) -> int:
         if rank == 0:
             _write_sorted(args.out, done)
             os.remove(part_path)
+        if group is not None:
+            # every rank leaves together: a rank that tore gloo down while rank 0 still wrote was seen to abort
+            # ("terminate called without an active exception"); on an error no rank waits here
+            dist.barrier()
     finally:
         if group is not None:
             dist.destroy_process_group()
