@@ -11,7 +11,15 @@ from detops.__main__ import main
 
 pytest.importorskip("transformers")
 
-SPREADS = ((1, 1), (2, 3), (3, 4))  # (workers, batch size)
+SPREADS = ((1, 1), (2, 3), (3, 4))  # (workers, batch size) on the CPU
+
+
+def spreads(device):
+    """(workers, batch size) to compare: on CUDA one worker per GPU, so with one GPU only the batch varies."""
+    if device == "cpu":
+        return SPREADS
+    gpus = torch.cuda.device_count()
+    return ((1, 1), (1, 3), (min(gpus, 2), 4))
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +39,19 @@ def setup(tmp_path_factory):
     return root
 
 
-def infer(root, out, workers, batch, *extra, dtype="bfloat16", data="prompts.jsonl"):
+def infer(root, out, workers, batch, *extra, dtype="bfloat16", data="prompts.jsonl", device="cpu"):
     rc = main(["infer", "--model", str(root / "model"), "--data", str(root / data), "--out", str(root / out),
                "--workers", str(workers), "--batch-size", str(batch), "--max-new-tokens", "8", "--dtype", dtype,
-               "--no-progress", *extra])
+               "--device", device, "--no-progress", *extra])
     return rc, (root / out).read_bytes() if (root / out).exists() else b""
 
 
 @pytest.mark.parametrize("mode", ["greedy", "sampled"])
-def test_same_bytes_for_any_spread(setup, mode):
+def test_same_bytes_for_any_spread(setup, mode, device):
     extra = ("--do-sample", "--seed", "5", "--temperature", "0.8", "--top-k", "50") if mode == "sampled" else ()
     outs = []
-    for w, b in SPREADS:
-        rc, data = infer(setup, f"{mode}_{w}_{b}.jsonl", w, b, *extra)
+    for w, b in spreads(device):
+        rc, data = infer(setup, f"{mode}_{device}_{w}_{b}.jsonl", w, b, *extra, device=device)
         assert rc == 0
         outs.append(data)
     assert outs[0] == outs[1] == outs[2]
@@ -52,8 +60,8 @@ def test_same_bytes_for_any_spread(setup, mode):
     assert all(len(r["tokens"]) == len(r["logprobs"]) > 0 for r in recs)
     assert all(lp <= 0 for r in recs for lp in r["logprobs"])
     if mode == "sampled":  # another seed, other draws
-        assert infer(setup, "sampled_seed6.jsonl", 1, 4, "--do-sample", "--seed", "6", "--temperature", "0.8",
-                     "--top-k", "50")[1] != outs[0]
+        assert infer(setup, f"sampled_seed6_{device}.jsonl", 1, 4, "--do-sample", "--seed", "6", "--temperature",
+                     "0.8", "--top-k", "50", device=device)[1] != outs[0]
 
 
 def test_stock_control_differs(setup):
