@@ -153,13 +153,21 @@ def row_descriptors(B: int, Q: int, K: int, device, mask: Optional[torch.Tensor]
                         torch.where(empty, zero, hi)], dim=-1).to(torch.int32).contiguous()
 
 
+def _check_mask_arguments(attn_mask, is_causal, device) -> None:
+    if attn_mask is None:
+        return
+    if is_causal:
+        _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
+    if attn_mask.device != torch.device(device):
+        _fail(f"attn_mask is on {attn_mask.device} but query is on {device}")
+
+
 def attention_rows(B: int, Hq: int, Q: int, K: int, device, attn_mask=None, is_causal=False, position_ids=None,
                    cu_seqlens=None, sliding_window=None) -> torch.Tensor:
     """`row_descriptors` for SDPA-style arguments, with every argument checked and a readable error (host
     synchronisations). A mask whose rows are not intervals is refused here: `scaled_dot_product_attention`
     orders such keys by rank first (rank_order), which needs the keys themselves."""
-    if attn_mask is not None and is_causal:
-        _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
+    _check_mask_arguments(attn_mask, is_causal, device)
     if sliding_window is not None and position_ids is None and cu_seqlens is None:
         _fail("sliding_window needs position_ids (or cu_seqlens): with a window the first attended key is not "
               "the sequence start, so the key blocks cannot be anchored at position 0 without the positions")
@@ -167,8 +175,6 @@ def attention_rows(B: int, Hq: int, Q: int, K: int, device, attn_mask=None, is_c
         _fail(f"sliding_window must be >= 1, got {sliding_window}")
     m = None
     if attn_mask is not None:
-        if attn_mask.device != torch.device(device):
-            _fail(f"attn_mask is on {attn_mask.device} but query is on {device}")
         m = mask_rows(attn_mask, B, Hq, Q, K)
         lo, hi, count = _intervals(m)
         bad = (count > 0) & (hi - lo != count)
@@ -247,10 +253,7 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     if softcap is not None and not cap > 0.0:
         _fail(f"softcap must be > 0 (or None), got {softcap}")
     if attn_mask is not None:
-        if attn_mask.device != query.device:
-            _fail(f"attn_mask is on {attn_mask.device} but query is on {query.device}")
-        if is_causal:
-            _fail("pass either attn_mask or is_causal=True, not both (as torch's SDPA)")
+        _check_mask_arguments(attn_mask, is_causal, query.device)
         attn_mask, order = rank_order(mask_rows(attn_mask, B, Hq, Q, K))
         key, value = gather_keys(key, order), gather_keys(value, order)
         K = key.shape[2]
