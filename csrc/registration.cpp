@@ -70,6 +70,7 @@ static c10::Dict<std::string, int64_t> constants() {
   DETOPS_CONSTANT(kSoftmaxRowMinBlocksPerSm);
   DETOPS_CONSTANT(kSoftmaxSplitMinBlocksPerSm);
   DETOPS_CONSTANT(kMatmulKBlock);
+  DETOPS_CONSTANT(kGradTokenAlign);
   DETOPS_CONSTANT(kMatmulCpuVector);
   DETOPS_CONSTANT(kMatmulCpuMicroRows);
   DETOPS_CONSTANT(kMatmulCpuMicroCols);
@@ -128,24 +129,27 @@ TORCH_LIBRARY(detops, m) {
   m.def("constants() -> Dict(str, int)", &constants);
   // rms_norm family: REDUCTION_ORDER.md §2, §3. weight_mode: 'plain' | 'cast_first' | 'offset'.
   m.def("rms_norm(Tensor input, int[] normalized_shape, Tensor? weight, float eps, str weight_mode, "
-        "bool compensated) -> Tensor");
+        "bool compensated, Tensor? documents=None) -> Tensor");
   m.def("add_rms_norm(Tensor input, Tensor residual, int[] normalized_shape, Tensor? weight, float eps, "
-        "str weight_mode, bool compensated) -> (Tensor, Tensor)");
+        "str weight_mode, bool compensated, Tensor? documents=None) -> (Tensor, Tensor)");
   // softmax family: §2, §4.
   m.def("softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).
   // compensated: §5's compensated order (Neumaier sum of the K-block sums; CUDA cores for every dtype).
-  m.def("mm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  // documents (every op whose gradient sums over tokens): segment ids of the token layout, §10; the forward
+  // only checks their shape.
+  m.def("mm(Tensor a, Tensor b, bool compensated=False, Tensor? documents=None) -> Tensor");
   m.def("bmm(Tensor a, Tensor b, bool compensated=False) -> Tensor");
-  m.def("linear(Tensor input, Tensor weight, Tensor? bias, bool compensated=False) -> Tensor");
-  m.def("addmm(Tensor bias, Tensor a, Tensor b, bool compensated=False) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias, bool compensated=False, Tensor? documents=None) -> Tensor");
+  m.def("addmm(Tensor bias, Tensor a, Tensor b, bool compensated=False, Tensor? documents=None) -> Tensor");
   // Test-only: bmm on the bf16/fp16 tensor cores with the CTA tile forced (variant 0 .. 4; -1 = the row-count
   // choice), so tests can prove every tile gives the same bits (§5). CUDA builds only have a kernel for it.
   m.def("_matmul_tc(Tensor a3, Tensor b3, Tensor? bias, int variant) -> Tensor");
   // attention: §6. rows: (B, Q, 3) int32 [anchor, lo, hi] per query row; q (B,Hq,Q,D), k (B,Hk,K,D),
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
-  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap) -> Tensor");
+  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap, Tensor? documents=None) "
+        "-> Tensor");
   // CPU elementwise functions evaluated per element (§8): fn in exp, sin, cos, tanh, sigmoid, silu, gelu,
   // gelu_tanh. Used by the aten mode on CPU tensors.
   m.def("elementwise(Tensor input, str fn) -> Tensor");

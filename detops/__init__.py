@@ -5,7 +5,8 @@ op: docs/REDUCTION_ORDER.md. How the pieces fit: docs/ARCHITECTURE.md.
 """
 from ._lib import build_info, has_cuda_kernels
 from .constants import constants
-from .ops import (add_rms_norm, addmm, bmm, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
+from .ops import (add_rms_norm, addmm, bmm, cross_entropy, documents_from_cu_seqlens, documents_from_mask,
+                  documents_from_position_ids, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
                   softmax)
 
 from .aten_mode import disable, enable, is_enabled, mode
@@ -43,5 +44,6 @@ def _installed_version(package: str):
 
 
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
-           "scaled_dot_product_attention", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
+           "scaled_dot_product_attention", "cross_entropy", "documents_from_mask", "documents_from_cu_seqlens",
+           "documents_from_position_ids", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
            "mode", "patch", "verify", "constants"]

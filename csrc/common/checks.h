@@ -31,6 +31,19 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
               " is on ", b.device());
 }
 
+// `documents` (REDUCTION_ORDER.md §10): the segment ids of a gradient's token reduction, integer, on `like`'s
+// device, shaped like the op's token dims. The forward never reads them; the backward (detops/ops/) does.
+inline void check_documents(const std::optional<at::Tensor>& documents, at::IntArrayRef token_shape,
+                            const at::Tensor& like, const char* op) {
+  if (!documents.has_value()) return;
+  const at::Tensor& d = *documents;
+  TORCH_CHECK(d.scalar_type() == at::kInt || d.scalar_type() == at::kLong, "detops.", op,
+              ": documents must be int32 or int64 segment ids (-1 = pad), got ", d.scalar_type());
+  check_same_device(like, d, op, "input", "documents");
+  TORCH_CHECK(d.sizes().equals(token_shape), "detops.", op, ": documents must have the input's token shape ",
+              token_shape, " (one segment id per token), got ", d.sizes());
+}
+
 // Calls fn with a typed null pointer of the storage type (float / bf16_t / fp16_t) for dtype t.
 template <typename Fn>
 void dispatch_float(at::ScalarType t, const char* op, Fn&& fn) {

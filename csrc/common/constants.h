@@ -96,6 +96,10 @@ static_assert(softmax_split_ctas(kSoftmaxNearLanesPerThread) >= 2 &&
 // §5: fp32 matmul K blocks.
 constexpr int kMatmulKBlock = 32;
 
+// §10: each document of a gradient's canonical token buffer starts at a multiple of this (one §5 K block, a
+// multiple of the tensor cores' k-group of 16).
+constexpr int kGradTokenAlign = kMatmulKBlock;
+
 // §5 matmul tiles. Speed only: every tile below computes each element with the same chain (the §5 K-block
 // chain on the CPU and CUDA cores, the wgmma k-group chain on tensor cores). That is why a tile may be chosen
 // from M: the tensor-core variant follows the rows (tc_variant_for(rows, n), matmul_tc.h, thresholds below),

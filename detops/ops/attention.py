@@ -5,6 +5,10 @@ keys `lo <= j < hi`, and its key blocks/chunks are measured from `anchor`, the k
 position 0. This module turns SDPA's arguments (boolean/additive masks, `is_causal`) and the packing/position
 information Hugging Face has (`position_ids`, `cu_seqlens`, `sliding_window`) into that descriptor, and refuses
 masks whose rows cannot be put in one key order (holes are ordered by rank: rank_order).
+
+Backward (§10 rule 3): each document is gathered into its own block, every index counted from its first
+token, and dq / dk / dv are computed there in fp32 from detops matmuls and row sums, so a document's gradients
+depend on that document alone.
 """
 import math
 from typing import Optional
@@ -12,6 +16,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
+from .gradients import TOKEN_ALIGN, per_element, refuse_double_backward, row_sum
 
 __all__ = ["scaled_dot_product_attention", "attention_rows", "row_descriptors", "mask_rows", "rank_order",
            "gather_keys"]
@@ -206,7 +211,8 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
                                  is_causal: bool = False, scale: Optional[float] = None, enable_gqa: bool = False, *,
                                  position_ids: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None,
                                  sliding_window: Optional[int] = None,
-                                 softcap: Optional[float] = None) -> torch.Tensor:
+                                 softcap: Optional[float] = None,
+                                 documents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batch-, padding-, packing- and chunking-invariant `F.scaled_dot_product_attention`.
 
     query (B, Hq, Q, D) or (Hq, Q, D); key (.., Hk, K, D); value (.., Hk, K, Dv); float32/bfloat16/float16, one
@@ -221,6 +227,10 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     rolling cache); `cu_seqlens` (int32 [0, e0, e1, ...]) packs documents in one row (B == 1, Q == K,
     document-causal); `sliding_window` W keeps the last W keys of each row (requires position_ids); `softcap`
     c applies s = c * tanh(s / c) to the scaled scores (Gemma 2).
+
+    Gradients (REDUCTION_ORDER.md §10): `documents` (B, Q) segment ids (-1 = pad) say which tokens form each
+    sequence; every query may attend only keys of its own document (Q == K, no KV prefix). None: each batch row
+    is one document starting at index 0.
     """
     if dropout_p != 0.0:
         _fail(f"dropout_p must be 0 (dropout is random, detops is deterministic), got {dropout_p}")
@@ -237,6 +247,8 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         query, key, value = query[None], key[None], value[None]
         if position_ids is not None and position_ids.dim() == 1:
             position_ids = position_ids[None]
+        if documents is not None and documents.dim() == 1:
+            documents = documents[None]
     B, Hq, Q, D = query.shape
     Hk, K = key.shape[1], key.shape[2]
     if key.shape[0] != B or value.shape[0] != B:
@@ -259,10 +271,139 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         K = key.shape[2]
     rows = attention_rows(B, Hq, Q, K, query.device, attn_mask=attn_mask, is_causal=is_causal,
                           position_ids=position_ids, cu_seqlens=cu_seqlens, sliding_window=sliding_window)
-    out = ops.attention(query, key, value, rows, scale, cap)
+    out = ops.attention(query, key, value, rows, scale, cap, documents)
     return out[0] if unbatched else out
 
 
 @torch.library.register_fake("detops::attention")
-def _attention_fake(q, k, v, rows, scale, softcap):
+def _attention_fake(q, k, v, rows, scale, softcap, documents=None):
     return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
+
+
+# Backward (REDUCTION_ORDER.md §10 rule 3).
+
+def _backward_fail(msg: str):
+    raise ValueError(f"detops.scaled_dot_product_attention (backward): {msg}")
+
+
+def _document_blocks(documents, rows, B: int, Q: int):
+    """Where each token goes in the per-document blocks: (index, slot, n_docs, L, lo, hi) with `index` the flat
+    (b * Q + i) indices of the documents' tokens, `slot` = doc * L + position in the document, L the block length
+    (the longest document rounded up to TOKEN_ALIGN), and lo / hi each token's keys in document coordinates."""
+    device = rows.device
+    if documents is None:
+        flat = torch.arange(B, device=device).repeat_interleave(Q)
+    else:
+        flat = documents.reshape(-1).to(device=device, dtype=torch.int64)
+        if bool((flat < -1).any()):
+            _backward_fail("documents ids must be >= 0 (a document) or -1 (a pad)")
+    idx = (flat >= 0).nonzero()[:, 0]
+    ids, perm = torch.sort(flat[idx], stable=True)
+    index = idx[perm]
+    same = ids[1:] == ids[:-1]
+    if bool((same & (index[1:] - index[:-1] != 1)).any()) or bool((same & (index[1:] // Q != index[:-1] // Q)).any()):
+        _backward_fail("each document's tokens must be contiguous within one batch row")
+    _, counts = torch.unique_consecutive(ids, return_counts=True)
+    n_docs = counts.numel()
+    L = max(TOKEN_ALIGN, -(-int(counts.max()) // TOKEN_ALIGN) * TOKEN_ALIGN) if n_docs else TOKEN_ALIGN
+    first = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(index.numel(), device=device) - torch.repeat_interleave(first, counts)
+    slot = torch.repeat_interleave(torch.arange(n_docs, device=device) * L, counts) + pos
+    start = (index - pos) % Q                                   # key index of the document's first token
+    length = torch.repeat_interleave(counts, counts)
+    r = rows.reshape(-1, 3).to(torch.int64)[index]
+    anchor, lo, hi = r[:, 0], r[:, 1], r[:, 2]
+    attends = lo < hi
+    bad = attends & ((anchor != start) | (lo < start) | (hi > start + length))
+    if bool(bad.any()):
+        t = int(index[bad.nonzero()[0, 0]])
+        _backward_fail(f"query {t % Q} of batch {t // Q} attends keys outside its document or is anchored elsewhere "
+                       f"(its sequence must start at its document's first token): pass `documents` (segment ids, "
+                       f"-1 for pads) that match the mask / positions; a query may attend only its own document")
+    lo = torch.where(attends, lo - start, 0)
+    hi = torch.where(attends, hi - start, 0)
+    return index, slot, n_docs, L, lo, hi
+
+
+def _to_blocks(t, index, slot, n_docs, L):
+    """(B, H, Q, D) -> (n_docs, H, L, D) fp32 per-document blocks, zeros past each document's end."""
+    B, H, Q, D = t.shape
+    tokens = t.permute(0, 2, 1, 3).reshape(B * Q, H, D)
+    out = tokens.new_zeros(n_docs * L, H, D, dtype=torch.float32)
+    out[slot] = tokens[index].float()
+    return out.view(n_docs, L, H, D).permute(0, 2, 1, 3)
+
+
+def _from_blocks(blocks, index, slot, B, Q, dtype):
+    n_docs, H, L, D = blocks.shape
+    tokens = blocks.permute(0, 2, 1, 3).reshape(n_docs * L, H, D)
+    out = tokens.new_zeros(B * Q, H, D)
+    out[index] = tokens[slot]
+    return out.view(B, Q, H, D).permute(0, 2, 1, 3).to(dtype)
+
+
+def _bmm_blocks(a, b):
+    """(n, H, M, K) @ (n, H, K, N) with detops.bmm (fp32, §5)."""
+    n, H, M, K = a.shape
+    return ops.bmm(a.reshape(n * H, M, K), b.reshape(n * H, K, b.shape[-1])).view(n, H, M, b.shape[-1])
+
+
+def _by_key_group(t, Hk, G):
+    """(n, Hq, Lq, Lk) per query head -> (n, Hk, Lk, G * Lq): for each key, the group's heads in ascending order,
+    each head's queries from position 0 (one chain, each head starting a block: L is a multiple of 32)."""
+    n, _, Lq, Lk = t.shape
+    return t.view(n, Hk, G, Lq, Lk).permute(0, 1, 4, 2, 3).reshape(n, Hk, Lk, G * Lq)
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, rows, scale, softcap, *rest = inputs
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"detops.scaled_dot_product_attention: the backward needs self-attention over the same "
+                         f"tokens (as many keys as queries), got {q.shape[2]} queries and {k.shape[2]} keys: a KV "
+                         f"cache prefix, cross-attention or a padding mask with holes (keys reordered by rank) have "
+                         f"no backward")
+    ctx.save_for_backward(q, k, v, rows, output)
+    ctx.scale, ctx.softcap, ctx.documents = scale, softcap, rest[0] if rest else None
+
+
+def _attention_backward(ctx, g):
+    refuse_double_backward("scaled_dot_product_attention")
+    q, k, v, rows, out = ctx.saved_tensors
+    B, Hq, Q, _ = q.shape
+    Hk = k.shape[1]
+    G = Hq // Hk
+    index, slot, n, L, lo, hi = _document_blocks(ctx.documents, rows, B, Q)
+    blocks = lambda t: _to_blocks(t, index, slot, n, L)  # noqa: E731
+    qb, kb, vb, ob, gb = blocks(q), blocks(k), blocks(v), blocks(out), blocks(g)
+    kx, vx = kb.repeat_interleave(G, dim=1), vb.repeat_interleave(G, dim=1)
+    lo_b = lo.new_zeros(n * L).index_put_((slot,), lo).view(n, 1, L, 1)
+    hi_b = hi.new_zeros(n * L).index_put_((slot,), hi).view(n, 1, L, 1)
+    t = torch.arange(L, device=q.device)
+    attended = (t >= lo_b) & (t < hi_b)                                 # (n, 1, Lq, Lk)
+    s = _bmm_blocks(qb, kx.transpose(2, 3)) * ctx.scale
+    if ctx.softcap > 0:
+        th = per_element("tanh", s / ctx.softcap)
+        s = ctx.softcap * th
+    s = s.masked_fill(~attended, float("-inf"))
+    m = s.amax(-1, keepdim=True)
+    e = per_element("exp", s - torch.where(m == float("-inf"), 0.0, m))
+    l = row_sum(e)[..., None]
+    p = torch.where(l > 0, e / l, 0.0)
+    dp = _bmm_blocks(gb, vx.transpose(2, 3))
+    ds = p * (dp - row_sum(gb * ob)[..., None])
+    if ctx.softcap > 0:
+        ds = ds * (1.0 - th * th)
+    need_q, need_k, need_v = ctx.needs_input_grad[:3]
+    dq = dk = dv = None
+    if need_q:
+        dq = _from_blocks(_bmm_blocks(ds, kx) * ctx.scale, index, slot, B, Q, q.dtype)
+    if need_k:
+        qg = qb.reshape(n, Hk, G * L, qb.shape[-1])
+        dk = _from_blocks(_bmm_blocks(_by_key_group(ds, Hk, G), qg) * ctx.scale, index, slot, B, Q, k.dtype)
+    if need_v:
+        gg = gb.reshape(n, Hk, G * L, gb.shape[-1])
+        dv = _from_blocks(_bmm_blocks(_by_key_group(p, Hk, G), gg), index, slot, B, Q, v.dtype)
+    return dq, dk, dv, None, None, None, None
+
+
+torch.library.register_autograd("detops::attention", _attention_backward, setup_context=_attention_setup)

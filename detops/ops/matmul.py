@@ -1,4 +1,6 @@
-"""mm / bmm / linear / addmm with a fixed per-element summation order: docs/REDUCTION_ORDER.md §5.
+"""mm / bmm / linear / addmm with a fixed per-element summation order: docs/REDUCTION_ORDER.md §5; their
+backward: §10 (dX: the same matmul order, row-local; dW and db: token reductions over the canonical buffer of
+`documents`).
 
 Every output element is `acc = 0; for each K block of 32 from k = 0: t = 0; t += a_k * b_k (ascending);
 acc += t`, then `+ bias` once, then one rounding to the output dtype. fp32 accumulation for fp32/bf16/fp16
@@ -17,6 +19,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
+from .gradients import refuse_double_backward, token_plan, token_products, token_sums
 
 # The overloads themselves: calling them skips the packet's overload resolution on every call (decode-sized
 # matmuls are host-bound, docs/ops/matmul.md).
@@ -26,9 +29,11 @@ _linear = ops.linear.default
 _addmm = ops.addmm.default
 
 
-def mm(a: torch.Tensor, b: torch.Tensor, compensated: bool = False) -> torch.Tensor:
-    """Batch-invariant `torch.mm`. a: (M, K), b: (K, N) -> (M, N)."""
-    return _mm(a, b, compensated)
+def mm(a: torch.Tensor, b: torch.Tensor, compensated: bool = False,
+       documents: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Batch-invariant `torch.mm`. a: (M, K), b: (K, N) -> (M, N). documents: (M,) segment ids of a's rows
+    (-1 = pad) for b's gradient, a sum over rows (REDUCTION_ORDER.md §10); None: all rows one document."""
+    return _mm(a, b, compensated, documents)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor, compensated: bool = False) -> torch.Tensor:
@@ -37,20 +42,22 @@ def bmm(a: torch.Tensor, b: torch.Tensor, compensated: bool = False) -> torch.Te
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-           compensated: bool = False) -> torch.Tensor:
+           compensated: bool = False, documents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batch-invariant `F.linear`: input @ weight.T + bias. input: (..., K), weight: (N, K), bias: (N,) or None
-    -> (..., N)."""
-    return _linear(input, weight, bias, compensated)
+    -> (..., N). documents: input.shape[:-1] segment ids (-1 = pad) for the weight and bias gradients (sums over
+    tokens, REDUCTION_ORDER.md §10); None: each row of a 3-D input is one document."""
+    return _linear(input, weight, bias, compensated, documents)
 
 
-def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, compensated: bool = False) -> torch.Tensor:
+def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, compensated: bool = False,
+          documents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batch-invariant `torch.addmm(bias, a, b)` with beta = alpha = 1. bias: (N,), a: (M, K), b: (K, N)
-    -> (M, N). Only the (N,) bias that nn.Linear passes is supported; other shapes raise."""
-    return _addmm(bias, a, b, compensated)
+    -> (M, N). Only the (N,) bias that nn.Linear passes is supported; other shapes raise. documents: as mm."""
+    return _addmm(bias, a, b, compensated, documents)
 
 
 @torch.library.register_fake("detops::mm")
-def _mm_fake(a, b, compensated=False):
+def _mm_fake(a, b, compensated=False, documents=None):
     torch._check(a.dim() == 2 and b.dim() == 2, lambda: "detops.mm: a and b must be 2-D")
     torch._check(a.shape[1] == b.shape[0], lambda: "detops.mm: a.shape[1] != b.shape[0]")
     return a.new_empty((a.shape[0], b.shape[1]))
@@ -64,14 +71,93 @@ def _bmm_fake(a, b, compensated=False):
 
 
 @torch.library.register_fake("detops::linear")
-def _linear_fake(input, weight, bias, compensated=False):
+def _linear_fake(input, weight, bias, compensated=False, documents=None):
     torch._check(weight.dim() == 2 and input.shape[-1] == weight.shape[1],
                  lambda: "detops.linear: input.shape[-1] != weight.shape[1]")
     return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
 
 @torch.library.register_fake("detops::addmm")
-def _addmm_fake(bias, a, b, compensated=False):
+def _addmm_fake(bias, a, b, compensated=False, documents=None):
     torch._check(a.dim() == 2 and b.dim() == 2, lambda: "detops.addmm: a and b must be 2-D")
     torch._check(a.shape[1] == b.shape[0], lambda: "detops.addmm: a.shape[1] != b.shape[0]")
     return a.new_empty((a.shape[0], b.shape[1]))
+
+
+# Backward (REDUCTION_ORDER.md §10). dX = dY @ W in the forward's order (row-local, L1); dW = Σ_tokens dYᵀ X and
+# db = Σ_tokens dY over the canonical token buffer of `documents` (token_plan).
+
+def _save(ctx, tensors, compensated, documents=None):
+    ctx.save_for_backward(*tensors)
+    ctx.compensated, ctx.documents = compensated, documents
+
+
+def _mm_setup(ctx, inputs, output):
+    a, b, compensated, *rest = inputs
+    _save(ctx, (a, b), compensated, rest[0] if rest else None)
+
+
+def _mm_backward(ctx, g):
+    refuse_double_backward("mm")
+    a, b = ctx.saved_tensors
+    ga = _mm(g, b.t(), ctx.compensated) if ctx.needs_input_grad[0] else None
+    gb = None
+    if ctx.needs_input_grad[1]:
+        gb = token_products(a, g, token_plan(ctx.documents, a.shape[:1], a.device, "mm"), ctx.compensated)
+    return ga, gb, None, None
+
+
+def _addmm_setup(ctx, inputs, output):
+    bias, a, b, compensated, *rest = inputs
+    _save(ctx, (a, b), compensated, rest[0] if rest else None)
+
+
+def _addmm_backward(ctx, g):
+    refuse_double_backward("addmm")
+    a, b = ctx.saved_tensors
+    ga = _mm(g, b.t(), ctx.compensated) if ctx.needs_input_grad[1] else None
+    gbias = gb = None
+    if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+        plan = token_plan(ctx.documents, a.shape[:1], a.device, "addmm")
+        gbias = token_sums(g, plan, ctx.compensated) if ctx.needs_input_grad[0] else None
+        gb = token_products(a, g, plan, ctx.compensated) if ctx.needs_input_grad[2] else None
+    return gbias, ga, gb, None, None
+
+
+def _bmm_setup(ctx, inputs, output):
+    a, b, compensated = inputs
+    _save(ctx, (a, b), compensated)
+
+
+def _bmm_backward(ctx, g):
+    # No token layout: each batch entry is its own product; dB sums over its M rows from row 0 (§10).
+    refuse_double_backward("bmm")
+    a, b = ctx.saved_tensors
+    ga = _bmm(g, b.transpose(1, 2), ctx.compensated) if ctx.needs_input_grad[0] else None
+    gb = _bmm(a.transpose(1, 2), g, ctx.compensated) if ctx.needs_input_grad[1] else None
+    return ga, gb, None
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, bias, compensated, *rest = inputs
+    _save(ctx, (input, weight), compensated, rest[0] if rest else None)
+
+
+def _linear_backward(ctx, g):
+    refuse_double_backward("linear")
+    x, w = ctx.saved_tensors
+    N, K = w.shape
+    gx = _linear(g, w.t(), None, ctx.compensated) if ctx.needs_input_grad[0] else None
+    gw = gbias = None
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        plan = token_plan(ctx.documents, x.shape[:-1], x.device, "linear")
+        g2 = g.reshape(-1, N)
+        gw = token_products(g2, x.reshape(-1, K), plan, ctx.compensated) if ctx.needs_input_grad[1] else None
+        gbias = token_sums(g2, plan, ctx.compensated) if ctx.needs_input_grad[2] else None
+    return gx, gw, gbias, None, None
+
+
+torch.library.register_autograd("detops::mm", _mm_backward, setup_context=_mm_setup)
+torch.library.register_autograd("detops::addmm", _addmm_backward, setup_context=_addmm_setup)
+torch.library.register_autograd("detops::bmm", _bmm_backward, setup_context=_bmm_setup)
+torch.library.register_autograd("detops::linear", _linear_backward, setup_context=_linear_setup)

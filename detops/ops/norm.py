@@ -1,9 +1,10 @@
-"""rms_norm: docs/REDUCTION_ORDER.md §2–§3."""
+"""rms_norm: docs/REDUCTION_ORDER.md §2–§3; its backward: §10 (dx row-local, dweight a token reduction)."""
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from .._lib import ops
+from .gradients import refuse_double_backward, row_sum, token_plan, token_sums
 
 WEIGHT_MODES = ("plain", "cast_first", "offset")
 
@@ -23,23 +24,28 @@ def _eps(input: torch.Tensor, eps: Optional[float]) -> float:
 
 
 def rms_norm(input: torch.Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[torch.Tensor] = None,
-             eps: Optional[float] = None, *, weight_mode: str = "plain", compensated: bool = False) -> torch.Tensor:
+             eps: Optional[float] = None, *, weight_mode: str = "plain", compensated: bool = False,
+             documents: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batch-invariant RMSNorm over the trailing `normalized_shape` dims, like `F.rms_norm`.
 
     input: (..., *normalized_shape), float32/bfloat16/float16, CPU or CUDA. weight: normalized_shape or None.
     weight_mode: 'plain' (F.rms_norm: y = x*r*w, one rounding), 'cast_first' (Llama/Qwen/Mistral: round x*r
     to the input dtype, then * w; out dtype = promote(input, weight)), 'offset' (Gemma: x*r*(1+w) in fp32).
-    compensated: Neumaier-compensated sum of squares. Returns a tensor shaped like input.
+    compensated: Neumaier-compensated sum of squares. Returns a tensor shaped like input. documents: segment ids
+    shaped like input's leading (token) dims, -1 = pad, for the weight's gradient (a sum over tokens,
+    REDUCTION_ORDER.md §10); None: each row of a 3-D input is one document.
     """
-    return ops.rms_norm(input, _shape(normalized_shape), weight, _eps(input, eps), weight_mode, compensated)
+    return ops.rms_norm(input, _shape(normalized_shape), weight, _eps(input, eps), weight_mode, compensated,
+                        documents)
 
 
 def add_rms_norm(input: torch.Tensor, residual: torch.Tensor, normalized_shape: Union[int, Sequence[int]],
                  weight: Optional[torch.Tensor] = None, eps: Optional[float] = None, *, weight_mode: str = "plain",
-                 compensated: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                 compensated: bool = False, documents: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fused `x = input + residual` (rounded to input dtype) then rms_norm(x). Returns (normed, x)."""
     return ops.add_rms_norm(input, residual, _shape(normalized_shape), weight, _eps(input, eps), weight_mode,
-                            compensated)
+                            compensated, documents)
 
 
 def _out_dtype(input, weight, weight_mode):
@@ -49,11 +55,83 @@ def _out_dtype(input, weight, weight_mode):
 
 
 @torch.library.register_fake("detops::rms_norm")
-def _rms_norm_fake(input, normalized_shape, weight, eps, weight_mode, compensated):
+def _rms_norm_fake(input, normalized_shape, weight, eps, weight_mode, compensated, documents=None):
     return input.new_empty(input.shape, dtype=_out_dtype(input, weight, weight_mode))
 
 
 @torch.library.register_fake("detops::add_rms_norm")
-def _add_rms_norm_fake(input, residual, normalized_shape, weight, eps, weight_mode, compensated):
+def _add_rms_norm_fake(input, residual, normalized_shape, weight, eps, weight_mode, compensated,
+                       documents=None):
     return (input.new_empty(input.shape, dtype=_out_dtype(input, weight, weight_mode)),
             input.new_empty(input.shape))
+
+
+# Backward (REDUCTION_ORDER.md §10), in fp32 per row of N = prod(normalized_shape) elements:
+#   r = 1 / sqrt(row_sum(x·x) / N + eps),  gw = g·w' (w' = w, 1 + w for "offset", 1 without weight),
+#   dx = r·gw - x·((r·r·r)·(row_sum(gw·x) / N)),
+#   dweight = Σ_tokens g·x̂ over the canonical token buffer (x̂ = x·r; "cast_first": x·r rounded to the input
+#   dtype first, as the forward multiplies that by w).
+
+def _rms_norm_grads(x, weight, g, nd, eps, mode, documents, needs_x, needs_w, extra=None):
+    N = 1
+    for s in x.shape[x.dim() - nd:]:
+        N *= s
+    rows = x.shape[:x.dim() - nd]
+    xf = x.reshape(-1, N).float()
+    gf = g.reshape(-1, N).float()
+    r = 1.0 / torch.sqrt(row_sum(xf * xf) / N + eps)
+    gx = gweight = None
+    if needs_x:
+        w = None if weight is None else weight.reshape(N).float()
+        gw = gf if w is None else gf * ((1.0 + w) if mode == "offset" else w)
+        c = ((r * r) * r) * (row_sum(gw * xf) / N)
+        gx = r[:, None] * gw - xf * c[:, None]
+        if extra is not None:
+            gx = gx + extra.reshape(-1, N).float()
+        gx = gx.to(x.dtype).view(x.shape)
+    if needs_w and weight is not None:
+        xhat = xf * r[:, None]
+        if mode == "cast_first":
+            xhat = xhat.to(x.dtype).float()
+        plan = token_plan(documents, rows, x.device, "rms_norm")
+        gweight = token_sums(gf * xhat, plan).to(weight.dtype).view(weight.shape)
+    return gx, gweight
+
+
+def _rms_norm_setup(ctx, inputs, output):
+    input, normalized_shape, weight, eps, weight_mode, compensated, *rest = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.nd, ctx.eps, ctx.mode, ctx.documents = len(normalized_shape), eps, weight_mode, rest[0] if rest else None
+
+
+def _rms_norm_backward(ctx, g):
+    refuse_double_backward("rms_norm")
+    x, weight = ctx.saved_tensors
+    gx, gw = _rms_norm_grads(x, weight, g, ctx.nd, ctx.eps, ctx.mode, ctx.documents, ctx.needs_input_grad[0],
+                             ctx.needs_input_grad[2])
+    return gx, None, gw, None, None, None, None
+
+
+def _add_rms_norm_setup(ctx, inputs, output):
+    input, residual, normalized_shape, weight, eps, weight_mode, compensated, *rest = inputs
+    ctx.save_for_backward(output[1], weight)   # x = input + residual, as the forward rounded it
+    ctx.nd, ctx.eps, ctx.mode, ctx.documents = len(normalized_shape), eps, weight_mode, rest[0] if rest else None
+    ctx.residual_dtype = residual.dtype
+
+
+def _add_rms_norm_backward(ctx, g_y, g_x):
+    refuse_double_backward("add_rms_norm")
+    x, weight = ctx.saved_tensors
+    needs_x = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+    if g_y is None:
+        g_y = torch.zeros_like(x)
+    gx, gw = _rms_norm_grads(x, weight, g_y, ctx.nd, ctx.eps, ctx.mode, ctx.documents, needs_x,
+                             ctx.needs_input_grad[3], extra=g_x)
+    # d(input + residual) reaches both summands unchanged.
+    g_in = gx if ctx.needs_input_grad[0] else None
+    g_res = gx.to(ctx.residual_dtype) if ctx.needs_input_grad[1] else None
+    return g_in, g_res, None, gw, None, None, None, None
+
+
+torch.library.register_autograd("detops::rms_norm", _rms_norm_backward, setup_context=_rms_norm_setup)
+torch.library.register_autograd("detops::add_rms_norm", _add_rms_norm_backward, setup_context=_add_rms_norm_setup)

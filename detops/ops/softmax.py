@@ -1,9 +1,10 @@
-"""softmax / log_softmax: docs/REDUCTION_ORDER.md §2, §4."""
+"""softmax / log_softmax: docs/REDUCTION_ORDER.md §2, §4; their backward: §10 (row-local)."""
 from typing import Optional
 
 import torch
 
 from .._lib import ops
+from .gradients import refuse_double_backward, row_sum
 
 
 def softmax(input: torch.Tensor, dim: int = -1, dtype: Optional[torch.dtype] = None, *,
@@ -29,3 +30,44 @@ def _softmax_fake(input, dim, dtype, compensated):
 @torch.library.register_fake("detops::log_softmax")
 def _log_softmax_fake(input, dim, dtype, compensated):
     return input.new_empty(input.shape, dtype=dtype or input.dtype)
+
+
+# Backward (REDUCTION_ORDER.md §10), in fp32 along `dim`, rounded to the input's dtype:
+#   softmax:     dx = y·(g - row_sum(g·y))              (y: the forward's output)
+#   log_softmax: dx = g - p·row_sum(g)                  (p: detops.softmax of the input, fp32)
+
+def _along_last(t, dim):
+    return t.movedim(dim, -1).float()
+
+
+def _softmax_setup(ctx, inputs, output):
+    input, dim, dtype, compensated = inputs
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.in_dtype = dim, input.dtype
+
+
+def _softmax_backward(ctx, g):
+    refuse_double_backward("softmax")
+    y, = ctx.saved_tensors
+    yf, gf = _along_last(y, ctx.dim), _along_last(g, ctx.dim)
+    gx = yf * (gf - row_sum(gf * yf)[..., None])
+    return gx.movedim(-1, ctx.dim).to(ctx.in_dtype), None, None, None
+
+
+def _log_softmax_setup(ctx, inputs, output):
+    input, dim, dtype, compensated = inputs
+    ctx.save_for_backward(input)
+    ctx.dim, ctx.compensated = dim, compensated
+
+
+def _log_softmax_backward(ctx, g):
+    refuse_double_backward("log_softmax")
+    x, = ctx.saved_tensors
+    p = _along_last(ops.softmax(x, ctx.dim, torch.float32, ctx.compensated), ctx.dim)
+    gf = _along_last(g, ctx.dim)
+    gx = gf - p * row_sum(gf)[..., None]
+    return gx.movedim(-1, ctx.dim).to(x.dtype), None, None, None
+
+
+torch.library.register_autograd("detops::softmax", _softmax_backward, setup_context=_softmax_setup)
+torch.library.register_autograd("detops::log_softmax", _log_softmax_backward, setup_context=_log_softmax_setup)

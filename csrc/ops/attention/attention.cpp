@@ -7,7 +7,8 @@
 namespace detops {
 
 at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                     const at::Tensor& rows_in, double scale, double softcap) {
+                     const at::Tensor& rows_in, double scale, double softcap,
+                     const std::optional<at::Tensor>& documents) {
   const char* op = "attention";
   check_float_dtype(q_in, op, "query");
   check_device(q_in, op, "query");
@@ -28,6 +29,8 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
               v_in.sizes(), " must agree in heads and length");
   TORCH_CHECK(k_in.size(3) == D, "detops.attention: query head dim ", D, " != key head dim ", k_in.size(3));
   TORCH_CHECK(D >= 1 && Dv >= 1, "detops.attention: head dims must be >= 1, got D=", D, ", Dv=", Dv);
+  const int64_t token_shape[2] = {B, Q};
+  check_documents(documents, token_shape, q_in, op);
   TORCH_CHECK(Hk >= 1 && Hq % Hk == 0, "detops.attention: query heads (", Hq,
               ") must be a multiple of key/value heads (", Hk, ")");
   TORCH_CHECK(rows_in.scalar_type() == at::kInt, "detops.attention: rows must be int32, got ",

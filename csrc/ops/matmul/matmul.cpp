@@ -95,9 +95,11 @@ static MatmulParams geometry(const at::Tensor& a, const at::Tensor& b, bool comp
 }
 
 // a: (M, K), b: (K, N) -> (M, N).
-at::Tensor mm(const at::Tensor& a, const at::Tensor& b, bool compensated) {
+at::Tensor mm(const at::Tensor& a, const at::Tensor& b, bool compensated,
+              const std::optional<at::Tensor>& documents) {
   const char* op = "mm";
   check_mm_operands(a, b, op);
+  check_documents(documents, a.sizes().slice(0, 1), a, op);
   const int64_t out_shape[2] = {a.size(0), b.size(1)};
   return run_matmul(geometry(a, b, compensated), a, b, at::Tensor(), out_shape);
 }
@@ -136,7 +138,7 @@ static int64_t folded_row_stride(const at::Tensor& input) {
 
 // input: (..., K), weight: (N, K), bias: (N,) or None -> (..., N). weight.t() is read through its strides.
 at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  bool compensated) {
+                  bool compensated, const std::optional<at::Tensor>& documents) {
   const char* op = "linear";
   check_float_dtype(input, op, "input");
   check_device(input, op, "input");
@@ -147,6 +149,7 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
   TORCH_CHECK(input.size(-1) == K, "detops.linear: input ", input.sizes(), " and weight ", weight.sizes(),
               " do not match (input.shape[-1] != weight.shape[1])");
   at::Tensor b = check_bias(bias.has_value() ? *bias : at::Tensor(), input, N, op);
+  check_documents(documents, input.sizes().slice(0, input.dim() - 1), input, op);
   // Fold the leading dims into rows: through the strides when they fold, else a contiguous copy.
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < input.dim(); ++d) rows *= input.size(d);
@@ -170,9 +173,11 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& weight, const std::
 }
 
 // bias: (N,), a: (M, K), b: (K, N) -> bias + a @ b (beta = alpha = 1), as aten.addmm gets it from nn.Linear.
-at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b, bool compensated) {
+at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b, bool compensated,
+                 const std::optional<at::Tensor>& documents) {
   const char* op = "addmm";
   check_mm_operands(a, b, op);
+  check_documents(documents, a.sizes().slice(0, 1), a, op);
   check_device(bias, op, "bias");
   at::Tensor bc = check_bias(bias, a, b.size(1), op);
   const int64_t out_shape[2] = {a.size(0), b.size(1)};

@@ -88,14 +88,20 @@ static std::tuple<at::Tensor, at::Tensor> rms_norm_impl(const at::Tensor& input,
 }
 
 at::Tensor rms_norm(const at::Tensor& input, at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight,
-                    double eps, c10::string_view weight_mode, bool compensated) {
+                    double eps, c10::string_view weight_mode, bool compensated,
+                    const std::optional<at::Tensor>& documents) {
+  check_documents(documents, input.sizes().slice(0, input.dim() - std::min<int64_t>(normalized_shape.size(), input.dim())),
+                  input, "rms_norm");
   return std::get<0>(rms_norm_impl(input, normalized_shape, weight, eps, weight_mode, std::nullopt, compensated));
 }
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& input, const at::Tensor& residual,
                                                 at::IntArrayRef normalized_shape,
                                                 const std::optional<at::Tensor>& weight, double eps,
-                                                c10::string_view weight_mode, bool compensated) {
+                                                c10::string_view weight_mode, bool compensated,
+                                                const std::optional<at::Tensor>& documents) {
+  check_documents(documents, input.sizes().slice(0, input.dim() - std::min<int64_t>(normalized_shape.size(), input.dim())),
+                  input, "add_rms_norm");
   return rms_norm_impl(input, normalized_shape, weight, eps, weight_mode, residual, compensated);
 }
 
