@@ -5,7 +5,7 @@ op: docs/REDUCTION_ORDER.md. How the pieces fit: docs/ARCHITECTURE.md.
 """
 from ._lib import build_info, has_cuda_kernels
 from .constants import constants
-from .ops import (add_rms_norm, addmm, bmm, cross_entropy, documents_from_cu_seqlens, documents_from_mask,
+from .ops import (add_rms_norm, addmm, bmm, cross_entropy, embedding, documents_from_cu_seqlens, documents_from_mask,
                   documents_from_position_ids, linear, log_softmax, mm, rms_norm, scaled_dot_product_attention,
                   softmax)
 
@@ -44,6 +44,6 @@ def _installed_version(package: str):
 
 
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
-           "scaled_dot_product_attention", "cross_entropy", "documents_from_mask", "documents_from_cu_seqlens",
+           "scaled_dot_product_attention", "cross_entropy", "embedding", "documents_from_mask", "documents_from_cu_seqlens",
            "documents_from_position_ids", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
            "mode", "patch", "verify", "constants"]

@@ -52,11 +52,11 @@ class TokenPlan:
     def __init__(self, index, slot, length: int, identity: bool = False):
         self.index, self.slot, self.length, self.identity = index, slot, length, identity
 
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """t: (tokens, C) -> (length, C) canonical buffer."""
+    def gather(self, t: torch.Tensor, fill=0) -> torch.Tensor:
+        """t: (tokens, C) -> (length, C) canonical buffer; the gaps hold `fill`."""
         if self.identity:
             return t
-        buf = t.new_zeros(self.length, t.shape[1])
+        buf = t.new_full((self.length, t.shape[1]), fill)
         buf[self.slot] = t[self.index]
         return buf
 
