@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.add_argument("--strict", action="store_true", help="also fail if the audit finds uncovered reductions")
     v.add_argument("--no-reference", action="store_true", help="skip the float64 deviation report")
+    v.add_argument("--train", action="store_true",
+                   help="add the training matrix: padded == packed AdamW steps, trainer == sampler log-probs")
     d = sub.add_parser("demo", help="the seed experiment on a tiny model: stock vs detops")
     d.add_argument("--family", default="llama", choices=FAMILIES)
     d.add_argument("--device", default="cpu")
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
             if args.model is not None:
                 _check_model_path(args.model)
             result = verify(family=args.family, path=args.model, dtype=getattr(torch, args.dtype),
-                            device=args.device, seed=args.seed, reference=not args.no_reference)
+                            device=args.device, seed=args.seed, reference=not args.no_reference,
+                            train=args.train)
             print(result.to_json() if args.json else result)
             return 0 if result.ok and (not args.strict or not result.not_covered) else 1
         if args.cmd == "infer":

@@ -24,6 +24,12 @@ associative (wrapping), so any order gives the same bits — that is the only ca
 detops kernel, and it is exact. Reductions that are not listed above (sum, mean, ...) are not changed; the
 coverage audit (`detops.audit`) lists them.
 
+Backward of the elementwise functions (training through `detops.patch`): torch's CPU kernels for
+`silu_backward`, `gelu_backward`, `tanh_backward`, `sigmoid_backward` have the same SIMD-body / scalar-tail
+difference. While a patched model exists, `enable_backward()` routes them on CPU tensors to a per-element
+evaluation (fp32, detops::elementwise for sigmoid / tanh, then `+ - *` each rounded), outside the forward-only
+mode because autograd runs them after the forward has returned.
+
 Use: `with detops.mode(): ...` (nestable, restores on exceptions), or `detops.enable()` / `detops.disable()`
 (counted: each enable needs one disable). `detops.mode(False)` turns the mode off inside an enabled region.
 """
@@ -34,7 +40,8 @@ import torch
 
 from . import ops as _ops
 
-__all__ = ["enable", "disable", "mode", "is_enabled", "routed_count", "ROUTED_OPS"]
+__all__ = ["enable", "disable", "mode", "is_enabled", "routed_count", "ROUTED_OPS", "enable_backward",
+           "disable_backward"]
 
 # aten operator name -> what runs instead (for reports and the audit).
 ROUTED_OPS = {
@@ -239,3 +246,76 @@ def mode(enabled: bool = True):
                     raise RuntimeError("detops.mode(False): unbalanced enable() inside the suspended block")
                 _library = _register()
                 _depth = saved
+
+
+# ---------------------------------------------------------------- elementwise backward on the CPU (training)
+
+_backward_depth = 0
+_backward_library = None
+
+
+def _float(t):
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _silu_backward(grad, x):
+    g, xf = _float(grad), _float(x)
+    s = _ops.elementwise(xf.contiguous(), "sigmoid")
+    return (g * (s * (1.0 + xf * (1.0 - s)))).to(x.dtype)
+
+
+_GELU_BETA = 2.0 ** 0.5 * (2.0 / 3.141592653589793) ** 0.5 * 0.5  # M_SQRT2 * M_2_SQRTPI * 0.5, as torch
+_GELU_KAPPA = 0.044715
+
+
+def _gelu_backward(grad, x, *, approximate="none"):
+    if approximate != "tanh":
+        raise NotImplementedError("detops: the CPU backward of exact GELU (erf) has no per-element evaluation yet; "
+                                  "a patched model in training may use approximate='tanh' GELU, SiLU or ReLU")
+    g, xf = _float(grad), _float(x)
+    x2 = xf * xf
+    inner = _GELU_BETA * (xf + _GELU_KAPPA * (x2 * xf))
+    t = _ops.elementwise(inner.contiguous(), "tanh")
+    left = 0.5 * xf
+    right_derivative = left * (1.0 - t * t) * (_GELU_BETA * (1.0 + 3.0 * _GELU_KAPPA * x2))
+    return (g * (0.5 * (1.0 + t) + right_derivative)).to(x.dtype)
+
+
+def _tanh_backward(grad, output):
+    g, y = _float(grad), _float(output)
+    return (g * (1.0 - y * y)).to(output.dtype)
+
+
+def _sigmoid_backward(grad, output):
+    g, y = _float(grad), _float(output)
+    return (g * ((1.0 - y) * y)).to(output.dtype)
+
+
+_BACKWARD_OVERRIDES = {"silu_backward": _silu_backward, "gelu_backward": _gelu_backward,
+                       "tanh_backward": _tanh_backward, "sigmoid_backward": _sigmoid_backward}
+
+
+def enable_backward() -> None:
+    """Route the CPU elementwise backward kernels to per-element evaluation (counted, like enable())."""
+    global _backward_depth, _backward_library
+    with _lock:
+        if _backward_depth == 0:
+            import warnings
+            lib = torch.library.Library("aten", "IMPL")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for name, fn in _BACKWARD_OVERRIDES.items():
+                    lib.impl(name, fn, "CPU")
+            _backward_library = lib
+        _backward_depth += 1
+
+
+def disable_backward() -> None:
+    global _backward_depth, _backward_library
+    with _lock:
+        if _backward_depth == 0:
+            raise RuntimeError("detops.aten_mode.disable_backward() without a matching enable_backward()")
+        _backward_depth -= 1
+        if _backward_depth == 0:
+            lib, _backward_library = _backward_library, None
+            lib._destroy()

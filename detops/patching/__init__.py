@@ -14,7 +14,12 @@ What it does to a loaded model (each step undone by `handle.undo()`):
 5. a forward pre-hook derives `position_ids` from a 2-D `attention_mask` when the caller gives none, as
    `generate()` does (`mask.cumsum(-1) - 1`, pads 1): without it a left-padded row's positions would start at
    its padding and its logits would differ from the sequence alone (docs/CONTRACT.md, L2). RoPE is relative,
-   so this is the same function of the tokens. Opt out with `derive_position_ids=False`.
+   so this is the same function of the tokens. Opt out with `derive_position_ids=False`;
+6. training (`training.py`): every `nn.Embedding` gets a bound `forward` calling `detops.embedding`; a pre-hook
+   derives the batch's document layout from the position ids and the 2-D mask, which the patched modules pass
+   to their ops as `documents` (REDUCTION_ORDER.md §10); the model's `loss_function` becomes transformers'
+   causal-LM loss with `detops.cross_entropy`; the CPU elementwise backward kernels are routed to per-element
+   evaluation (aten_mode.enable_backward). A training step then gives the same bits padded or packed.
 
 `handle.report` lists what was patched and every module whose reductions detops does not cover.
 `from_pretrained(..., attn_implementation="detops")` / `from_config(...)` work after `import detops`: the
@@ -31,9 +36,10 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..aten_mode import disable as _mode_disable, enable as _mode_enable
-from ..ops import linear as _linear, rms_norm as _rms_norm
+from ..aten_mode import disable as _mode_disable, disable_backward, enable as _mode_enable, enable_backward
+from ..ops import embedding as _embedding, linear as _linear, rms_norm as _rms_norm
 from .attention import NAME, _memo as _rows_memo, detops_attention_forward
+from .training import causal_lm_loss, documents_for, layout_post_hook, layout_pre_hook
 
 __all__ = ["patch", "PatchHandle", "PatchReport", "RMS_NORMS", "register_rms_norm", "register_attention",
            "NAME"]
@@ -52,7 +58,7 @@ RMS_NORMS: Dict[str, Tuple[str, str]] = {
 }
 
 # Leaf modules without a floating-point reduction of their own (nothing to cover).
-_NO_REDUCTION = (nn.Embedding, nn.Dropout, nn.Identity)
+_NO_REDUCTION = (nn.Dropout, nn.Identity)
 _NO_REDUCTION_NAMES = ("RotaryEmbedding", "ScaledWordEmbedding")  # RoPE: fp32 bmm with K = 1 (aten mode)
 
 
@@ -73,13 +79,23 @@ def register_attention() -> None:
 
 def _norm_forward(weight_mode: str, eps_attr: str):
     def forward(self, hidden_states):
+        nd = self.weight.dim()
         return _rms_norm(hidden_states, self.weight.shape, self.weight, getattr(self, eps_attr),
-                         weight_mode=weight_mode)
+                         weight_mode=weight_mode, documents=documents_for(hidden_states.shape[:-nd]))
     return forward
 
 
 def _linear_forward(self, input):
-    return _linear(input, self.weight, self.bias)
+    return _linear(input, self.weight, self.bias, documents=documents_for(input.shape[:-1]))
+
+
+def _embedding_forward(self, input):
+    """nn.Embedding (and Gemma 3's scaled subclass: `* embed_scale` in the weight's dtype, as its own forward)."""
+    if self.max_norm is not None:
+        raise ValueError("detops.patch: nn.Embedding with max_norm renormalises its weight in place; not supported")
+    out = _embedding(input, self.weight, self.padding_idx, documents=documents_for(input.shape))
+    scale = getattr(self, "embed_scale", None)
+    return out if scale is None else out * scale.to(self.weight.dtype)
 
 
 # Inside torch.compile the hooks trace to nothing (no graph break, so fullgraph=True works): a compiled graph
@@ -123,6 +139,7 @@ class PatchReport:
     previous_attention: str = ""
     aten_mode: str = ""
     position_ids: str = ""
+    training: str = ""
     not_covered: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     @property
@@ -133,7 +150,8 @@ class PatchReport:
         lines = [f"detops.patch: {len(self.norms)} RMSNorm modules, {len(self.linears)} Linear modules -> detops",
                  f"  attention: {self.previous_attention!r} -> {self.attention!r}",
                  f"  aten mode during forward: {self.aten_mode}",
-                 f"  position ids: {self.position_ids}"]
+                 f"  position ids: {self.position_ids}",
+                 f"  training: {self.training}"]
         if self.not_covered:
             lines.append(f"  NOT covered ({len(self.not_covered)}):")
             lines += [f"    {name or '<model>'} ({cls}): {why}" for name, cls, why in self.not_covered]
@@ -213,6 +231,11 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
                 if linear:
                     _bind(handle, module, _linear_forward)
                     report.linears.append(name)
+            elif isinstance(module, nn.Embedding):
+                if module.max_norm is not None or module.sparse:
+                    report.not_covered.append((name, cls, "nn.Embedding with max_norm / sparse gradients"))
+                    continue
+                _bind(handle, module, _embedding_forward)
             elif next(module.children(), None) is None:  # a leaf we do not patch
                 if isinstance(module, _NO_REDUCTION) or cls.endswith(_NO_REDUCTION_NAMES) \
                         or module.__module__.startswith("transformers.activations") \
@@ -250,6 +273,26 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
             report.position_ids = "derived from a 2-D attention_mask when none are given (as generate() does)"
         else:
             report.position_ids = "as given (derive_position_ids=False)"
+        # After the position-id hook: the layout reads the derived position ids.
+        layout = model.register_forward_pre_hook(layout_pre_hook, with_kwargs=True)
+        layout_end = model.register_forward_hook(layout_post_hook, with_kwargs=True, always_call=True)
+        handle._undo.append(layout.remove)
+        handle._undo.append(layout_end.remove)
+        if hasattr(type(model), "loss_function"):
+            had_loss = "_loss_function" in model.__dict__
+            old_loss = model.__dict__.get("_loss_function")
+            model.loss_function = causal_lm_loss
+
+            def restore_loss():
+                if had_loss:
+                    model._loss_function = old_loss
+                else:
+                    model.__dict__.pop("_loss_function", None)
+            handle._undo.append(restore_loss)
+        enable_backward()
+        handle._undo.append(disable_backward)
+        report.training = ("document layout from position ids / 2-D mask -> documents of every op; loss: "
+                           "detops.cross_entropy; CPU elementwise backward per element")
 
         model._detops_patch = handle
         handle._undo.append(lambda: setattr(model, "_detops_patch", None))

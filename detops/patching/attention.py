@@ -26,6 +26,7 @@ from ..ops.attention import gather_keys, rank_order, row_descriptors
 from ..ops.matmul import bmm as _bmm
 from ..ops.no_backward import refuse_backward
 from ..ops.softmax import softmax as _softmax
+from .training import documents_for
 
 __all__ = ["detops_attention_forward", "build_rows", "attention_weights", "NAME"]
 
@@ -164,10 +165,17 @@ def detops_attention_forward(module, query, key, value, attention_mask, dropout=
                 _memo.put(tensors, scalars, built)
         rows, order = built
         key, value = gather_keys(key, order), gather_keys(value, order)
-        out = _lib.ops.attention(query, key, value, rows, scale, cap)
+        out = _lib.ops.attention(query, key, value, rows, scale, cap, _documents(query, key))
         if _weights_requested():
             return out.transpose(1, 2).contiguous(), attention_weights(query, key, rows, scale, cap, order, K)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _documents(query, key):
+    """The batch's document layout for the backward (training.py), when the keys are the queries' own tokens."""
+    if query.shape[2] != key.shape[2]:
+        return None
+    return documents_for(query.shape[0:1] + query.shape[2:3])
 
 
 def _weights_requested() -> bool:

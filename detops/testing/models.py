@@ -97,3 +97,57 @@ def pad_batch(seqs, side: str = "left"):
         sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
         ids[i, sl], mask[i, sl] = torch.tensor(s), 1
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+TRAIN_LAYOUTS = ("right", "left", "packed", "packed_flash", "rows")
+
+
+def train_batch(docs, layout: str, row_length: int = None):
+    """A causal-LM training batch of token lists `docs` (in order) in `layout`, as the usual collators make it:
+    "right" / "left": one document per row, padded (pad id 0), attention_mask, position_ids; "packed": one row,
+    position ids restarting at 0 per document, no mask (DataCollatorWithFlattening); "rows": documents packed in
+    order into rows of `row_length` tokens (default: the longest document + 3), position ids restarting, a mask
+    marking each row's tail pads; "packed_flash": "packed" plus the flash-attention keywords
+    DataCollatorWithFlattening(return_flash_attn_kwargs=True) adds (cu_seq_lens_q/k, max_length_q/k). labels: the tokens, -100 on pads and on each document's first token (no
+    document is scored on the one before it). Returns the keyword arguments of `model(**batch)`."""
+    if layout in ("right", "left"):
+        ids, mask, pos = pad_batch(docs, layout)
+        labels = ids.masked_fill(mask == 0, -100)
+        first = (mask.cumsum(-1) == 1) & (mask == 1)
+        return dict(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels.masked_fill(first, -100))
+    if layout in ("packed", "packed_flash"):
+        rows = [list(range(len(docs)))]
+        L = sum(len(d) for d in docs)
+    elif layout == "rows":
+        L = row_length or max(len(d) for d in docs) + 3
+        rows, used = [[]], 0
+        for i, d in enumerate(docs):
+            if used + len(d) > L:
+                rows.append([])
+                used = 0
+            rows[-1].append(i)
+            used += len(d)
+    else:
+        raise ValueError(f"layout must be one of {TRAIN_LAYOUTS}, got {layout!r}")
+    B = len(rows)
+    ids = torch.zeros(B, L, dtype=torch.long)
+    mask = torch.zeros(B, L, dtype=torch.long)
+    pos = torch.zeros(B, L, dtype=torch.long)
+    labels = torch.full((B, L), -100, dtype=torch.long)
+    for b, members in enumerate(rows):
+        p = 0
+        for i in members:
+            n = len(docs[i])
+            ids[b, p:p + n] = torch.tensor(docs[i])
+            mask[b, p:p + n] = 1
+            pos[b, p:p + n] = torch.arange(n)
+            labels[b, p + 1:p + n] = torch.tensor(docs[i][1:])
+            p += n
+    batch = dict(input_ids=ids, position_ids=pos, labels=labels)
+    if layout == "rows":
+        batch["attention_mask"] = mask
+    if layout == "packed_flash":
+        cu = torch.tensor([0] + [len(d) for d in docs], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        longest = max(len(d) for d in docs)
+        batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+    return batch

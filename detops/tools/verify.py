@@ -6,6 +6,11 @@ failure the first module whose output differs (forward hooks, execution order) i
 lists floating-point reductions that ran outside detops, and a deviation report compares the logits with a
 float64 run of the same weights (max abs diff and the Wasserstein-1 distance between the empirical
 distributions of logit values, W1 = mean |sort(a) - sort(b)|), for stock and for detops.
+With `train=True` (`--train`) it adds the training matrix (docs/CONTRACT.md T4, T5): two AdamW steps on copies
+of the model, the same documents right-padded, left-padded, packed in one row and packed into several rows,
+compared with right padding (loss, every gradient, the weights after the steps; on a difference the first
+parameter that differs), and trainer == sampler (a completion's log-probabilities from `generate()` vs a
+training forward with the sequence packed after another document).
 Exit status: 0 if every detops check is equal (and, with --strict, nothing is uncovered); 1 otherwise.
 """
 import copy
@@ -15,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..testing.models import pad_batch
+from ..testing.models import TRAIN_LAYOUTS, pad_batch, train_batch
 
 __all__ = ["verify", "VerifyResult", "CHECKS"]
 
@@ -245,6 +250,88 @@ CHECKS: Dict[str, Callable] = {
 }
 
 
+# ------------------------------------------------------------------------------------------- training
+def _train_steps(model0, device, docs, layout, patched, steps=2):
+    """(losses, grads, weights) of `steps` AdamW steps on a copy of model0 with `docs` in `layout`."""
+    from ..patching import patch
+    model = copy.deepcopy(model0).train()
+    handle = patch(model) if patched else None
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        batch = {k: v.to(device) for k, v in train_batch(docs, layout).items()}
+        losses, grads = [], None
+        for _ in range(steps):
+            loss = model(**batch).loss
+            loss.backward()
+            if grads is None:
+                grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.detach())
+        return losses, grads, {n: p.detach().clone() for n, p in model.named_parameters()}
+    finally:
+        if handle is not None:
+            handle.undo()
+
+
+def _compare_steps(a, b):
+    """(equal, max abs difference, first difference: "loss" or "grad <param>" / "weight <param>")."""
+    pairs = [("loss", x, y) for x, y in zip(a[0], b[0])]
+    pairs += [(f"grad {n}", a[1][n], b[1].get(n)) for n in a[1]]
+    pairs += [(f"weight {n}", a[2][n], b[2][n]) for n in a[2]]
+    first, worst = None, 0.0
+    for name, x, y in pairs:
+        if y is None or x.shape != y.shape:
+            return False, float("inf"), name
+        if not torch.equal(x, y):
+            worst = max(worst, float((x.double() - y.double()).abs().max()))
+            first = first or name
+    return first is None, worst, first
+
+
+def trainer_sampler(model, device, prompt, other, new_tokens=8, seed=0):
+    """(sampled, trained): the log-probabilities of a greedy completion of `prompt` from `generate()` (KV cache),
+    and from a training-mode forward of prompt + completion packed after the document `other`. Both sides take
+    detops.log_softmax (row-invariant), so the check compares the logits the two paths produce."""
+    from ..ops import log_softmax
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=0)
+    completion = out.sequences[0, len(prompt):]
+    sampled = torch.stack([log_softmax(lg[0].float(), -1)[t] for lg, t in zip(out.logits, completion)])
+    model.train()
+    batch = train_batch([other, prompt + completion.tolist()], "packed")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device)).logits
+    start = len(other) + len(prompt) - 1
+    trained = log_softmax(logits[0, start:start + len(completion)].float(), -1).gather(
+        1, completion[:, None])[:, 0]
+    model.train(was_training)
+    return sampled, trained
+
+
+def _train_checks(model, device, vocab, seed, patched):
+    docs = [_tokens(n, vocab, seed + 300 + i) for i, n in enumerate((13, 40, 7, 25))]
+    base = _train_steps(model, device, docs, "right", patched)
+    results = {}
+    for layout in TRAIN_LAYOUTS[1:]:
+        results[f"train: 2 AdamW steps, {layout} vs right padding (T4)"] = _compare_steps(
+            _train_steps(model, device, docs, layout, patched), base)
+    from ..patching import patch
+    handle = patch(model) if patched else None
+    try:
+        a, b = trainer_sampler(model, device, _tokens(9, vocab, seed + 400), _tokens(14, vocab, seed + 401))
+    finally:
+        if handle is not None:
+            handle.undo()
+    results["train: trainer == sampler log-probs (T5)"] = (torch.equal(a, b), float((a.double() - b.double()).abs().max()),
+                                                          None if torch.equal(a, b) else "log-probs")
+    return results
+
+
 # Which attention mask each column's call used, where the two differ.
 MASK_NOTES = {
     "packed row, position-id resets (L3)": "stock runs with use_cache=False, where transformers builds a "
@@ -290,7 +377,7 @@ def load_model(family=None, path=None, dtype=torch.float32, device="cpu"):
 
 def verify(model=None, *, family: Optional[str] = None, path: Optional[str] = None, dtype=torch.float32,
            device="cpu", seed: int = 0, checks: Optional[List[str]] = None, reference: bool = True,
-           diagnose: bool = True) -> VerifyResult:
+           diagnose: bool = True, train: bool = False) -> VerifyResult:
     """Run the invariance matrix (stock, then patched), the audit and the float64 deviation report.
     The model (given, or loaded from `path`, or the tiny `family` model) is left unpatched afterwards."""
     from .. import build_info
@@ -324,6 +411,11 @@ def verify(model=None, *, family: Optional[str] = None, path: Optional[str] = No
     del ref64
     results = [CheckResult(n, stock[n][0], stock[n][1], det[n][0], det[n][1], det[n][2], stock[n][2])
                for n in names]
+    if train:
+        stock_t = _train_checks(model, device, vocab, seed, patched=False)
+        det_t = _train_checks(model, device, vocab, seed, patched=True)
+        results += [CheckResult(n, stock_t[n][0], stock_t[n][1], det_t[n][0], det_t[n][1], det_t[n][2], stock_t[n][2])
+                    for n in det_t]
     return VerifyResult(model=name, dtype=str(dtype).replace("torch.", ""), device=str(device), checks=results,
                         not_covered=dict(audit.not_covered), patch_report=report, deviation=deviation,
                         build=dict(build_info()))

@@ -1,0 +1,138 @@
+"""Training through a patched model: the document layout of each forward, and HF's loss through detops.
+
+The gradients that sum over tokens (REDUCTION_ORDER.md §10) need the batch's document layout. A patched model
+derives it from what it already receives — `position_ids` restarting at 0 start a document (packing, as
+`DataCollatorWithFlattening` makes it), a 2-D `attention_mask` marks pads — and every patched module passes it
+to its detops op as `documents`. So the same documents in the same order give the same loss, gradients and
+weights whether they come right-padded, left-padded, packed in one row or packed into several rows.
+
+- `layout_pre_hook` / `layout_post_hook` (on the top-level model) hold the layout in a context variable for the
+  forward; `documents_for(shape)` is what the patched modules call.
+- Gradient checkpointing replays a layer during the backward, outside the forward: each layer's checkpoint
+  function is wrapped so that the replay sees the layout (and the aten mode) its forward saw.
+- `causal_lm_loss` is transformers' `ForCausalLMLoss` with `detops.cross_entropy`.
+"""
+import contextvars
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import aten_mode
+from ..ops import cross_entropy, documents_from_position_ids
+
+__all__ = ["documents_for", "layout_pre_hook", "layout_post_hook", "causal_lm_loss", "layout_of"]
+
+_documents: contextvars.ContextVar = contextvars.ContextVar("detops_documents", default=None)
+
+
+def layout_of(input_shape, attention_mask=None, position_ids=None) -> Optional[torch.Tensor]:
+    """(B, L) segment ids of a forward's tokens (-1 = pad), or None when every row is one whole document.
+    A document starts where the position ids restart at 0 (and at each row's start); a 2-D attention mask's
+    zeros are pads."""
+    mask = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
+    if position_ids is None and mask is None:
+        return None
+    B, L = input_shape
+    if mask is not None and tuple(mask.shape) != (B, L):
+        mask = mask[:, -L:] if mask.shape[0] == B and mask.shape[1] >= L else None
+    if position_ids is None:
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    pos = position_ids if position_ids.dim() == 2 else position_ids[None]
+    pos = pos.expand(B, L)
+    return documents_from_position_ids(pos, mask)
+
+
+def documents_for(token_shape) -> Optional[torch.Tensor]:
+    """The layout's segment ids shaped for an op whose token dims are `token_shape` ((B, L), (B, L, ...) or
+    (B, ..., L)), or None outside a layout-carrying forward or without grad."""
+    docs = _documents.get()
+    if docs is None or not torch.is_grad_enabled():
+        return None
+    token_shape = tuple(token_shape)
+    if token_shape == tuple(docs.shape):
+        return docs
+    if token_shape[:2] == tuple(docs.shape):     # (B, L, heads...): a token's heads stay in its document
+        return docs.view(*docs.shape, *(1,) * (len(token_shape) - 2)).expand(token_shape)
+    B, L = docs.shape
+    if len(token_shape) >= 3 and token_shape[0] == B and token_shape[-1] == L:
+        # (B, heads..., L), e.g. a q/k norm after the heads were moved forward: each (document, head) is its own
+        # document (a document must be contiguous in the flattened order), numbered document-major.
+        M = 1
+        for s in token_shape[1:-1]:
+            M *= s
+        m = torch.arange(M, device=docs.device).view(1, M, 1)
+        ids = torch.where(docs[:, None, :] >= 0, docs[:, None, :] * M + m, -1)
+        return ids.view(token_shape)
+    raise ValueError(f"detops.patch: a module's input has token dims {token_shape}, which the batch's document "
+                     f"layout {tuple(docs.shape)} (batch, sequence) does not describe; its gradient would not know "
+                     f"the documents")
+
+
+def _wrap_checkpointing(model) -> None:
+    """Make every layer's checkpoint replay run under the layout of the forward that recorded it."""
+    for module in model.modules():
+        fn = module.__dict__.get("_gradient_checkpointing_func")
+        if fn is None or getattr(fn, "_detops_layout", False):
+            continue
+
+        @functools.wraps(fn)
+        def checkpoint(run, *args, _inner=fn, **kwargs):
+            docs, routed = _documents.get(), aten_mode.is_enabled()
+
+            def replayable(*a, **k):
+                # The replay runs during the backward, after the forward's aten mode was turned off: turn it on
+                # again, or the replayed SiLU / RoPE would take torch's kernels and differ from the forward.
+                token = _documents.set(docs)
+                if routed:
+                    aten_mode.enable()
+                try:
+                    return run(*a, **k)
+                finally:
+                    if routed:
+                        aten_mode.disable()
+                    _documents.reset(token)
+            return _inner(replayable, *args, **kwargs)
+        checkpoint._detops_layout = True
+        module._gradient_checkpointing_func = checkpoint
+
+
+def layout_pre_hook(module, args, kwargs):
+    """Top-level forward pre-hook (with kwargs, after the position-id hook): the forward's layout, when grad is on."""
+    docs = None
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        ref = ids if isinstance(ids, torch.Tensor) else embeds
+        if isinstance(ref, torch.Tensor) and ref.dim() >= 2:
+            docs = layout_of(tuple(ref.shape[:2]), kwargs.get("attention_mask", args[1] if len(args) > 1 else None),
+                             kwargs.get("position_ids"))
+            if docs is None:   # each row one document: explicit, so that a checkpoint replay sees the same
+                docs = torch.arange(ref.shape[0], device=ref.device)[:, None].expand(ref.shape[:2])
+        _wrap_checkpointing(module)
+    module._detops_layout_tokens = getattr(module, "_detops_layout_tokens", []) + [_documents.set(docs)]
+
+
+def layout_post_hook(module, args, kwargs, output):
+    tokens = getattr(module, "_detops_layout_tokens", [])
+    if tokens:
+        _documents.reset(tokens.pop())
+
+
+def causal_lm_loss(logits, labels, vocab_size: int, num_items_in_batch=None, ignore_index: int = -100,
+                   shift_labels=None, **kwargs):
+    """transformers' `ForCausalLMLoss` with detops' cross-entropy (REDUCTION_ORDER.md §10 rule 4): the loss sum
+    runs over the supervised tokens in order, so padding and packing do not change its bits."""
+    logits = logits.float()
+    if shift_labels is None:
+        labels = F.pad(labels, (0, 1), value=ignore_index)
+        shift_labels = labels[..., 1:]
+    logits = logits.reshape(-1, vocab_size)
+    shift_labels = shift_labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return cross_entropy(logits, shift_labels, ignore_index, "mean")
+    loss = cross_entropy(logits, shift_labels, ignore_index, "sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch

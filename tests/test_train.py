@@ -1,0 +1,137 @@
+"""Training through a patched Hugging Face model (docs/CONTRACT.md "Training promises", T4 and T5).
+
+T4 padded == packed: the same documents in the same order give bitwise-identical loss, every parameter's
+gradient and the weights after AdamW steps, right-padded, left-padded, packed in one row (position ids restarting,
+as DataCollatorWithFlattening) and packed into several rows (with a mask for the tail pads); with and without
+gradient checkpointing; `num_items_in_batch` too. Stock transformers is the negative control.
+T5 trainer == sampler: the log-probabilities of a generated completion computed in a training forward (train
+mode, packed with other documents) equal the ones of the generation (KV cache, greedy and sampled).
+"""
+import pytest
+import torch
+
+import detops
+from detops.testing.models import FAMILIES, TRAIN_LAYOUTS, tiny_model, train_batch
+
+# Document lengths around the token alignment of REDUCTION_ORDER.md §10 (32) and the tiny models' window (24).
+DOC_LENGTHS = (5, 33, 1, 24, 31, 2)
+
+
+def _docs(lengths=DOC_LENGTHS, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 128, (n,), generator=g).tolist() for n in lengths]
+
+
+def _on(batch, device):
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def sft_steps(family, dtype, device, layout, docs, patched=True, steps=2, checkpointing=False, num_items=False):
+    """Loss of each step, the first step's gradients and the weights after `steps` AdamW steps."""
+    model = tiny_model(family, dtype=dtype, device=device).train()
+    if checkpointing:  # activation_checkpointing_enable: transformers >= 5.25's name for it
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    handle = detops.patch(model) if patched else None
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = _on(train_batch(docs, layout), device)
+    if num_items:
+        batch["num_items_in_batch"] = torch.tensor(sum(len(d) - 1 for d in docs), device=device)
+    losses, grads = [], None
+    for step in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        if grads is None:
+            grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.detach())
+    if handle is not None:
+        handle.undo()
+    return losses, grads, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _differences(a, b):
+    la, ga, wa = a
+    lb, gb, wb = b
+    out = [f"loss of step {i}" for i, (x, y) in enumerate(zip(la, lb)) if not torch.equal(x, y)]
+    out += [f"grad {n}" for n in ga if not torch.equal(ga[n], gb[n])]
+    out += [f"weight {n}" for n in wa if not torch.equal(wa[n], wb[n])]
+    return out
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=("fp32", "bf16"))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_t4_padded_equals_packed(device, family, dtype):
+    docs = _docs()
+    base = sft_steps(family, dtype, device, "right", docs)
+    assert all(g.abs().sum() > 0 for g in base[1].values())
+    for layout in TRAIN_LAYOUTS[1:]:
+        diff = _differences(sft_steps(family, dtype, device, layout, docs), base)
+        assert not diff, f"{family} {layout} vs right padding: {diff[:5]} ({len(diff)} differ)"
+
+
+@pytest.mark.parametrize("family", ("llama", "gemma3"))
+def test_t4_gradient_checkpointing_and_num_items(device, family):
+    """Checkpointing replays each layer under the layout its forward saw: the same bits as without it, in
+    every layout; the loss divided by num_items_in_batch too."""
+    docs = _docs()
+    base = sft_steps(family, torch.float32, device, "right", docs)
+    for layout in TRAIN_LAYOUTS:
+        diff = _differences(sft_steps(family, torch.float32, device, layout, docs, checkpointing=True), base)
+        assert not diff, f"checkpointing, {layout}: {diff[:5]}"
+    items = [sft_steps(family, torch.float32, device, layout, docs, num_items=True) for layout in TRAIN_LAYOUTS]
+    for layout, r in zip(TRAIN_LAYOUTS[1:], items[1:]):
+        assert not _differences(r, items[0]), f"num_items_in_batch, {layout}"
+
+
+@pytest.mark.parametrize("family", ("llama", "gemma2"))
+def test_t4_stock_differs(device, family):
+    """Negative control: stock transformers' gradients change with packing (CPU and GPU)."""
+    docs = _docs()
+    base = sft_steps(family, torch.float32, device, "right", docs, patched=False, steps=1)
+    diff = _differences(sft_steps(family, torch.float32, device, "packed", docs, patched=False, steps=1), base)
+    assert diff
+
+
+@pytest.mark.parametrize("do_sample", (False, True), ids=("greedy", "sampled"))
+@pytest.mark.parametrize("family", ("llama", "qwen3", "gemma2"))
+def test_t5_trainer_equals_sampler(device, family, do_sample):
+    """The completion's log-probabilities from generate() (KV cache) equal, bitwise, those of a training
+    forward (train mode, the sequence packed after another document)."""
+    model = tiny_model(family, device=device)
+    prompt = _docs((7,), seed=3)[0]
+    other = _docs((11,), seed=4)[0]
+    with detops.patch(model):
+        g = torch.Generator(device=device).manual_seed(5) if do_sample else None
+        kwargs = dict(do_sample=True, temperature=0.9, top_k=0, generator=g) if do_sample else dict(do_sample=False)
+        if do_sample:
+            torch.manual_seed(5)
+            kwargs.pop("generator")
+        with torch.no_grad():
+            out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=9, min_new_tokens=9,
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0, **kwargs)
+        completion = out.sequences[0, len(prompt):]
+        sampled = torch.stack([detops.log_softmax(l[0].float(), -1)[t] for l, t in zip(out.logits, completion)])
+        model.train()
+        seq = prompt + completion.tolist()
+        batch = _on(train_batch([other, seq], "packed"), device)
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        start = len(other) + len(prompt) - 1            # the logit that predicts the first completion token
+        lp = detops.log_softmax(logits[start:start + len(completion)].float(), -1)
+        trained = lp.gather(1, completion[:, None])[:, 0]
+    assert torch.equal(trained.detach(), sampled), (trained - sampled).abs().max()
+
+
+def test_layout_errors_are_clear():
+    """A module whose inputs the layout cannot describe, and an unsupported embedding, raise with the reason."""
+    from detops.patching.training import _documents, documents_for
+    token = _documents.set(torch.zeros(2, 5, dtype=torch.long))
+    try:
+        with pytest.raises(ValueError, match="does not describe"):
+            documents_for((3, 5))
+    finally:
+        _documents.reset(token)
+    model = tiny_model("llama").train()
+    model.model.embed_tokens.max_norm = 1.0
+    with pytest.raises(RuntimeError, match="max_norm"):
+        detops.patch(model, strict=True)
