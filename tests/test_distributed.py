@@ -28,7 +28,17 @@ def _ids():
     return ids, mask
 
 
+def _own_output(path):
+    """Give a spawned rank its own stdout / stderr file: ranks that inherit pytest's captured descriptors abort
+    now and then in gloo's teardown ("terminate called without an active exception"), never with their own."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def _rank_main(rank, world, store, out, naive):
+    _own_output(f"{out}.rank{rank}.log")
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         import detops

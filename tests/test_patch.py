@@ -58,16 +58,18 @@ def test_stock_audit_lists_uncovered():
     assert "not covered" in audit.summary()
 
 
-def test_loss_reduction_is_listed():
+def test_loss_is_detops_cross_entropy():
+    """The model's loss (labels=) is detops.cross_entropy (REDUCTION_ORDER.md §10 rule 4): no reduction of the
+    forward is left to torch, and the loss equals detops.cross_entropy of the shifted logits."""
     model = tiny_model("llama")
     handle = patch(model)
     try:
         ids = torch.randint(3, 128, (2, 7))
         with torch.no_grad(), Audit() as audit:
-            model(ids, labels=ids)
-        # cross_entropy = log_softmax (detops, through the aten mode) + nll_loss (a sum, torch's)
-        assert audit.covered["aten::_log_softmax.default"] == 1
-        assert set(audit.not_covered) == {"aten::nll_loss_forward.default"}
+            out = model(ids, labels=ids)
+        assert not audit.not_covered, audit.not_covered
+        logits = out.logits[:, :-1].float().reshape(-1, 128)
+        assert torch.equal(out.loss, detops.cross_entropy(logits, ids[:, 1:].reshape(-1)))
     finally:
         handle.undo()
 

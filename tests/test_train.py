@@ -23,7 +23,7 @@ def _docs(lengths=DOC_LENGTHS, seed=0):
 
 
 def _on(batch, device):
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def sft_steps(family, dtype, device, layout, docs, patched=True, steps=2, checkpointing=False, num_items=False):

@@ -47,6 +47,8 @@ def layout_of(input_shape, attention_mask=None, position_ids=None) -> Optional[t
 def documents_for(token_shape) -> Optional[torch.Tensor]:
     """The layout's segment ids shaped for an op whose token dims are `token_shape` ((B, L), (B, L, ...) or
     (B, ..., L)), or None outside a layout-carrying forward or without grad."""
+    if torch.compiler.is_compiling():   # training inside torch.compile is not supported (CONTRACT.md)
+        return None
     docs = _documents.get()
     if docs is None or not torch.is_grad_enabled():
         return None
@@ -99,9 +101,12 @@ def _wrap_checkpointing(model) -> None:
 
 
 def layout_pre_hook(module, args, kwargs):
-    """Top-level forward pre-hook (with kwargs, after the position-id hook): the forward's layout, when grad is on."""
+    """Top-level forward pre-hook (with kwargs, after the position-id hook): the forward's layout, when grad is on.
+    Inside torch.compile both hooks do nothing (a compiled graph cannot hold the context variable)."""
+    if torch.compiler.is_compiling():
+        return
     docs = None
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    if torch.is_grad_enabled():
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         ref = ids if isinstance(ids, torch.Tensor) else embeds
@@ -115,6 +120,8 @@ def layout_pre_hook(module, args, kwargs):
 
 
 def layout_post_hook(module, args, kwargs, output):
+    if torch.compiler.is_compiling():
+        return
     tokens = getattr(module, "_detops_layout_tokens", [])
     if tokens:
         _documents.reset(tokens.pop())

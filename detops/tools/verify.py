@@ -258,7 +258,7 @@ def _train_steps(model0, device, docs, layout, patched, steps=2):
     handle = patch(model) if patched else None
     try:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        batch = {k: v.to(device) for k, v in train_batch(docs, layout).items()}
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in train_batch(docs, layout).items()}
         losses, grads = [], None
         for _ in range(steps):
             loss = model(**batch).loss
