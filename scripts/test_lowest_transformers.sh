@@ -18,7 +18,7 @@ fi
 "$venv/bin/python" -c "import transformers, detops; print('lowest supported: transformers', transformers.__version__, '| detops', detops.__version__)"
 set +e
 "$venv/bin/python" -m pytest tests/test_hf_models.py tests/test_hf_usage.py tests/test_patch.py tests/test_verify.py \
-  tests/test_infer.py tests/test_distributed.py -q -p no:cacheprovider "$@"
+  tests/test_infer.py tests/test_distributed.py tests/test_train.py -q -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then echo "no test ran: failing"; exit 1; fi

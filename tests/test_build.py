@@ -103,7 +103,7 @@ def test_sdist_is_complete(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     wanted = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md"}
     for pattern in ("csrc/**/*.h", "csrc/**/*.cuh", "csrc/**/*.cu", "csrc/**/*.cpp", "detops/**/*.py",
-                    "tests/*.py", "docs/**/*.md"):
+                    "tests/*.py", "docs/**/*.md", "examples/**/*.py", "examples/data/*.txt"):
         wanted |= {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True)}
     assert not wanted - names, sorted(wanted - names)
 
