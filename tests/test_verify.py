@@ -90,3 +90,14 @@ def test_cli_demo(capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert out.count("equal") >= 6 and "differ" in out  # detops equal; the stock column shows differences
+
+
+def test_cli_verify_train(capsys):
+    """--train adds the training matrix (T4 padded == packed AdamW steps, T5 trainer == sampler): every detops
+    row equal; stock differs on the packed layouts (the control)."""
+    rc = main(["verify", "--family", "llama", "--train", "--no-reference", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    rows = {c["name"]: c for c in out["checks"] if c["name"].startswith("train:")}
+    assert rc == 0 and out["ok"]
+    assert len(rows) == 5 and all(r["detops_equal"] for r in rows.values())
+    assert not rows["train: 2 AdamW steps, packed vs right padding (T4)"]["stock_equal"]
