@@ -28,17 +28,7 @@ def _ids():
     return ids, mask
 
 
-def _own_output(path):
-    """Give a spawned rank its own stdout / stderr file: ranks that inherit pytest's captured descriptors abort
-    now and then in gloo's teardown ("terminate called without an active exception"), never with their own."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def _rank_main(rank, world, store, out, naive):
-    _own_output(f"{out}.rank{rank}.log")
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         import detops
@@ -64,8 +54,15 @@ def _rank_main(rank, world, store, out, naive):
         if rank == 0:
             torch.save(results, out)
         dist.barrier()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Done: leave without tearing gloo down. Its teardown in a spawned rank aborts now and then ("terminate
+    # called without an active exception", 1 run in 3 under pytest) after all the work is written; the
+    # process ends here and the operating system closes its sockets.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _make_naive(model, world):
