@@ -97,13 +97,22 @@ def _mm_setup(ctx, inputs, output):
     _save(ctx, (a, b), compensated, rest[0] if rest else None)
 
 
+def _product_grads(ctx, op, g, need_a, need_b, need_bias):
+    """(da, db, dbias) of `a @ b (+ bias)`: da = g @ bᵀ (row-local), db = Σ_rows aᵀ g and dbias = Σ_rows g over the
+    canonical buffer of ctx.documents (one plan for both)."""
+    a, b = ctx.saved_tensors
+    ga = _mm(g, b.t(), ctx.compensated) if need_a else None
+    gb = gbias = None
+    if need_b or need_bias:
+        plan = token_plan(ctx.documents, a.shape[:1], a.device, op)
+        gb = token_products(a, g, plan, ctx.compensated) if need_b else None
+        gbias = token_sums(g, plan, ctx.compensated) if need_bias else None
+    return ga, gb, gbias
+
+
 def _mm_backward(ctx, g):
     refuse_double_backward("mm")
-    a, b = ctx.saved_tensors
-    ga = _mm(g, b.t(), ctx.compensated) if ctx.needs_input_grad[0] else None
-    gb = None
-    if ctx.needs_input_grad[1]:
-        gb = token_products(a, g, token_plan(ctx.documents, a.shape[:1], a.device, "mm"), ctx.compensated)
+    ga, gb, _ = _product_grads(ctx, "mm", g, ctx.needs_input_grad[0], ctx.needs_input_grad[1], False)
     return ga, gb, None, None
 
 
@@ -114,13 +123,8 @@ def _addmm_setup(ctx, inputs, output):
 
 def _addmm_backward(ctx, g):
     refuse_double_backward("addmm")
-    a, b = ctx.saved_tensors
-    ga = _mm(g, b.t(), ctx.compensated) if ctx.needs_input_grad[1] else None
-    gbias = gb = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
-        plan = token_plan(ctx.documents, a.shape[:1], a.device, "addmm")
-        gbias = token_sums(g, plan, ctx.compensated) if ctx.needs_input_grad[0] else None
-        gb = token_products(a, g, plan, ctx.compensated) if ctx.needs_input_grad[2] else None
+    ga, gb, gbias = _product_grads(ctx, "addmm", g, ctx.needs_input_grad[1], ctx.needs_input_grad[2],
+                                   ctx.needs_input_grad[0])
     return gbias, ga, gb, None, None
 
 
