@@ -34,6 +34,7 @@ Use: `with detops.mode(): ...` (nestable, restores on exceptions), or `detops.en
 (counted: each enable needs one disable). `detops.mode(False)` turns the mode off inside an enabled region.
 """
 import contextlib
+import math
 import threading
 
 import torch
@@ -264,15 +265,17 @@ def _silu_backward(grad, x):
     return (g * (s * (1.0 + xf * (1.0 - s)))).to(x.dtype)
 
 
-_GELU_BETA = 2.0 ** 0.5 * (2.0 / 3.141592653589793) ** 0.5 * 0.5  # M_SQRT2 * M_2_SQRTPI * 0.5, as torch
+_GELU_BETA = math.sqrt(2.0) * (2.0 / math.sqrt(math.pi)) * 0.5   # M_SQRT2 * M_2_SQRTPI * 0.5 = sqrt(2/pi), as torch
 _GELU_KAPPA = 0.044715
 
 
 def _gelu_backward(grad, x, *, approximate="none"):
-    if approximate != "tanh":
-        raise NotImplementedError("detops: the CPU backward of exact GELU (erf) has no per-element evaluation yet; "
-                                  "a patched model in training may use approximate='tanh' GELU, SiLU or ReLU")
     g, xf = _float(grad), _float(x)
+    if approximate != "tanh":
+        # d/dx x·Φ(x) = Φ(x) + x·φ(x); Φ(x) = gelu(x) / x (0.5 at 0) from the per-element gelu, φ from exp.
+        cdf = torch.where(xf == 0, 0.5, _ops.elementwise(xf.contiguous(), "gelu") / xf)
+        pdf = _ops.elementwise((-0.5 * (xf * xf)).contiguous(), "exp") * (1.0 / math.sqrt(2.0 * math.pi))
+        return (g * (cdf + xf * pdf)).to(x.dtype)
     x2 = xf * xf
     inner = _GELU_BETA * (xf + _GELU_KAPPA * (x2 * xf))
     t = _ops.elementwise(inner.contiguous(), "tanh")

@@ -63,6 +63,17 @@ def _differences(a, b):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_t4_padded_equals_packed(device, family, dtype):
     docs = _docs()
+    _check_layouts(family, dtype, device, docs)
+
+
+@pytest.mark.parametrize("family", ("qwen3", "gemma3"))
+def test_t4_sequence_as_long_as_the_heads(device, family):
+    """A padded row as long as the model has heads (4): the q/k norms' (B, H, L) and (B, L, H) token dims look
+    alike; the layout must still follow the sequence dim."""
+    _check_layouts(family, torch.float32, device, _docs((4, 3)))
+
+
+def _check_layouts(family, dtype, device, docs):
     base = sft_steps(family, dtype, device, "right", docs)
     assert all(g.abs().sum() > 0 for g in base[1].values())
     for layout in TRAIN_LAYOUTS[1:]:
@@ -135,3 +146,64 @@ def test_layout_errors_are_clear():
     model.model.embed_tokens.max_norm = 1.0
     with pytest.raises(RuntimeError, match="max_norm"):
         detops.patch(model, strict=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patched_gradients_match_stock(family):
+    """Every parameter gets a gradient (a patched model used to give none, silently), close to stock's: the
+    per-element CPU backward of SiLU / GELU / tanh computes the same function as torch's."""
+    model = tiny_model(family).train()
+    batch = train_batch(_docs((9, 5)), "right")
+    model(**batch).loss.backward()
+    stock = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with detops.patch(model):
+        model(**batch).loss.backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None, n
+        torch.testing.assert_close(p.grad, stock[n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("fn", ("silu", "gelu", "gelu_tanh", "tanh", "sigmoid"))
+def test_cpu_elementwise_backward_matches_float64(fn):
+    """The CPU backward overrides (aten_mode.enable_backward) against float64 autograd."""
+    import torch.nn.functional as F
+    f = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+         "tanh": torch.tanh, "sigmoid": torch.sigmoid}[fn]
+    x = torch.linspace(-9, 9, 2001)
+    x64 = x.double().requires_grad_()
+    ref, = torch.autograd.grad(f(x64).sum(), x64)
+    detops.aten_mode.enable_backward()
+    try:
+        x32 = x.clone().requires_grad_()
+        got, = torch.autograd.grad(f(x32).sum(), x32)
+    finally:
+        detops.aten_mode.disable_backward()
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_logits_to_keep_in_training(device):
+    """Training-time log-probs of the last k tokens (logits_to_keep, as RL trainers ask) equal the full
+    forward's, padded or packed."""
+    model = tiny_model("llama", device=device).train()
+    docs = _docs((6, 9))
+    with detops.patch(model):
+        for layout in ("right", "packed"):
+            batch = _on(train_batch(docs, layout), device)
+            batch.pop("labels")
+            full = model(**batch).logits
+            kept = model(**batch, logits_to_keep=3).logits
+            kept.float().sum().backward()
+            assert torch.equal(kept, full[:, -3:])
+
+
+def test_non_causal_lm_keeps_its_loss():
+    """Only the causal-LM loss is replaced; another head's loss stays torch's and the report says so."""
+    import transformers as tf
+    from detops.testing.models import tiny_config
+    model = tf.LlamaForSequenceClassification(tiny_config("llama", num_labels=3)).train()
+    ids = torch.randint(3, 128, (2, 6))
+    with detops.patch(model) as handle:
+        loss = model(input_ids=ids, labels=torch.tensor([0, 2])).loss
+        loss.backward()
+        assert any("loss" in why for _, _, why in handle.report.not_covered)

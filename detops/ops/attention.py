@@ -357,11 +357,6 @@ def _by_key_group(t, Hk, G):
 
 def _attention_setup(ctx, inputs, output):
     q, k, v, rows, scale, softcap, *rest = inputs
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(f"detops.scaled_dot_product_attention: the backward needs self-attention over the same "
-                         f"tokens (as many keys as queries), got {q.shape[2]} queries and {k.shape[2]} keys: a KV "
-                         f"cache prefix, cross-attention or a padding mask with holes (keys reordered by rank) have "
-                         f"no backward")
     ctx.save_for_backward(q, k, v, rows, output)
     ctx.scale, ctx.softcap, ctx.documents = scale, softcap, rest[0] if rest else None
 
@@ -369,6 +364,10 @@ def _attention_setup(ctx, inputs, output):
 def _attention_backward(ctx, g):
     refuse_double_backward("scaled_dot_product_attention")
     q, k, v, rows, out = ctx.saved_tensors
+    if q.shape[2] != k.shape[2]:
+        _backward_fail(f"the backward needs self-attention over the same tokens (as many keys as queries), got "
+                       f"{q.shape[2]} queries and {k.shape[2]} keys: a KV cache prefix, cross-attention or a padding "
+                       f"mask with holes (keys reordered by rank) have no backward")
     B, Hq, Q, _ = q.shape
     Hk = k.shape[1]
     G = Hq // Hk

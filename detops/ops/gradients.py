@@ -26,6 +26,8 @@ def _fail(op: str, msg: str):
 def row_sum(v: torch.Tensor) -> torch.Tensor:
     """(..., N) float32 -> (...) float32: each row summed in §5's chain (blocks of 32 from the row's start)."""
     n = v.shape[-1]
+    if n == 0 or v.numel() == 0:
+        return v.new_zeros(v.shape[:-1])
     flat = v.reshape(-1, n)
     return ops.mm(flat, flat.new_ones(n, 1)).reshape(v.shape[:-1])
 

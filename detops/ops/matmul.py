@@ -151,12 +151,13 @@ def _linear_backward(ctx, g):
     refuse_double_backward("linear")
     x, w = ctx.saved_tensors
     N, K = w.shape
+    T = x.shape[:-1].numel()
     gx = _linear(g, w.t(), None, ctx.compensated) if ctx.needs_input_grad[0] else None
     gw = gbias = None
     if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
         plan = token_plan(ctx.documents, x.shape[:-1], x.device, "linear")
-        g2 = g.reshape(-1, N)
-        gw = token_products(g2, x.reshape(-1, K), plan, ctx.compensated) if ctx.needs_input_grad[1] else None
+        g2 = g.reshape(T, N)
+        gw = token_products(g2, x.reshape(T, K), plan, ctx.compensated) if ctx.needs_input_grad[1] else None
         gbias = token_sums(g2, plan, ctx.compensated) if ctx.needs_input_grad[2] else None
     return gx, gw, gbias, None, None
 

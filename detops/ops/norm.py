@@ -123,10 +123,11 @@ def _add_rms_norm_backward(ctx, g_y, g_x):
     refuse_double_backward("add_rms_norm")
     x, weight = ctx.saved_tensors
     needs_x = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+    needs_w = ctx.needs_input_grad[3] and g_y is not None   # only the sum used: the weight has no gradient
     if g_y is None:
         g_y = torch.zeros_like(x)
-    gx, gw = _rms_norm_grads(x, weight, g_y, ctx.nd, ctx.eps, ctx.mode, ctx.documents, needs_x,
-                             ctx.needs_input_grad[3], extra=g_x)
+    gx, gw = _rms_norm_grads(x, weight, g_y, ctx.nd, ctx.eps, ctx.mode, ctx.documents, needs_x, needs_w,
+                             extra=g_x)
     # d(input + residual) reaches both summands unchanged.
     g_in = gx if ctx.needs_input_grad[0] else None
     g_res = gx.to(ctx.residual_dtype) if ctx.needs_input_grad[1] else None

@@ -81,12 +81,17 @@ def _norm_forward(weight_mode: str, eps_attr: str):
     def forward(self, hidden_states):
         nd = self.weight.dim()
         return _rms_norm(hidden_states, self.weight.shape, self.weight, getattr(self, eps_attr),
-                         weight_mode=weight_mode, documents=documents_for(hidden_states.shape[:-nd]))
+                         weight_mode=weight_mode, documents=documents_for(hidden_states.shape[:-nd], hidden_states))
     return forward
 
 
 def _linear_forward(self, input):
     return _linear(input, self.weight, self.bias, documents=documents_for(input.shape[:-1]))
+
+
+def _is_causal_lm(model) -> bool:
+    """A transformers model whose `labels=` loss is the causal-LM one (ForCausalLMLoss)."""
+    return hasattr(type(model), "loss_function") and type(model).__name__.endswith("ForCausalLM")
 
 
 def _embedding_forward(self, input):
@@ -232,8 +237,9 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
                     _bind(handle, module, _linear_forward)
                     report.linears.append(name)
             elif isinstance(module, nn.Embedding):
-                if module.max_norm is not None or module.sparse:
-                    report.not_covered.append((name, cls, "nn.Embedding with max_norm / sparse gradients"))
+                if module.max_norm is not None or module.sparse or module.scale_grad_by_freq:
+                    report.not_covered.append((name, cls, "nn.Embedding with max_norm / sparse / scale_grad_by_freq "
+                                                          "gradients"))
                     continue
                 _bind(handle, module, _embedding_forward)
             elif next(module.children(), None) is None:  # a leaf we do not patch
@@ -278,7 +284,7 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
         layout_end = model.register_forward_hook(layout_post_hook, with_kwargs=True, always_call=True)
         handle._undo.append(layout.remove)
         handle._undo.append(layout_end.remove)
-        if hasattr(type(model), "loss_function"):
+        if _is_causal_lm(model):
             had_loss = "_loss_function" in model.__dict__
             old_loss = model.__dict__.get("_loss_function")
             model.loss_function = causal_lm_loss
@@ -289,6 +295,9 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
                 else:
                     model.__dict__.pop("_loss_function", None)
             handle._undo.append(restore_loss)
+        elif hasattr(type(model), "loss_function"):
+            report.not_covered.append(("", type(model).__name__, "its loss (labels=) runs in torch: detops replaces "
+                                                                 "the causal-LM loss only"))
         enable_backward()
         handle._undo.append(disable_backward)
         report.training = ("document layout from position ids / 2-D mask -> documents of every op; loss: "

@@ -36,29 +36,44 @@ def layout_of(input_shape, attention_mask=None, position_ids=None) -> Optional[t
         return None
     B, L = input_shape
     if mask is not None and tuple(mask.shape) != (B, L):
+        # a cache's mask covers the past too: its last L columns are this forward's tokens; any other shape
+        # says nothing this function can read
         mask = mask[:, -L:] if mask.shape[0] == B and mask.shape[1] >= L else None
     if position_ids is None:
+        if mask is None:
+            return None
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
     pos = position_ids if position_ids.dim() == 2 else position_ids[None]
+    if pos.shape[-1] != L or pos.shape[0] not in (1, B):
+        return None
     pos = pos.expand(B, L)
     return documents_from_position_ids(pos, mask)
 
 
-def documents_for(token_shape) -> Optional[torch.Tensor]:
-    """The layout's segment ids shaped for an op whose token dims are `token_shape` ((B, L), (B, L, ...) or
-    (B, ..., L)), or None outside a layout-carrying forward or without grad."""
+def documents_for(token_shape, tensor: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """The layout's segment ids shaped for an op whose token dims are `token_shape` ((B, L), (B, L, heads...),
+    (B, heads..., L), or (B, k) for the last k tokens as `logits_to_keep` gives the lm_head), or None outside a
+    layout-carrying forward or without grad. `tensor` (the op's input) settles (B, X, X) with X == L == heads:
+    the sequence dim is the one with the larger stride (transformers' q/k norms see (B, L, H, D) views, or
+    (B, H, L, D) views transposed from them)."""
     if torch.compiler.is_compiling():   # training inside torch.compile is not supported (CONTRACT.md)
         return None
     docs = _documents.get()
     if docs is None or not torch.is_grad_enabled():
         return None
     token_shape = tuple(token_shape)
-    if token_shape == tuple(docs.shape):
-        return docs
-    if token_shape[:2] == tuple(docs.shape):     # (B, L, heads...): a token's heads stay in its document
-        return docs.view(*docs.shape, *(1,) * (len(token_shape) - 2)).expand(token_shape)
     B, L = docs.shape
-    if len(token_shape) >= 3 and token_shape[0] == B and token_shape[-1] == L:
+    if token_shape == (B, L):
+        return docs
+    if len(token_shape) == 2 and token_shape[0] == B and token_shape[1] < L:   # logits_to_keep = k
+        return docs[:, L - token_shape[1]:]
+    heads_last = token_shape[:2] == (B, L)
+    heads_first = len(token_shape) >= 3 and token_shape[0] == B and token_shape[-1] == L
+    if heads_last and heads_first and tensor is not None:
+        heads_last = tensor.stride(1) >= tensor.stride(len(token_shape) - 1)
+    if heads_last:     # (B, L, heads...): a token's heads stay in its document
+        return docs.view(B, L, *(1,) * (len(token_shape) - 2)).expand(token_shape)
+    if heads_first:
         # (B, heads..., L), e.g. a q/k norm after the heads were moved forward: each (document, head) is its own
         # document (a document must be contiguous in the flattened order), numbered document-major.
         M = 1
@@ -111,8 +126,9 @@ def layout_pre_hook(module, args, kwargs):
         embeds = kwargs.get("inputs_embeds")
         ref = ids if isinstance(ids, torch.Tensor) else embeds
         if isinstance(ref, torch.Tensor) and ref.dim() >= 2:
+            # (input_ids, attention_mask, position_ids, ...): the causal LMs' positional order
             docs = layout_of(tuple(ref.shape[:2]), kwargs.get("attention_mask", args[1] if len(args) > 1 else None),
-                             kwargs.get("position_ids"))
+                             kwargs.get("position_ids", args[2] if len(args) > 2 else None))
             if docs is None:   # each row one document: explicit, so that a checkpoint replay sees the same
                 docs = torch.arange(ref.shape[0], device=ref.device)[:, None].expand(ref.shape[:2])
         _wrap_checkpointing(module)
