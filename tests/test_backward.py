@@ -389,23 +389,6 @@ def test_compiled_backward_equals_eager():
         assert torch.equal(a, b)
 
 
-def test_patched_model_gets_every_gradient():
-    """A patched model's loss.backward() gives every parameter a gradient (it gave none, silently), close to
-    stock's."""
-    from detops.testing.models import tiny_model
-    model = tiny_model("llama")
-    ids = torch.randint(3, 128, (1, 9), generator=torch.Generator().manual_seed(0))
-    model(ids, labels=ids).loss.backward()
-    stock = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    with detops.patch(model):
-        model(ids, labels=ids).loss.backward()
-    got = {n: p.grad for n, p in model.named_parameters()}
-    assert all(g is not None for g in got.values()), [n for n, g in got.items() if g is None]
-    for n, g in got.items():
-        torch.testing.assert_close(g, stock[n], rtol=1e-3, atol=1e-5, msg=n)
-
-
 def test_bad_input_raises():
     x = torch.randn(4, 8, requires_grad=True)
     w = torch.randn(5, 8)
