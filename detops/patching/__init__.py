@@ -295,13 +295,12 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
                 else:
                     model.__dict__.pop("_loss_function", None)
             handle._undo.append(restore_loss)
-        elif hasattr(type(model), "loss_function"):
-            report.not_covered.append(("", type(model).__name__, "its loss (labels=) runs in torch: detops replaces "
-                                                                 "the causal-LM loss only"))
         enable_backward()
         handle._undo.append(disable_backward)
-        report.training = ("document layout from position ids / 2-D mask -> documents of every op; loss: "
-                           "detops.cross_entropy; CPU elementwise backward per element")
+        loss = "detops.cross_entropy" if _is_causal_lm(model) else \
+            f"torch's ({type(model).__name__} is not a causal LM; detops replaces the causal-LM loss only)"
+        report.training = (f"document layout from position ids / 2-D mask -> documents of every op; loss: {loss}; "
+                           "CPU elementwise backward per element")
 
         model._detops_patch = handle
         handle._undo.append(lambda: setattr(model, "_detops_patch", None))
