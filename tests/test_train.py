@@ -151,8 +151,9 @@ def test_layout_errors_are_clear():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_patched_gradients_match_stock(family):
     """Every parameter gets a gradient (a patched model used to give none, silently), close to stock's: the
-    per-element CPU backward of SiLU / GELU / tanh computes the same function as torch's."""
-    model = tiny_model(family).train()
+    per-element CPU backward of SiLU / GELU / tanh computes the same function as torch's. Stock runs eager
+    attention, each family's reference (transformers 5.17's sdpa path drops gemma2's attention softcap)."""
+    model = tiny_model(family, attn_implementation="eager").train()
     batch = train_batch(_docs((9, 5)), "right")
     model(**batch).loss.backward()
     stock = {n: p.grad.clone() for n, p in model.named_parameters()}
