@@ -22,6 +22,13 @@ def patch(model, strict: bool = False, linear: bool = True, derive_position_ids:
     return _patch(model, strict=strict, linear=linear, derive_position_ids=derive_position_ids)
 
 
+def trainer_loss(outputs, labels, num_items_in_batch=None):
+    """`compute_loss_func=` for transformers' Trainer and TRL's SFTTrainer: the causal-LM loss through detops'
+    cross-entropy (detops.patching.training.trainer_loss)."""
+    from .patching.training import trainer_loss as _trainer_loss
+    return _trainer_loss(outputs, labels, num_items_in_batch)
+
+
 def info() -> dict:
     """Build facts: version, numerics flags, CUDA kernels built or not, reduction constants; torch and
     transformers versions."""
@@ -46,4 +53,4 @@ def _installed_version(package: str):
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
            "scaled_dot_product_attention", "cross_entropy", "embedding", "documents_from_mask", "documents_from_cu_seqlens",
            "documents_from_position_ids", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
-           "mode", "patch", "verify", "constants"]
+           "mode", "patch", "trainer_loss", "verify", "constants"]

@@ -6,10 +6,14 @@ A tiny Llama made from a config (byte-level vocabulary, random weights) is fine-
   - packed  (`DataCollatorWithFlattening`: one row, position ids restarting per document),
 once with stock transformers and once after `detops.patch(model)`. detops' padded and packed curves are
 identical to the last bit; stock's differ. Runs on the CPU in about a minute (needs `accelerate`, which
-`Trainer` requires; a PNG of the curves is written when matplotlib is installed). If TRL is installed, the
-packed run is repeated with `trl.SFTTrainer(packing=True)`.
+`Trainer` requires; a PNG of the curves is written when matplotlib is installed).
 
-    python examples/sft_packing.py [--steps 40] [--device cpu|cuda] [--png curves.png]
+If TRL is installed, the same comparison runs through `trl.SFTTrainer(packing=True)`: TRL bin-packs the
+documents into rows (best-fit decreasing) and flattens each batch padding-free; the padded twin trains on the
+very same packed rows, each split back into its documents and right-padded, so both see the same documents at
+every step and only the layout differs.
+
+    python examples/sft_packing.py [--steps 40] [--device cpu|cuda] [--png curves.png] [--no-trl]
 """
 import argparse
 import os
@@ -64,27 +68,88 @@ def train(layout: str, patched: bool, steps: int, device: str) -> list:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
+def byte_tokenizer():
+    """A tokenizer that knows only this example's ids (TRL asks for one to find the pad token; the data is
+    already ids)."""
+    import transformers as tf
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, **{f"<0x{b:02X}>": b + 3 for b in range(256)}}
+    return tf.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<pad>")),
+                                      pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def unpacking_collator(features):
+    """TRL's packed rows split back into their documents (`seq_lengths`), one right-padded row each."""
+    docs = []
+    for f in features:
+        start = 0
+        for n in f["seq_lengths"]:
+            docs.append({"input_ids": f["input_ids"][start:start + n]})
+            start += n
+    return padded_collator(docs)
+
+
+def train_trl(layout: str, patched: bool, steps: int, device: str) -> list:
+    """The per-step losses of one `trl.SFTTrainer(packing=True)` run; `layout` "padded" unpacks each batch."""
+    import datasets
+    import trl
+    sys.path.insert(0, os.path.dirname(HERE))
+    import detops
+    from detops.testing.models import tiny_model
+
+    model = tiny_model("llama", vocab_size=259 + 1, device=device).train()
+    handle = detops.patch(model) if patched else None
+    data = datasets.Dataset.from_list([{"input_ids": d} for d in documents()])
+    args = trl.SFTConfig(output_dir=os.path.join(HERE, ".runs", f"trl-{layout}-{patched}"), max_steps=steps,
+                         packing=True, packing_strategy="bfd", max_length=256, per_device_train_batch_size=2,
+                         learning_rate=3e-3, logging_steps=1, seed=0, report_to=[], save_strategy="no",
+                         use_cpu=device == "cpu", disable_tqdm=False, remove_unused_columns=False)
+    # TRL's default loss is its own fused LM head, outside detops (detops refuses it under gradients): the
+    # patched runs give SFTTrainer detops' loss.
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=byte_tokenizer(),
+                             compute_loss_func=detops.trainer_loss if patched else None)
+    if layout == "padded":  # TRL refuses a collator argument with packing; the packed rows are built by now
+        trainer.data_collator = unpacking_collator
+    trainer.train()
+    if handle is not None:
+        handle.undo()
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def compare(title: str, curves: dict, steps: int) -> bool:
+    """Prints the four curves side by side; True when detops' padded and packed curves are the same floats."""
+    print(f"\n{title}\n{'step':>4}  {'stock padded':>14} {'stock packed':>14}  {'detops padded':>14} "
+          f"{'detops packed':>14}")
+    for i in range(steps):
+        row = [curves[k][i] for k in (("padded", False), ("packed", False), ("padded", True), ("packed", True))]
+        print(f"{i + 1:>4}  {row[0]:>14.10f} {row[1]:>14.10f}  {row[2]:>14.10f} {row[3]:>14.10f}")
+    stock_same = curves[("padded", False)] == curves[("packed", False)]
+    detops_same = curves[("padded", True)] == curves[("packed", True)]
+    print(f"\n{title} stock:  padded == packed at every step: {stock_same}")
+    print(f"{title} detops: padded == packed at every step: {detops_same}")
+    return detops_same
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--device", default="cpu")
     p.add_argument("--png", default=None, help="write the curves here (needs matplotlib)")
+    p.add_argument("--no-trl", action="store_true", help="skip the SFTTrainer runs even if TRL is installed")
     args = p.parse_args(argv)
     curves = {(layout, patched): train(layout, patched, args.steps, args.device)
               for patched in (False, True) for layout in ("padded", "packed")}
-    print(f"\n{'step':>4}  {'stock padded':>14} {'stock packed':>14}  {'detops padded':>14} {'detops packed':>14}")
-    for i in range(args.steps):
-        row = [curves[k][i] for k in (("padded", False), ("packed", False), ("padded", True), ("packed", True))]
-        print(f"{i + 1:>4}  {row[0]:>14.10f} {row[1]:>14.10f}  {row[2]:>14.10f} {row[3]:>14.10f}")
-    stock_same = curves[("padded", False)] == curves[("packed", False)]
-    detops_same = curves[("padded", True)] == curves[("packed", True)]
-    print(f"\nstock:  padded == packed at every step: {stock_same}")
-    print(f"detops: padded == packed at every step: {detops_same}")
+    same = compare("Trainer", curves, args.steps)
     try:
         import trl  # noqa: F401
-        print("(TRL is installed: see the README for SFTTrainer(packing=True); this example uses Trainer)")
     except ImportError:
-        pass
+        trl = None
+        print("(TRL is not installed: the SFTTrainer(packing=True) comparison is skipped)")
+    if trl is not None and not args.no_trl:
+        trl_curves = {(layout, patched): train_trl(layout, patched, args.steps, args.device)
+                      for patched in (False, True) for layout in ("padded", "packed")}
+        same = compare("SFTTrainer(packing=True)", trl_curves, args.steps) and same
     if args.png:
         try:
             import matplotlib
@@ -102,7 +167,7 @@ def main(argv=None) -> int:
             ax.legend()
             fig.savefig(args.png, dpi=120, bbox_inches="tight")
             print(f"wrote {args.png}")
-    return 0 if detops_same else 1
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

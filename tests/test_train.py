@@ -208,3 +208,26 @@ def test_non_causal_lm_keeps_its_loss():
         loss = model(input_ids=ids, labels=torch.tensor([0, 2])).loss
         loss.backward()
         assert "not a causal LM" in handle.report.training
+
+
+def test_trainer_loss_is_the_patched_models_loss():
+    """detops.trainer_loss (Trainer / SFTTrainer's compute_loss_func) gives the bits of the patched model's own
+    loss, with and without num_items_in_batch."""
+    model = tiny_model("llama").train()
+    batch = train_batch(_docs((7, 4)), "packed")
+    labels = batch.pop("labels")
+    with detops.patch(model):
+        for n in (None, torch.tensor(13)):
+            own = model(**batch, labels=labels, num_items_in_batch=n).loss
+            given = detops.trainer_loss(model(**batch), labels, num_items_in_batch=n)
+            assert torch.equal(own, given)
+
+
+def test_trl_fused_lm_head_refused_under_gradients():
+    """TRL's fused LM head (model(..., fused_lm_head=True)) bypasses detops' LM head and loss: refused, with the
+    fix named, when gradients are on (TRL's metrics call it without gradients, which passes the hook)."""
+    model = tiny_model("llama").train()
+    batch = train_batch(_docs((5, 3)), "right")
+    with detops.patch(model):
+        with pytest.raises(RuntimeError, match="compute_loss_func=detops.trainer_loss"):
+            model(**batch, fused_lm_head=True)

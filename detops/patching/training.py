@@ -122,6 +122,13 @@ def layout_pre_hook(module, args, kwargs):
         return
     docs = None
     if torch.is_grad_enabled():
+        if kwargs.get("fused_lm_head"):
+            raise RuntimeError(
+                "detops: fused_lm_head=True (TRL's fused LM head, SFTTrainer's default loss) computes the LM head, "
+                "the log-probabilities and their gradient with TRL's own chunked kernel, outside detops: its "
+                "lm_head gradient sums tokens in chunks of the flattened batch, so padding and packing change it. "
+                "Give the trainer detops' loss instead: SFTTrainer(..., compute_loss_func=detops.trainer_loss) "
+                "(TRL then calls the fused head only without gradients, for its metrics).")
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         ref = ids if isinstance(ids, torch.Tensor) else embeds
@@ -159,3 +166,11 @@ def causal_lm_loss(logits, labels, vocab_size: int, num_items_in_batch=None, ign
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
+
+
+def trainer_loss(outputs, labels, num_items_in_batch=None):
+    """`compute_loss_func` for transformers' `Trainer` and TRL's `SFTTrainer`: the causal-LM loss of the model's
+    logits through detops' cross-entropy (the same function the patch gives the model as `loss_function`). TRL's
+    default fused LM head bypasses detops; with this loss it runs only without gradients, for its metrics."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    return causal_lm_loss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
