@@ -337,13 +337,15 @@ def test_t3_packed_cu_seqlens_equals_alone(device):
     cu = torch.tensor([0, 4, 7, 40, 60], dtype=torch.int32, device=device)
     ids = torch.tensor([-1] * 4 + [0] * 3 + [1] * 33 + [2] * 20, device=device)[None]
     fn = lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, cu_seqlens=cu, documents=ids)  # noqa: E731
-    _, packed = grads(fn, q, k, v, upstream=g)
+    out, packed = grads(fn, q, k, v, upstream=g)
     for d, (s, e) in enumerate(((4, 7), (7, 40), (40, 60))):
         sl = lambda t: t[:, :, s:e].contiguous()  # noqa: E731
-        _, alone = grads(lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, is_causal=True),
-                         sl(q), sl(k), sl(v), upstream=sl(g))
-        for p, a in zip(packed, alone):
-            assert torch.equal(p[:, :, s:e], a), f"document {d}"
+        out_alone, alone = grads(lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, is_causal=True),
+                                 sl(q), sl(k), sl(v), upstream=sl(g))
+        # the forward first (L3): the backward's δ = row_sum(dO·O) reads the forward's output
+        assert torch.equal(out[:, :, s:e], out_alone), f"document {d}: the forward differs"
+        for name, p, a in zip(("dq", "dk", "dv"), packed, alone):
+            assert torch.equal(p[:, :, s:e], a), f"document {d}: {name} differs"
     for p in packed:
         assert not p[:, :, :4].any()  # pads get zero gradients
 

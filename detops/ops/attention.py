@@ -361,6 +361,13 @@ def _attention_setup(ctx, inputs, output):
     ctx.scale, ctx.softcap, ctx.documents = scale, softcap, rest[0] if rest else None
 
 
+def _score_tanh(x):
+    """tanh by the forward kernels' formula (REDUCTION_ORDER.md §7 det_tanh, §10 rule 3): sign(x) ·
+    (1 - 2 / (exp(2|x|) + 1)), so that the backward's probabilities are the ones the forward used."""
+    t = 1.0 - 2.0 / (per_element("exp", 2.0 * x.abs()) + 1.0)
+    return torch.where(x < 0, -t, torch.where(torch.isnan(x), x, t))
+
+
 def _attention_backward(ctx, g):
     refuse_double_backward("scaled_dot_product_attention")
     q, k, v, rows, out = ctx.saved_tensors
@@ -381,7 +388,7 @@ def _attention_backward(ctx, g):
     attended = (t >= lo_b) & (t < hi_b)                                 # (n, 1, Lq, Lk)
     s = _bmm_blocks(qb, kx.transpose(2, 3)) * ctx.scale
     if ctx.softcap > 0:
-        th = per_element("tanh", s / ctx.softcap)
+        th = _score_tanh(s / ctx.softcap)
         s = ctx.softcap * th
     s = s.masked_fill(~attended, float("-inf"))
     m = s.amax(-1, keepdim=True)
