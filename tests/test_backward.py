@@ -253,6 +253,20 @@ def test_t2_canonical_buffer_aligned():
         assert torch.equal(b, bufs[0])
 
 
+def test_token_plan_computed_once_per_layout():
+    """Every layer of a patched model gets the same ids tensor: its plan is computed once and kept; an in-place
+    change of the ids (a new version) recomputes it, and bad ids still raise."""
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1], [2, 2, 2, 2, -1, -1]])
+    plan = token_plan(ids, ids.shape, "cpu", "test")
+    assert token_plan(ids, ids.shape, "cpu", "test") is plan
+    ids[0, 5] = 1
+    again = token_plan(ids, ids.shape, "cpu", "test")
+    assert again is not plan and again.index.numel() == plan.index.numel() + 1
+    ids[1, 0] = -2
+    with pytest.raises(ValueError, match=">= 0"):
+        token_plan(ids, ids.shape, "cpu", "test")
+
+
 @given(lens=_docs_st(), seed=seed_st, offset=st.sampled_from((0, 1, 33)))
 def test_t2_loss_layout_invariant(device, lens, seed, offset):
     """The loss (sum and mean) and its gradient rows: the same bits in every layout, pads labelled ignore_index."""

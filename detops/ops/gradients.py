@@ -85,6 +85,21 @@ def token_plan(documents: Optional[torch.Tensor], token_shape: Sequence[int], de
         return TokenPlan(pos, pos // L * Lp + pos % L, T // L * Lp)
     if tuple(documents.shape) != token_shape:
         _fail(op, f"documents must have the token shape {token_shape}, got {tuple(documents.shape)}")
+    # The plan depends only on the ids: computed once per layout (a patched model hands every layer the same ids
+    # tensor) and kept on it, keyed by its version counter so that an in-place change recomputes it.
+    try:
+        key = (str(device), documents._version)
+    except RuntimeError:   # an inference-mode tensor has no version counter: nothing to key a cache on
+        return _documents_plan(documents, device, op)
+    cached = getattr(documents, "_detops_token_plan", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    plan = _documents_plan(documents, device, op)
+    documents._detops_token_plan = (key, plan)
+    return plan
+
+
+def _documents_plan(documents: torch.Tensor, device, op: str) -> TokenPlan:
     if documents.dtype not in (torch.int32, torch.int64):
         _fail(op, f"documents must be int32 or int64 segment ids, got {documents.dtype}")
     flat = documents.reshape(-1).to(device=device, dtype=torch.int64)
