@@ -17,7 +17,16 @@ and detops' default bf16 (tensor cores), on (K, N) in FP32_SHAPES and M in FP32_
 magnitude and cancelling-block inputs), written to <out>_accuracy.csv:
 
     python benchmarks/bench_matmul.py --fp32 --reps 10 --out benchmarks/results/matmul_fp32_h100.csv
+
+--peers: the peers' batch-invariant configurations beside stock cuBLAS and detops (benchmarks/peers.py): the
+Triton persistent matmul of batch_invariant_ops' configuration, and cuBLAS without split-K (timed in a child
+process that starts with the workspace limit; its ratio is against this process's stock time). M = 1…64 and a
+dense sweep of odd M. Then detops' L1 check on every provider: the M at which rows' bits change, written to
+<out>_rows.csv (provider, K x N, the M values that changed):
+
+    python benchmarks/bench_matmul.py --peers --out benchmarks/results/matmul_peers_h100.csv
 """
+import argparse
 import functools
 import math
 import os
@@ -80,6 +89,98 @@ def cases(args):
         torch.cuda.empty_cache()
 
 
+PEER_MS = tuple(range(1, 65)) + (100, 129, 192, 300, 384, 640, 1000, 1500, 3000, 5000, 8191)
+QUICK_PEER_MS = (1, 7, 64, 129, 300, 1000, 5000)
+ROWS_FIELDS = ("op", "provider", "shape", "dtype", "ms_checked", "rows_change_at", "gpu", "torch", "commit")
+
+
+def peer_providers(child: bool):
+    """name -> fn(x, w) for --peers: in the parent stock cuBLAS, detops and the Triton persistent kernel (both
+    output roundings); in the child (started with peers.CUBLAS_NO_SPLIT_K_ENV) cuBLAS without split-K."""
+    import peers
+    if child:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        return {"cublas_no_split_k": F.linear}
+    provs = {"cublas": F.linear, "detops": detops_linear()[0]}
+    try:
+        import triton  # noqa: F401
+        provs["triton_persistent"] = peers.persistent_linear
+        provs["triton_persistent_bf16_out"] = functools.partial(peers.persistent_linear, via_fp16=False)
+    except ImportError:
+        print("triton is not installed: the persistent-kernel peer is skipped")
+    return provs
+
+
+def peers_cases(args, child=False):
+    provs = peer_providers(child)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for k, n in parse_shapes(args.shapes):
+        weights = rotated_weights(k, n, g)
+        copies, wbytes = len(weights), k * n * 2
+        for m in (QUICK_PEER_MS if args.quick else PEER_MS):
+            x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
+            flops = 2.0 * m * n * k
+            est = max(flops / 600e12, wbytes / 2.5e12) * 1e6
+            per_pass = copies * max(1, math.ceil(2000 / (est * copies)))
+            rotate = [{name: functools.partial(fn, x, weights[i % copies]) for name, fn in provs.items()}
+                      for i in range(per_pass)]
+            yield harness.Case("linear", (m, k, n), "bf16", dict(rotate[0]), stock=next(iter(provs)),
+                               bytes=(m * k + k * n + m * n) * 2, flops=flops, rotate=rotate, timing="pass",
+                               graph=False, flags="peers")
+        del weights
+        torch.cuda.empty_cache()
+
+
+def peers_rows_check(args, child=False):
+    """detops' L1 check on every provider: rows of M-row batches against the same rows of an 8191-row batch."""
+    import peers
+    env = harness.environment()
+    ms = QUICK_PEER_MS if args.quick else PEER_MS
+    g = torch.Generator(device="cuda").manual_seed(2)
+    rows = []
+    for k, n in parse_shapes(args.shapes):
+        x = torch.randn((max(ms), k), device="cuda", generator=g).to(torch.bfloat16)
+        w = (torch.randn((n, k), device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
+        for name, fn in peer_providers(child).items():
+            changed = peers.rows_change_at(fn, x, w, ms[:-1])
+            rows.append(dict(op="linear", provider=name, shape=f"{k}x{n}", dtype="bf16",
+                             ms_checked=" ".join(map(str, ms[:-1])), rows_change_at=" ".join(map(str, changed)),
+                             gpu=env["gpu"], torch=env["torch"], commit=env["commit"]))
+            print(f"rows check K={k} N={n} {name:>28}: {'bitwise equal at every M' if not changed else f'change at M in {changed}'}",
+                  flush=True)
+    return rows
+
+
+def peers_main(args):
+    """Parent: stock, detops and Triton timed and checked here; cuBLAS without split-K in a child process; one
+    CSV (the child's ratio_vs_stock against this process's stock time) and one rows-check CSV."""
+    import json
+    import subprocess
+    import tempfile
+    import peers
+    args.out = args.out or harness.default_out("matmul_peers")
+    if args.peers_child:
+        rows = harness.run_cases(list(peers_cases(args, child=True)), reps=args.reps)
+        json.dump({"timing": rows, "rows": peers_rows_check(args, child=True)}, open(args.peers_child, "w"))
+        return
+    rows = harness.run_cases(list(peers_cases(args)), reps=args.reps)
+    checks = peers_rows_check(args)
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        cmd = [sys.executable, os.path.abspath(__file__), "--peers", "--peers-child", tmp.name, "--shapes", args.shapes,
+               "--reps", str(args.reps)] + (["--quick"] if args.quick else [])
+        subprocess.run(cmd, env={**os.environ, **peers.CUBLAS_NO_SPLIT_K_ENV}, check=True)
+        child = json.load(open(tmp.name))
+    stock = {r["shape"]: float(r["median_us"]) for r in rows if r["provider"] == "cublas"}
+    for r in child["timing"]:
+        r["ratio_vs_stock"] = round(stock[r["shape"]] / float(r["median_us"]), 4) if r["shape"] in stock else ""
+    harness.write_csv(rows + child["timing"], args.out)
+    rows_path = os.path.splitext(args.out)[0] + "_rows.csv"
+    harness.write_csv(checks + child["rows"], rows_path, fields=ROWS_FIELDS)
+    print("wrote", args.out, "and", rows_path)
+    harness.replot(args.out, providers=[p for p in {r["provider"] for r in rows + child["timing"]} if p != "cublas"],
+                   by_series=True)
+
+
 def main(argv=None):
     p = harness.parser("matmul", reps=15, warmup=3)
     p.add_argument("--repeats", dest="reps", type=int, help="the same as --reps")
@@ -89,8 +190,13 @@ def main(argv=None):
                    help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
     p.add_argument("--fp32", action="store_true",
                    help="CUDA-core path: fp32 and compensated vs cuBLAS fp32 (TF32 off) / bf16, plus accuracy")
+    p.add_argument("--peers", action="store_true",
+                   help="the peers' batch-invariant configurations (Triton persistent, cuBLAS without split-K)")
+    p.add_argument("--peers-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.fp32:
+    if args.peers:
+        peers_main(args)
+    elif args.fp32:
         fp32_main(args)
     elif args.variant_sweep:
         variant_sweep(args.reps, parse_shapes(args.shapes))
