@@ -347,6 +347,8 @@ def run_tp(args) -> int:
         except ValueError as e:  # the model cannot be sharded this way: one line, before any work
             if rank == 0:
                 print(f"detops infer: {e}", file=sys.stderr)
+            if group is not None:
+                dist.destroy_process_group()
             return 2
         tokenizer = load_tokenizer(args.model)
         eos_ids, pad_id = _special_ids(model)
@@ -381,17 +383,24 @@ def run_tp(args) -> int:
             _write_sorted(args.out, done)
             os.remove(part_path)
         if group is not None:
-            # every rank leaves together: a rank that tore gloo down while rank 0 still wrote was seen to abort
-            # ("terminate called without an active exception"); on an error no rank waits here
-            dist.barrier()
-    finally:
+            dist.barrier()   # every rank leaves together, after rank 0 has written everything
+    except BaseException:
         if group is not None:
             dist.destroy_process_group()
+        raise
+    code = 0
     if problems:
         if rank == 0:
             print(f"detops infer: done, but {len(problems)} input line(s) were skipped", file=sys.stderr)
-        return EXIT_MALFORMED
-    return 0
+        code = EXIT_MALFORMED
+    if group is not None:
+        # Done: the rank process ends here without tearing the process group down. gloo's teardown aborts now
+        # and then ("terminate called without an active exception") after all the work is written, which
+        # would turn a finished run into a failed one; the operating system closes the sockets.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 class _Null:
