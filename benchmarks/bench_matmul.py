@@ -21,7 +21,7 @@ magnitude and cancelling-block inputs), written to <out>_accuracy.csv:
 --peers: the peers' batch-invariant configurations beside stock cuBLAS and detops (benchmarks/peers.py): the
 Triton persistent matmul of batch_invariant_ops' configuration, and cuBLAS without split-K (timed in a child
 process that starts with the workspace limit; its ratio is against this process's stock time). M = 1…64 and a
-dense sweep of odd M. Then detops' L1 check on every provider: the M at which rows' bits change, written to
+sweep of irregular M. Then detops' L1 check on every provider: the M at which rows' bits change, written to
 <out>_rows.csv (provider, K x N, the M values that changed):
 
     python benchmarks/bench_matmul.py --peers --out benchmarks/results/matmul_peers_h100.csv
@@ -160,10 +160,13 @@ def peers_main(args):
     import peers
     args.out = args.out or harness.default_out("matmul_peers")
     if args.peers_child:
-        rows = harness.run_cases(list(peers_cases(args, child=True)), reps=args.reps)
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        print("cuBLAS without split-K child:", {k: os.environ.get(k) for k in peers.CUBLAS_NO_SPLIT_K_ENV},
+              "reduced-precision bf16 reduction:", torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+        rows = harness.run_cases(peers_cases(args, child=True), reps=args.reps)
         json.dump({"timing": rows, "rows": peers_rows_check(args, child=True)}, open(args.peers_child, "w"))
         return
-    rows = harness.run_cases(list(peers_cases(args)), reps=args.reps)
+    rows = harness.run_cases(peers_cases(args), reps=args.reps)
     checks = peers_rows_check(args)
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         cmd = [sys.executable, os.path.abspath(__file__), "--peers", "--peers-child", tmp.name, "--shapes", args.shapes,

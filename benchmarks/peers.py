@@ -7,9 +7,11 @@ calls them.
   steps, no split-K). Its published kernel rounds the fp32 accumulator to float16 before storing to a bf16
   output (`via_fp16=True` reproduces that: a double rounding, and overflow past 65504); `via_fp16=False`
   rounds once.
-- cuBLAS without split-K (the configuration serving engines rely on on Hopper): reduced-precision bf16
-  reductions off and the cuBLASLt workspace limited so that no split-K kernel can be chosen. The workspace size
-  is read once per process, so bench_matmul.py times it in a child process started with `CUBLAS_NO_SPLIT_K_ENV`.
+- cuBLAS with split-K discouraged (the configuration serving engines rely on on Hopper): reduced-precision
+  bf16 reductions off and the cuBLAS / cuBLASLt workspaces limited, which leaves split-K kernels that need a
+  workspace out; nothing guarantees no other split (in-place split-K needs none), which the rows check shows.
+  The workspace sizes are read once per process, so bench_matmul.py times it in a child process started with
+  `CUBLAS_NO_SPLIT_K_ENV`.
 
 `rows_change_at` is detops' L1 check (docs/CONTRACT.md) applied to any provider: the M values at which the
 first rows' bits differ from the same rows computed in a batch of M_max rows.

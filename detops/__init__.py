@@ -29,6 +29,13 @@ def trainer_loss(outputs, labels, num_items_in_batch=None):
     return _trainer_loss(outputs, labels, num_items_in_batch)
 
 
+def trainer_compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    """`compute_loss` for a Trainer / SFTTrainer subclass (`compute_loss = detops.trainer_compute_loss`): the
+    model's logits through detops.trainer_loss (detops.patching.training.trainer_compute_loss)."""
+    from .patching.training import trainer_compute_loss as _compute
+    return _compute(self, model, inputs, return_outputs, num_items_in_batch)
+
+
 def info() -> dict:
     """Build facts: version, numerics flags, CUDA kernels built or not, reduction constants; torch and
     transformers versions."""
@@ -53,4 +60,4 @@ def _installed_version(package: str):
 __all__ = ["mm", "bmm", "linear", "addmm", "rms_norm", "add_rms_norm", "softmax", "log_softmax",
            "scaled_dot_product_attention", "cross_entropy", "embedding", "documents_from_mask", "documents_from_cu_seqlens",
            "documents_from_position_ids", "info", "build_info", "has_cuda_kernels", "enable", "disable", "is_enabled",
-           "mode", "patch", "trainer_loss", "verify", "constants"]
+           "mode", "patch", "trainer_loss", "trainer_compute_loss", "verify", "constants"]

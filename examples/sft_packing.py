@@ -43,6 +43,9 @@ def padded_collator(features):
         mask[i, :n] = 1
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, 0] = -100
+    for i, f in enumerate(features):   # given labels (a completion-only mask, say) replace the copies
+        if "labels" in f:
+            labels[i, :len(f["labels"])] = torch.tensor(f["labels"])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -80,12 +83,14 @@ def byte_tokenizer():
 
 
 def unpacking_collator(features):
-    """TRL's packed rows split back into their documents (`seq_lengths`), one right-padded row each."""
+    """TRL's packed rows split back into their documents (`seq_lengths`), one right-padded row each, with TRL's
+    labels (each document's first token -100, as TRL's padding-free collator sets it)."""
     docs = []
     for f in features:
         start = 0
         for n in f["seq_lengths"]:
-            docs.append({"input_ids": f["input_ids"][start:start + n]})
+            labels = list(f.get("labels", f["input_ids"])[start:start + n])
+            docs.append({"input_ids": f["input_ids"][start:start + n], "labels": [-100] + labels[1:]})
             start += n
     return padded_collator(docs)
 
@@ -107,8 +112,11 @@ def train_trl(layout: str, patched: bool, steps: int, device: str) -> list:
                          use_cpu=device == "cpu", disable_tqdm=False, remove_unused_columns=False)
     # TRL's default loss is its own fused LM head, outside detops (detops refuses it under gradients): the
     # patched runs give SFTTrainer detops' loss.
-    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=data, processing_class=byte_tokenizer(),
-                             compute_loss_func=detops.trainer_loss if patched else None)
+    class DetopsSFTTrainer(trl.SFTTrainer):
+        compute_loss = detops.trainer_compute_loss
+
+    trainer = (DetopsSFTTrainer if patched else trl.SFTTrainer)(
+        model=model, args=args, train_dataset=data, processing_class=byte_tokenizer())
     if layout == "padded":  # TRL refuses a collator argument with packing; the packed rows are built by now
         trainer.data_collator = unpacking_collator
     trainer.train()

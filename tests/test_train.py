@@ -211,8 +211,8 @@ def test_non_causal_lm_keeps_its_loss():
 
 
 def test_trainer_loss_is_the_patched_models_loss():
-    """detops.trainer_loss (Trainer / SFTTrainer's compute_loss_func) gives the bits of the patched model's own
-    loss, with and without num_items_in_batch."""
+    """detops.trainer_loss (Trainer / SFTTrainer's compute_loss_func) and detops.trainer_compute_loss (their
+    compute_loss method) give the bits of the patched model's own loss, with and without num_items_in_batch."""
     model = tiny_model("llama").train()
     batch = train_batch(_docs((7, 4)), "packed")
     labels = batch.pop("labels")
@@ -221,6 +221,8 @@ def test_trainer_loss_is_the_patched_models_loss():
             own = model(**batch, labels=labels, num_items_in_batch=n).loss
             given = detops.trainer_loss(model(**batch), labels, num_items_in_batch=n)
             assert torch.equal(own, given)
+            method = detops.trainer_compute_loss(None, model, {**batch, "labels": labels}, num_items_in_batch=n)
+            assert torch.equal(own, method)
 
 
 def test_trl_fused_lm_head_refused_under_gradients():

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from .. import aten_mode
 from ..ops import cross_entropy, documents_from_position_ids
 
-__all__ = ["documents_for", "layout_pre_hook", "layout_post_hook", "causal_lm_loss", "layout_of"]
+__all__ = ["documents_for", "layout_pre_hook", "layout_post_hook", "causal_lm_loss", "layout_of", "trainer_loss",
+           "trainer_compute_loss"]
 
 _documents: contextvars.ContextVar = contextvars.ContextVar("detops_documents", default=None)
 
@@ -124,11 +125,13 @@ def layout_pre_hook(module, args, kwargs):
     if torch.is_grad_enabled():
         if kwargs.get("fused_lm_head"):
             raise RuntimeError(
-                "detops: fused_lm_head=True (TRL's fused LM head, SFTTrainer's default loss) computes the LM head, "
-                "the log-probabilities and their gradient with TRL's own chunked kernel, outside detops: its "
+                "detops: fused_lm_head=True (TRL's fused LM head, the default loss of its trainers) computes the LM "
+                "head, the log-probabilities and their gradient with TRL's own chunked kernel, outside detops: its "
                 "lm_head gradient sums tokens in chunks of the flattened batch, so padding and packing change it. "
-                "Give the trainer detops' loss instead: SFTTrainer(..., compute_loss_func=detops.trainer_loss) "
-                "(TRL then calls the fused head only without gradients, for its metrics).")
+                "For SFTTrainer, give it detops' loss: subclass it with `compute_loss = "
+                "detops.trainer_compute_loss` (or pass compute_loss_func=detops.trainer_loss). TRL's RL and "
+                "preference trainers (GRPO, RLOO, DPO, KTO) build their losses from the fused head and are not "
+                "supported.")
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         ref = ids if isinstance(ids, torch.Tensor) else embeds
@@ -166,6 +169,17 @@ def causal_lm_loss(logits, labels, vocab_size: int, num_items_in_batch=None, ign
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
+
+
+def trainer_compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    """`Trainer.compute_loss` for a subclass of transformers' `Trainer` or TRL's `SFTTrainer`
+    (`compute_loss = detops.trainer_compute_loss`): the model's logits, then `trainer_loss`. Unlike TRL's own
+    compute_loss, no fused LM head and no extra metrics forward."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    outputs = model(**inputs)
+    loss = trainer_loss(outputs, labels, num_items_in_batch)
+    return (loss, outputs) if return_outputs else loss
 
 
 def trainer_loss(outputs, labels, num_items_in_batch=None):
