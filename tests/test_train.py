@@ -233,3 +233,20 @@ def test_trl_fused_lm_head_refused_under_gradients():
     with detops.patch(model):
         with pytest.raises(RuntimeError, match="compute_loss_func=detops.trainer_loss"):
             model(**batch, fused_lm_head=True)
+
+
+def test_layout_ids_are_shared_by_every_layer():
+    """Every op of one forward that asks for the same token shape gets the same ids tensor (so that its token
+    plan is computed once), including derived shapes (q/k norms' (B, L, H), logits_to_keep's (B, k))."""
+    from detops.patching.training import _documents, documents_for
+    docs = torch.tensor([[0, 0, 1, 1, 1], [2, 2, 2, -1, -1]])
+    token = _documents.set(docs)
+    try:
+        assert documents_for((2, 5)) is docs
+        for shape in ((2, 5, 3), (2, 3, 5), (2, 2)):
+            assert documents_for(shape) is documents_for(shape)
+        x = torch.zeros(2, 5, 5, 4)
+        assert torch.equal(documents_for((2, 5, 5), x), docs[:, :, None].expand(2, 5, 5))
+        assert not torch.equal(documents_for((2, 5, 5), x.transpose(1, 2)), documents_for((2, 5, 5), x))
+    finally:
+        _documents.reset(token)

@@ -86,7 +86,8 @@ def token_plan(documents: Optional[torch.Tensor], token_shape: Sequence[int], de
     if tuple(documents.shape) != token_shape:
         _fail(op, f"documents must have the token shape {token_shape}, got {tuple(documents.shape)}")
     # The plan depends only on the ids: computed once per layout (a patched model hands every layer the same ids
-    # tensor) and kept on it, keyed by its version counter so that an in-place change recomputes it.
+    # tensor) and kept on it, keyed by its version counter so that an in-place change recomputes it. Writes that
+    # torch does not count (through .numpy(), DLPack or `.data =`) are not seen: ids are not to be edited so.
     try:
         key = (str(device), documents._version)
     except RuntimeError:   # an inference-mode tensor has no version counter: nothing to key a cache on

@@ -66,6 +66,19 @@ def documents_for(token_shape, tensor: Optional[torch.Tensor] = None) -> Optiona
     B, L = docs.shape
     if token_shape == (B, L):
         return docs
+    # Derived ids are kept on the layout's tensor (one per shape and reading), so that every layer gets the same
+    # ids object and its token plan is computed once (detops/ops/gradients.py).
+    views = docs.__dict__.setdefault("_detops_views", {})
+    ambiguous = len(token_shape) >= 3 and token_shape[:2] == (B, L) and token_shape[-1] == L
+    key = (token_shape, bool(tensor.stride(1) >= tensor.stride(len(token_shape) - 1))
+           if ambiguous and tensor is not None else None)
+    if key not in views:
+        views[key] = _derived_ids(docs, token_shape, tensor)
+    return views[key]
+
+
+def _derived_ids(docs: torch.Tensor, token_shape: tuple, tensor: Optional[torch.Tensor]) -> torch.Tensor:
+    B, L = docs.shape
     if len(token_shape) == 2 and token_shape[0] == B and token_shape[1] < L:   # logits_to_keep = k
         return docs[:, L - token_shape[1]:]
     heads_last = token_shape[:2] == (B, L)
