@@ -11,8 +11,8 @@ pip_q() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v -e "Running pip as the '
 have() { "$PY" -c "import $1" >/dev/null 2>&1; }
 have torch || pip_q torch==2.13.0
 if [ "${DETOPS_OFFLINE:-0}" != 1 ]; then
-  echo "setup: newest ninja, numpy, pytest, hypothesis, transformers, accelerate, trl"
-  pip_q -U ninja numpy pytest hypothesis "transformers>=5.17" accelerate trl
+  echo "setup: newest ninja, numpy, pytest, hypothesis, transformers, accelerate, trl, peft"
+  pip_q -U ninja numpy pytest hypothesis "transformers>=5.17" accelerate trl peft
 fi
 # CUTLASS/CuTe headers for the Hopper tensor-core matmul: only where torch has CUDA and nvcc will compile kernels.
 torch_cuda=$("$PY" -c "import torch; print(torch.version.cuda or '')")

@@ -250,3 +250,29 @@ def test_layout_ids_are_shared_by_every_layer():
         assert not torch.equal(documents_for((2, 5, 5), x.transpose(1, 2)), documents_for((2, 5, 5), x))
     finally:
         _documents.reset(token)
+
+
+@pytest.mark.parametrize("order", ["patch, then wrap", "wrap, then patch"])
+def test_peft_lora_padded_equals_packed(order):
+    """LoRA through PEFT, the model patched before or after it is wrapped: the loss (detops' cross-entropy either
+    way) and the adapters' gradients are the same bits padded or packed; stock's are not (the control)."""
+    peft = pytest.importorskip("peft", reason="scripts/setup_env.sh installs peft")
+
+    def step(layout, patched):
+        model = tiny_model("llama").train()
+        config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0,
+                                 init_lora_weights=False)
+        handle = detops.patch(model) if patched and order == "patch, then wrap" else None
+        wrapped = peft.get_peft_model(model, config)
+        if patched and handle is None:
+            handle = detops.patch(wrapped)
+        loss = wrapped(**train_batch(_docs((40, 5, 37)), layout)).loss
+        loss.backward()
+        if handle is not None:
+            assert "loss: detops.cross_entropy" in handle.report.training
+        return [loss.detach()] + [p.grad for p in wrapped.parameters() if p.requires_grad]
+
+    for patched in (True, False):
+        right, packed = step("right", patched), step("packed", patched)
+        same = all(torch.equal(a, b) for a, b in zip(right, packed))
+        assert same == patched, f"patched={patched}"

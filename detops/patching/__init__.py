@@ -284,21 +284,23 @@ def patch(model: nn.Module, strict: bool = False, linear: bool = True,
         layout_end = model.register_forward_hook(layout_post_hook, with_kwargs=True, always_call=True)
         handle._undo.append(layout.remove)
         handle._undo.append(layout_end.remove)
-        if _is_causal_lm(model):
-            had_loss = "_loss_function" in model.__dict__
-            old_loss = model.__dict__.get("_loss_function")
-            model.loss_function = causal_lm_loss
+        # A PEFT wrapper (get_base_model) computes the loss in the transformers model it wraps.
+        lm = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+        if _is_causal_lm(lm):
+            had_loss = "_loss_function" in lm.__dict__
+            old_loss = lm.__dict__.get("_loss_function")
+            lm.loss_function = causal_lm_loss
 
             def restore_loss():
                 if had_loss:
-                    model._loss_function = old_loss
+                    lm._loss_function = old_loss
                 else:
-                    model.__dict__.pop("_loss_function", None)
+                    lm.__dict__.pop("_loss_function", None)
             handle._undo.append(restore_loss)
         enable_backward()
         handle._undo.append(disable_backward)
-        loss = "detops.cross_entropy" if _is_causal_lm(model) else \
-            f"torch's ({type(model).__name__} is not a causal LM; detops replaces the causal-LM loss only)"
+        loss = "detops.cross_entropy" if _is_causal_lm(lm) else \
+            f"torch's ({type(lm).__name__} is not a causal LM; detops replaces the causal-LM loss only)"
         report.training = (f"document layout from position ids / 2-D mask -> documents of every op; loss: {loss}; "
                            "CPU elementwise backward per element")
 
