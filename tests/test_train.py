@@ -26,8 +26,10 @@ def _on(batch, device):
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def sft_steps(family, dtype, device, layout, docs, patched=True, steps=2, checkpointing=False, num_items=False):
-    """Loss of each step, the first step's gradients and the weights after `steps` AdamW steps."""
+def sft_steps(family, dtype, device, layout, docs, patched=True, steps=2, checkpointing=False, num_items=False,
+              autocast=None):
+    """Loss of each step, the first step's gradients and the weights after `steps` AdamW steps (forward inside
+    torch.autocast(device, dtype=autocast) when given)."""
     model = tiny_model(family, dtype=dtype, device=device).train()
     if checkpointing:  # activation_checkpointing_enable: transformers >= 5.25's name for it
         (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
@@ -38,7 +40,8 @@ def sft_steps(family, dtype, device, layout, docs, patched=True, steps=2, checkp
         batch["num_items_in_batch"] = torch.tensor(sum(len(d) - 1 for d in docs), device=device)
     losses, grads = [], None
     for step in range(steps):
-        loss = model(**batch).loss
+        with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+            loss = model(**batch).loss
         loss.backward()
         if grads is None:
             grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -276,3 +279,13 @@ def test_peft_lora_padded_equals_packed(order):
         right, packed = step("right", patched), step("packed", patched)
         same = all(torch.equal(a, b) for a, b in zip(right, packed))
         assert same == patched, f"patched={patched}"
+
+
+def test_t4_under_autocast(device):
+    """Trainer(bf16=True)'s mixed precision: fp32 weights, the forward in torch.autocast(bfloat16). detops follows
+    torch's autocast policy (tests/test_autocast.py) and padded == packed still holds, bit for bit."""
+    docs = _docs()
+    runs = {layout: sft_steps("llama", torch.float32, device, layout, docs, autocast=torch.bfloat16)
+            for layout in ("right", "packed")}
+    assert not _differences(runs["right"], runs["packed"])
+    assert all(g.dtype == torch.float32 for g in runs["right"][1].values())
