@@ -67,26 +67,34 @@ def parse_shapes(spec):
     return SHAPES if spec == "all" else tuple(tuple(map(int, s.split("x"))) for s in spec.split(","))
 
 
-def cases(args):
-    """Per (K, N) and M one per-pass case, providers cublas (stock) and detops; CUDA graphs for M <= 256."""
-    ours, entry = detops_linear()
+def linear_cases(shapes, ms, providers, graph_max, flags):
+    """Per (K, N) in `shapes` and M in `ms` one per-pass case of `providers` (name -> fn(x, w); the first is the
+    stock), weights rotated past the L2; CUDA graphs for M <= graph_max."""
     g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in parse_shapes(args.shapes):
+    stock = next(iter(providers))
+    for k, n in shapes:
         weights = rotated_weights(k, n, g)
         copies, wbytes = len(weights), k * n * 2
-        for m in (QUICK_MS if args.quick else MS):
+        for m in ms:
             x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
             flops = 2.0 * m * n * k
             # calls per pass: enough work per pass (~2 ms) for event resolution, whole rotations of the weights
             est = max(flops / 600e12, wbytes / 2.5e12) * 1e6  # µs, rough
             per_pass = copies * max(1, math.ceil(2000 / (est * copies)))
-            rotate = [{"cublas": functools.partial(F.linear, x, weights[i % copies]),
-                       "detops": functools.partial(ours, x, weights[i % copies])} for i in range(per_pass)]
-            yield harness.Case("linear", (m, k, n), "bf16", dict(rotate[0]), stock="cublas",
+            rotate = [{name: functools.partial(fn, x, weights[i % copies]) for name, fn in providers.items()}
+                      for i in range(per_pass)]
+            yield harness.Case("linear", (m, k, n), "bf16", dict(rotate[0]), stock=stock,
                                bytes=(m * k + k * n + m * n) * 2, flops=flops, rotate=rotate, timing="pass",
-                               graph=m <= 256, flags=f"entry={entry}")
+                               graph=m <= graph_max, flags=flags)
         del weights
         torch.cuda.empty_cache()
+
+
+def cases(args):
+    """Providers cublas (stock) and detops; CUDA graphs for M <= 256."""
+    ours, entry = detops_linear()
+    return linear_cases(parse_shapes(args.shapes), QUICK_MS if args.quick else MS,
+                        {"cublas": F.linear, "detops": ours}, 256, f"entry={entry}")
 
 
 PEER_MS = tuple(range(1, 65)) + (100, 129, 192, 300, 384, 640, 1000, 1500, 3000, 5000, 8191)
@@ -112,23 +120,8 @@ def peer_providers(child: bool):
 
 
 def peers_cases(args, child=False):
-    provs = peer_providers(child)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in parse_shapes(args.shapes):
-        weights = rotated_weights(k, n, g)
-        copies, wbytes = len(weights), k * n * 2
-        for m in (QUICK_PEER_MS if args.quick else PEER_MS):
-            x = torch.randn((m, k), device="cuda", generator=g).to(torch.bfloat16)
-            flops = 2.0 * m * n * k
-            est = max(flops / 600e12, wbytes / 2.5e12) * 1e6
-            per_pass = copies * max(1, math.ceil(2000 / (est * copies)))
-            rotate = [{name: functools.partial(fn, x, weights[i % copies]) for name, fn in provs.items()}
-                      for i in range(per_pass)]
-            yield harness.Case("linear", (m, k, n), "bf16", dict(rotate[0]), stock=next(iter(provs)),
-                               bytes=(m * k + k * n + m * n) * 2, flops=flops, rotate=rotate, timing="pass",
-                               graph=False, flags="peers")
-        del weights
-        torch.cuda.empty_cache()
+    return linear_cases(parse_shapes(args.shapes), QUICK_PEER_MS if args.quick else PEER_MS, peer_providers(child),
+                        0, "peers")
 
 
 def peers_rows_check(args, child=False):
