@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     curves = {(layout, patched): train(layout, patched, args.steps, args.device)
               for patched in (False, True) for layout in ("padded", "packed")}
     same = compare("Trainer", curves, args.steps)
+    runs = {"Trainer": curves}
     try:
         import trl  # noqa: F401
     except ImportError:
@@ -158,6 +159,7 @@ def main(argv=None) -> int:
         trl_curves = {(layout, patched): train_trl(layout, patched, args.steps, args.device)
                       for patched in (False, True) for layout in ("padded", "packed")}
         same = compare("SFTTrainer(packing=True)", trl_curves, args.steps) and same
+        runs["SFTTrainer(packing=True)"] = trl_curves
     if args.png:
         try:
             import matplotlib
@@ -166,13 +168,15 @@ def main(argv=None) -> int:
         except ImportError:
             print("matplotlib is not installed: no plot")
         else:
-            fig, ax = plt.subplots(figsize=(7, 4))
-            for (layout, patched), ys in curves.items():
-                ax.plot(range(1, len(ys) + 1), ys, label=f"{'detops' if patched else 'stock'} {layout}",
-                        linestyle="-" if patched else "--")
-            ax.set_xlabel("step")
-            ax.set_ylabel("training loss")
-            ax.legend()
+            fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4), squeeze=False)
+            for ax, (title, run) in zip(axes[0], runs.items()):
+                for (layout, patched), ys in run.items():
+                    ax.plot(range(1, len(ys) + 1), ys, label=f"{'detops' if patched else 'stock'} {layout}",
+                            linestyle="-" if patched else "--")
+                ax.set_title(title)
+                ax.set_xlabel("step")
+                ax.set_ylabel("training loss")
+                ax.legend()
             fig.savefig(args.png, dpi=120, bbox_inches="tight")
             print(f"wrote {args.png}")
     return 0 if same else 1
