@@ -364,6 +364,24 @@ def test_t3_packed_cu_seqlens_equals_alone(device):
         assert not p[:, :, :4].any()  # pads get zero gradients
 
 
+def test_t3_document_groups_change_no_bit(device, monkeypatch):
+    """The backward groups documents by padded length and splits groups to a memory budget (§10 rule 3): one
+    document a group (the smallest budget) gives the bits of the default grouping."""
+    import detops.ops.attention as attention
+    lens, D = [1, 31, 33, 64, 65, 130], 8
+    q, g = (make((1, 4, sum(lens), D), device=device, seed=s) for s in (1, 2))
+    k, v = (make((1, 2, sum(lens), D), device=device, seed=s) for s in (3, 4))
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    ids = torch.cat([torch.full((n,), i) for i, n in enumerate(lens)]).to(device)[None]
+    fn = lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, cu_seqlens=cu, documents=ids,  # noqa: E731
+                                                             enable_gqa=True)
+    _, grouped = grads(fn, q, k, v, upstream=g)
+    monkeypatch.setattr(attention, "BLOCK_BUDGET_BYTES", 1)
+    _, single = grads(fn, q, k, v, upstream=g)
+    for name, a, b in zip(("dq", "dk", "dv"), grouped, single):
+        assert torch.equal(a, b), name
+
+
 def test_t3_stock_differs_across_layouts():
     """Negative control: stock SDPA's dk (a sum over the queries of the padded row) changes with padding."""
     torch.manual_seed(0)

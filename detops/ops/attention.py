@@ -287,9 +287,9 @@ def _backward_fail(msg: str):
 
 
 def _document_blocks(documents, rows, B: int, Q: int):
-    """Where each token goes in the per-document blocks: (index, slot, n_docs, L, lo, hi) with `index` the flat
-    (b * Q + i) indices of the documents' tokens, `slot` = doc * L + position in the document, L the block length
-    (the longest document rounded up to TOKEN_ALIGN), and lo / hi each token's keys in document coordinates."""
+    """The documents' tokens: (index, doc, pos, counts, lo, hi) with `index` the flat (b * Q + i) indices of the
+    documents' tokens in document order, `doc` / `pos` each token's document ordinal and position in it, `counts`
+    the documents' lengths, and lo / hi each token's keys in document coordinates."""
     device = rows.device
     if documents is None:
         flat = torch.arange(B, device=device).repeat_interleave(Q)
@@ -305,10 +305,9 @@ def _document_blocks(documents, rows, B: int, Q: int):
         _backward_fail("each document's tokens must be contiguous within one batch row")
     _, counts = torch.unique_consecutive(ids, return_counts=True)
     n_docs = counts.numel()
-    L = max(TOKEN_ALIGN, -(-int(counts.max()) // TOKEN_ALIGN) * TOKEN_ALIGN) if n_docs else TOKEN_ALIGN
     first = torch.cumsum(counts, 0) - counts
     pos = torch.arange(index.numel(), device=device) - torch.repeat_interleave(first, counts)
-    slot = torch.repeat_interleave(torch.arange(n_docs, device=device) * L, counts) + pos
+    doc = torch.repeat_interleave(torch.arange(n_docs, device=device), counts)
     start = (index - pos) % Q                                   # key index of the document's first token
     length = torch.repeat_interleave(counts, counts)
     r = rows.reshape(-1, 3).to(torch.int64)[index]
@@ -322,7 +321,31 @@ def _document_blocks(documents, rows, B: int, Q: int):
                        f"-1 for pads) that match the mask / positions; a query may attend only its own document")
     lo = torch.where(attends, lo - start, 0)
     hi = torch.where(attends, hi - start, 0)
-    return index, slot, n_docs, L, lo, hi
+    return index, doc, pos, counts, lo, hi
+
+
+BLOCK_BUDGET_BYTES = 1 << 29   # fp32 scores of one group of documents in the backward (memory only, never bits)
+
+
+def _block_groups(counts: torch.Tensor, heads: int, budget_bytes: int = 0):
+    """Documents grouped for the backward's blocks: [(documents, L)], L a power-of-two multiple of TOKEN_ALIGN at
+    least each member's length, at most `budget_bytes` of fp32 scores (docs × heads × L × L) a group. Any such L
+    gives the same bits (§10 rule 3: the positions past a document hold zeros, which add nothing to a chain and
+    only move where the next head's block starts, always on a block boundary), so grouping is for memory and
+    speed only: a short document is not padded to the longest one."""
+    budget_bytes = budget_bytes or BLOCK_BUDGET_BYTES
+    lengths = counts.tolist()
+    by_L = {}
+    for d, n in enumerate(lengths):
+        L = TOKEN_ALIGN
+        while L < n:
+            L *= 2
+        by_L.setdefault(L, []).append(d)
+    groups = []
+    for L, docs in sorted(by_L.items()):
+        per = max(1, budget_bytes // (heads * L * L * 4))
+        groups += [(docs[i:i + per], L) for i in range(0, len(docs), per)]
+    return groups
 
 
 def _to_blocks(t, index, slot, n_docs, L):
@@ -334,12 +357,10 @@ def _to_blocks(t, index, slot, n_docs, L):
     return out.view(n_docs, L, H, D).permute(0, 2, 1, 3)
 
 
-def _from_blocks(blocks, index, slot, B, Q, dtype):
+def _from_blocks(blocks, index, slot, out):
+    """(n_docs, H, L, D) blocks -> rows `index` of out (B * Q, H, D)."""
     n_docs, H, L, D = blocks.shape
-    tokens = blocks.permute(0, 2, 1, 3).reshape(n_docs * L, H, D)
-    out = tokens.new_zeros(B * Q, H, D)
-    out[index] = tokens[slot]
-    return out.view(B, Q, H, D).permute(0, 2, 1, 3).to(dtype)
+    out[index] = blocks.permute(0, 2, 1, 3).reshape(n_docs * L, H, D)[slot]
 
 
 def _bmm_blocks(a, b):
@@ -369,17 +390,9 @@ def _score_tanh(x):
     return torch.where(x < 0, -t, torch.where(torch.isnan(x), x, t))
 
 
-def _attention_backward(ctx, g):
-    refuse_double_backward("scaled_dot_product_attention")
-    q, k, v, rows, out = ctx.saved_tensors
-    if q.shape[2] != k.shape[2]:
-        _backward_fail(f"the backward needs self-attention over the same tokens (as many keys as queries), got "
-                       f"{q.shape[2]} queries and {k.shape[2]} keys: a KV cache prefix, cross-attention or a padding "
-                       f"mask with holes (keys reordered by rank) have no backward")
-    B, Hq, Q, _ = q.shape
+def _attention_block_grads(ctx, q, k, v, out, g, index, slot, n, L, lo, hi, G, need):
+    """§10 rule 3 on n documents' blocks of L positions: (dq, dk, dv) blocks (None where not needed)."""
     Hk = k.shape[1]
-    G = Hq // Hk
-    index, slot, n, L, lo, hi = _document_blocks(ctx.documents, rows, B, Q)
     blocks = lambda t: _to_blocks(t, index, slot, n, L)  # noqa: E731
     qb, kb, vb, ob, gb = blocks(q), blocks(k), blocks(v), blocks(out), blocks(g)
     kx, vx = kb.repeat_interleave(G, dim=1), vb.repeat_interleave(G, dim=1)
@@ -400,16 +413,45 @@ def _attention_backward(ctx, g):
     ds = p * (dp - row_sum(gb * ob)[..., None])
     if ctx.softcap > 0:
         ds = ds * (1.0 - th * th)
-    need_q, need_k, need_v = ctx.needs_input_grad[:3]
-    dq = dk = dv = None
-    if need_q:
-        dq = _from_blocks(_bmm_blocks(ds, kx) * ctx.scale, index, slot, B, Q, q.dtype)
-    if need_k:
+    dq = _bmm_blocks(ds, kx) * ctx.scale if need[0] else None
+    dk = dv = None
+    if need[1]:
         qg = qb.reshape(n, Hk, G * L, qb.shape[-1])
-        dk = _from_blocks(_bmm_blocks(_by_key_group(ds, Hk, G), qg) * ctx.scale, index, slot, B, Q, k.dtype)
-    if need_v:
+        dk = _bmm_blocks(_by_key_group(ds, Hk, G), qg) * ctx.scale
+    if need[2]:
         gg = gb.reshape(n, Hk, G * L, gb.shape[-1])
-        dv = _from_blocks(_bmm_blocks(_by_key_group(p, Hk, G), gg), index, slot, B, Q, v.dtype)
+        dv = _bmm_blocks(_by_key_group(p, Hk, G), gg)
+    return dq, dk, dv
+
+
+def _attention_backward(ctx, g):
+    refuse_double_backward("scaled_dot_product_attention")
+    q, k, v, rows, out = ctx.saved_tensors
+    if q.shape[2] != k.shape[2]:
+        _backward_fail(f"the backward needs self-attention over the same tokens (as many keys as queries), got "
+                       f"{q.shape[2]} queries and {k.shape[2]} keys: a KV cache prefix, cross-attention or a padding "
+                       f"mask with holes (keys reordered by rank) have no backward")
+    B, Hq, Q, _ = q.shape
+    Hk = k.shape[1]
+    G = Hq // Hk
+    index, doc, pos, counts, lo, hi = _document_blocks(ctx.documents, rows, B, Q)
+    need = ctx.needs_input_grad[:3]
+    outs = [t.new_zeros(B * Q, t.shape[1], t.shape[3], dtype=torch.float32) if n else None
+            for t, n in zip((q, k, v), need)]
+    local = torch.full((counts.numel(),), -1, dtype=torch.int64, device=q.device)
+    for docs, L in _block_groups(counts, Hq):
+        members = torch.tensor(docs, device=q.device)
+        local[members] = torch.arange(len(docs), device=q.device)
+        sel = (local[doc] >= 0).nonzero()[:, 0]
+        slot = local[doc[sel]] * L + pos[sel]
+        grads = _attention_block_grads(ctx, q, k, v, out, g, index[sel], slot, len(docs), L, lo[sel], hi[sel], G,
+                                       need)
+        for buf, grad in zip(outs, grads):
+            if buf is not None:
+                _from_blocks(grad, index[sel], slot, buf)
+        local[members] = -1
+    dq, dk, dv = (None if buf is None else buf.view(B, Q, t.shape[1], t.shape[3]).permute(0, 2, 1, 3).to(t.dtype)
+                  for buf, t in zip(outs, (q, k, v)))
     return dq, dk, dv, None, None, None, None
 
 
