@@ -78,3 +78,43 @@ def test_gradients_reach_float32_weights(device):
         y = detops.linear(i["x"], w)
     y.float().sum().backward()
     assert y.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
+
+
+def test_backward_inside_autocast(device):
+    """`loss.backward()` called inside the autocast region (on the CPU autograd then runs the backward on this
+    thread, in the region): the backwards still run in the dtypes the forward saved, so the gradients are the
+    bits of a backward outside it."""
+    i = _inputs(device, seed=3)
+    results = []
+    for inside in (False, True):
+        q, k, v, x = (i[n].clone().requires_grad_() for n in ("q", "k", "v", "x"))
+        with torch.autocast(device, dtype=torch.bfloat16):
+            y = detops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            z = detops.softmax(detops.linear(x, i["w"]), -1)
+            loss = y.float().sum() + (z.float() * torch.arange(16, device=device)).sum()
+            if inside:
+                loss.backward()
+        if not inside:
+            loss.backward()
+        results.append([t.grad for t in (q, k, v, x)])
+    for name, a, b in zip("qkvx", *results):
+        assert torch.equal(a, b), name
+
+
+def test_mixed_dtypes_and_compile_under_autocast():
+    """Inside autocast q, k, v of different dtypes are cast to one (as F.sdpa); a patched model compiled
+    (aot_eager) runs inference under autocast, its attention op cast like the eager one."""
+    from detops.testing.models import tiny_model
+    i = _inputs("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = detops.scaled_dot_product_attention(i["q"], i["k"].bfloat16(), i["v"], is_causal=True, enable_gqa=True)
+    assert y.dtype == torch.bfloat16
+    model = tiny_model("llama")
+    ids = torch.randint(3, 128, (2, 7))
+    with detops.patch(model), torch.no_grad():   # (training inside torch.compile is refused: CONTRACT.md)
+        eager = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            eager_ac = model(input_ids=ids).logits
+            compiled = torch.compile(model, backend="aot_eager", fullgraph=False)(input_ids=ids).logits
+    assert eager.dtype == torch.float32 and eager_ac.dtype == compiled.dtype == torch.bfloat16
+    assert torch.equal(eager_ac, compiled)

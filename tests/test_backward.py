@@ -365,8 +365,8 @@ def test_t3_packed_cu_seqlens_equals_alone(device):
 
 
 def test_t3_document_groups_change_no_bit(device, monkeypatch):
-    """The backward groups documents by padded length and splits groups to a memory budget (§10 rule 3): one
-    document a group (the smallest budget) gives the bits of the default grouping."""
+    """The backward pads each document to a block length and groups documents to a memory budget (§10 rule 3):
+    longer blocks (any multiple of TOKEN_ALIGN) and one document a group give the bits of the defaults."""
     import detops.ops.attention as attention
     lens, D = [1, 31, 33, 64, 65, 130], 8
     q, g = (make((1, 4, sum(lens), D), device=device, seed=s) for s in (1, 2))
@@ -378,8 +378,11 @@ def test_t3_document_groups_change_no_bit(device, monkeypatch):
     _, grouped = grads(fn, q, k, v, upstream=g)
     monkeypatch.setattr(attention, "BLOCK_BUDGET_BYTES", 1)
     _, single = grads(fn, q, k, v, upstream=g)
-    for name, a, b in zip(("dq", "dk", "dv"), grouped, single):
-        assert torch.equal(a, b), name
+    block_length = attention.block_length
+    monkeypatch.setattr(attention, "block_length", lambda n: block_length(n) + 3 * TOKEN_ALIGN)
+    _, longer = grads(fn, q, k, v, upstream=g)
+    for name, a, b, c in zip(("dq", "dk", "dv"), grouped, single, longer):
+        assert torch.equal(a, b) and torch.equal(a, c), name
 
 
 def test_t3_stock_differs_across_layouts():

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import TOKEN_ALIGN, per_element, refuse_double_backward, row_sum
+from .gradients import autocast_off, TOKEN_ALIGN, per_element, refuse_double_backward, row_sum
 
 __all__ = ["scaled_dot_product_attention", "attention_rows", "row_descriptors", "mask_rows", "rank_order",
            "gather_keys"]
@@ -240,7 +240,8 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     if not (query.dim() == key.dim() == value.dim() and query.dim() in (3, 4)):
         _fail(f"query, key and value must all be 4-D (B, H, L, D) or all 3-D (H, L, D); got shapes "
               f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-    if query.dtype != key.dtype or query.dtype != value.dtype:
+    # inside torch.autocast the op's autocast rule casts the three to one dtype (ops/autocast.py), as F.sdpa's
+    if (query.dtype != key.dtype or query.dtype != value.dtype) and not torch.is_autocast_enabled(query.device.type):
         _fail(f"query, key and value must have one dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
     unbatched = query.dim() == 3
     if unbatched:
@@ -327,23 +328,26 @@ def _document_blocks(documents, rows, B: int, Q: int):
 BLOCK_BUDGET_BYTES = 1 << 29   # fp32 scores of one group of documents in the backward (memory only, never bits)
 
 
-def _block_groups(counts: torch.Tensor, heads: int, budget_bytes: int = 0):
-    """Documents grouped for the backward's blocks: [(documents, L)], L a power-of-two multiple of TOKEN_ALIGN at
-    least each member's length, at most `budget_bytes` of fp32 scores (docs × heads × L × L) a group. Any such L
-    gives the same bits (§10 rule 3: the positions past a document hold zeros, which add nothing to a chain and
-    only move where the next head's block starts, always on a block boundary), so grouping is for memory and
-    speed only: a short document is not padded to the longest one."""
-    budget_bytes = budget_bytes or BLOCK_BUDGET_BYTES
-    lengths = counts.tolist()
+def block_length(n: int) -> int:
+    """A document's block length in the backward: n rounded up to a multiple of TOKEN_ALIGN and of an eighth of
+    the power of two below n, so that documents of similar lengths share a length (few groups) while a block is
+    at most ~1/8 longer than its document. Any multiple of TOKEN_ALIGN >= n gives the same bits (§10 rule 3)."""
+    step = TOKEN_ALIGN
+    while step * 16 <= n:
+        step *= 2
+    return max(step, -(-n // step) * step)
+
+
+def _block_groups(counts: torch.Tensor, heads: int):
+    """Documents grouped for the backward: [(documents, L)], documents of one block length L together, at most
+    BLOCK_BUDGET_BYTES of fp32 scores (documents x heads x L x L) a group where one document fits (a longer
+    document is a group of its own). Grouping is for memory and speed only: no bit depends on it."""
     by_L = {}
-    for d, n in enumerate(lengths):
-        L = TOKEN_ALIGN
-        while L < n:
-            L *= 2
-        by_L.setdefault(L, []).append(d)
+    for d, n in enumerate(counts.tolist()):
+        by_L.setdefault(block_length(n), []).append(d)
     groups = []
     for L, docs in sorted(by_L.items()):
-        per = max(1, budget_bytes // (heads * L * L * 4))
+        per = max(1, BLOCK_BUDGET_BYTES // (heads * L * L * 4))
         groups += [(docs[i:i + per], L) for i in range(0, len(docs), per)]
     return groups
 
@@ -413,6 +417,9 @@ def _attention_block_grads(ctx, q, k, v, out, g, index, slot, n, L, lo, hi, G, n
     ds = p * (dp - row_sum(gb * ob)[..., None])
     if ctx.softcap > 0:
         ds = ds * (1.0 - th * th)
+    # exact zeros off the attended keys (finite inputs: already ±0, which add nothing; a non-finite value
+    # elsewhere would make 0·inf = NaN there, so the positions past a document would matter)
+    ds = torch.where(attended, ds, 0.0)
     dq = _bmm_blocks(ds, kx) * ctx.scale if need[0] else None
     dk = dv = None
     if need[1]:
@@ -455,4 +462,4 @@ def _attention_backward(ctx, g):
     return dq, dk, dv, None, None, None, None
 
 
-torch.library.register_autograd("detops::attention", _attention_backward, setup_context=_attention_setup)
+torch.library.register_autograd("detops::attention", autocast_off(_attention_backward), setup_context=_attention_setup)

@@ -15,39 +15,53 @@ LOWER_PRECISION = ("mm", "bmm", "linear", "addmm", "attention")
 FLOAT32 = {"cuda": ("rms_norm", "add_rms_norm", "cross_entropy"), "cpu": ("cross_entropy",)}
 FLOAT32_DTYPE_ARG = {"cuda": ("softmax", "log_softmax"), "cpu": ()}   # dtype=None becomes float32, as torch's
 
-_lib = torch.library.Library("detops", "IMPL")
-
-
-def _cast(value, dtype):
+def _cast(value, dtype, device_type):
+    """Floating tensors on the autocast device to `dtype` (float64 and other devices' tensors untouched)."""
     if isinstance(value, torch.Tensor):
-        if value.dtype in (torch.float32, torch.float16, torch.bfloat16) and value.dtype != dtype:
+        if (value.dtype in (torch.float32, torch.float16, torch.bfloat16) and value.dtype != dtype
+                and value.device.type == device_type):
             return value.to(dtype)
         return value
     if isinstance(value, (list, tuple)):
-        return type(value)(_cast(v, dtype) for v in value)
+        return type(value)(_cast(v, dtype, device_type) for v in value)
     return value
 
 
-def _register(name: str, device_type: str, policy: str) -> None:
-    op = getattr(torch.ops.detops, name).default
+def register(qualname: str, device_type: str, policy: str) -> None:
+    """An Autocast kernel for op `qualname` ("namespace::name") on `device_type`: policy "lower" (the autocast
+    dtype), "float32", or "dtype_arg" (softmax's optional dtype argument set to float32, as torch does)."""
+    namespace, name = qualname.split("::")
+    op = getattr(getattr(torch.ops, namespace), name).default
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def kernel(_keyset, *args):
-        if policy == "dtype_arg":   # softmax(input, dim, dtype, compensated): computed and returned in float32
-            args = args[:2] + ((torch.float32 if args[2] is None else args[2]),) + args[3:]
+        if policy == "dtype_arg":   # softmax(input, dim, dtype, compensated)
+            x = args[0]
+            if args[2] is None and x.dtype in (torch.float16, torch.bfloat16, torch.float32) \
+                    and x.device.type == device_type:
+                args = args[:2] + (torch.float32,) + args[3:]
         else:
-            args = _cast(args, torch.float32 if policy == "float32" else torch.get_autocast_dtype(device_type))
+            args = _cast(args, torch.float32 if policy == "float32" else torch.get_autocast_dtype(device_type),
+                         device_type)
         with torch._C._ExcludeDispatchKeyGuard(exclude):
             return op(*args)
 
-    _lib.impl(name, kernel, key, with_keyset=True)
+    lib = _libs.setdefault(namespace, torch.library.Library(namespace, "IMPL"))
+    lib.impl(name, kernel, key, with_keyset=True)
 
 
+def register_lower_precision(qualname: str) -> None:
+    """The matmul / attention policy for another op built on them (detops_hf::attention)."""
+    for device_type in ("cpu", "cuda"):
+        register(qualname, device_type, "lower")
+
+
+_libs = {}
 for _device in ("cpu", "cuda"):
     for _name in LOWER_PRECISION:
-        _register(_name, _device, "lower")
+        register("detops::" + _name, _device, "lower")
     for _name in FLOAT32[_device]:
-        _register(_name, _device, "float32")
+        register("detops::" + _name, _device, "float32")
     for _name in FLOAT32_DTYPE_ARG[_device]:
-        _register(_name, _device, "dtype_arg")
+        register("detops::" + _name, _device, "dtype_arg")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from .gradients import refuse_double_backward, token_plan
+from .gradients import autocast_off, refuse_double_backward, token_plan
 
 # Vocabulary ids per one-hot matmul in the backward (bounds its memory; the chunks are independent rows).
 _ID_CHUNK = 4096
@@ -73,4 +73,4 @@ def _backward(ctx, g):
     return None, grad, None, None
 
 
-torch.library.register_autograd("detops::embedding", _backward, setup_context=_setup)
+torch.library.register_autograd("detops::embedding", autocast_off(_backward), setup_context=_setup)

@@ -40,6 +40,21 @@ def per_element(fn: str, x: torch.Tensor) -> torch.Tensor:
     return getattr(torch, fn)(x)
 
 
+_AUTOCAST_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU) | \
+    torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
+
+
+def autocast_off(backward):
+    """A backward runs in the dtypes of what the forward saved, whatever autocast region `loss.backward()` is called
+    in (on the CPU the autograd engine runs it on the calling thread, inside that region): its row sums and token
+    products are §10's orders in fp32, not the autocast dtype's."""
+    def run(ctx, *grads):
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            return backward(ctx, *grads)
+    run.__name__, run.__doc__ = backward.__name__, backward.__doc__
+    return run
+
+
 def refuse_double_backward(op: str) -> None:
     if torch.is_grad_enabled():
         raise RuntimeError(f"detops.{op}: double backward (create_graph=True) is not supported; the backward "

@@ -8,7 +8,7 @@ the same order give the same loss bits however they are padded or packed. The gr
 import torch
 
 from .._lib import ops
-from .gradients import refuse_double_backward
+from .gradients import autocast_off, refuse_double_backward
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -93,4 +93,4 @@ def _backward(ctx, g):
     return gx.to(input.dtype).view(input.shape), None, None, None, None
 
 
-torch.library.register_autograd("detops::cross_entropy", _backward, setup_context=_setup)
+torch.library.register_autograd("detops::cross_entropy", autocast_off(_backward), setup_context=_setup)

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import refuse_double_backward, token_plan, token_products, token_sums
+from .gradients import autocast_off, refuse_double_backward, token_plan, token_products, token_sums
 
 # The overloads themselves: calling them skips the packet's overload resolution on every call (decode-sized
 # matmuls are host-bound, docs/ops/matmul.md).
@@ -162,7 +162,7 @@ def _linear_backward(ctx, g):
     return gx, gw, gbias, None, None
 
 
-torch.library.register_autograd("detops::mm", _mm_backward, setup_context=_mm_setup)
-torch.library.register_autograd("detops::addmm", _addmm_backward, setup_context=_addmm_setup)
-torch.library.register_autograd("detops::bmm", _bmm_backward, setup_context=_bmm_setup)
-torch.library.register_autograd("detops::linear", _linear_backward, setup_context=_linear_setup)
+torch.library.register_autograd("detops::mm", autocast_off(_mm_backward), setup_context=_mm_setup)
+torch.library.register_autograd("detops::addmm", autocast_off(_addmm_backward), setup_context=_addmm_setup)
+torch.library.register_autograd("detops::bmm", autocast_off(_bmm_backward), setup_context=_bmm_setup)
+torch.library.register_autograd("detops::linear", autocast_off(_linear_backward), setup_context=_linear_setup)

@@ -4,7 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._lib import ops
-from .gradients import refuse_double_backward, row_sum, token_plan, token_sums
+from .gradients import autocast_off, refuse_double_backward, row_sum, token_plan, token_sums
 
 WEIGHT_MODES = ("plain", "cast_first", "offset")
 
@@ -134,5 +134,5 @@ def _add_rms_norm_backward(ctx, g_y, g_x):
     return g_in, g_res, None, gw, None, None, None, None
 
 
-torch.library.register_autograd("detops::rms_norm", _rms_norm_backward, setup_context=_rms_norm_setup)
-torch.library.register_autograd("detops::add_rms_norm", _add_rms_norm_backward, setup_context=_add_rms_norm_setup)
+torch.library.register_autograd("detops::rms_norm", autocast_off(_rms_norm_backward), setup_context=_rms_norm_setup)
+torch.library.register_autograd("detops::add_rms_norm", autocast_off(_add_rms_norm_backward), setup_context=_add_rms_norm_setup)

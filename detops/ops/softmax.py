@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import refuse_double_backward, row_sum
+from .gradients import autocast_off, refuse_double_backward, row_sum
 
 
 def softmax(input: torch.Tensor, dim: int = -1, dtype: Optional[torch.dtype] = None, *,
@@ -69,5 +69,5 @@ def _log_softmax_backward(ctx, g):
     return gx.movedim(-1, ctx.dim).to(x.dtype), None, None, None
 
 
-torch.library.register_autograd("detops::softmax", _softmax_backward, setup_context=_softmax_setup)
-torch.library.register_autograd("detops::log_softmax", _log_softmax_backward, setup_context=_log_softmax_setup)
+torch.library.register_autograd("detops::softmax", autocast_off(_softmax_backward), setup_context=_softmax_setup)
+torch.library.register_autograd("detops::log_softmax", autocast_off(_log_softmax_backward), setup_context=_log_softmax_setup)

@@ -24,6 +24,7 @@ import torch
 from .. import _lib
 from ..ops.attention import gather_keys, rank_order, row_descriptors
 from ..ops.matmul import bmm as _bmm
+from ..ops.autocast import register_lower_precision
 from ..ops.no_backward import refuse_backward
 from ..ops.softmax import softmax as _softmax
 from .training import documents_for
@@ -233,6 +234,7 @@ def _compiled_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
 
 
 refuse_backward("detops_hf::attention")
+register_lower_precision("detops_hf::attention")   # as detops::attention under torch.autocast, also when compiled
 
 
 @_compiled_attention.register_fake
