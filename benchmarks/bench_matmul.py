@@ -139,7 +139,8 @@ def peers_rows_check(args, child=False):
             rows.append(dict(op="linear", provider=name, shape=f"{k}x{n}", dtype="bf16",
                              ms_checked=" ".join(map(str, ms[:-1])), rows_change_at=" ".join(map(str, changed)),
                              gpu=env["gpu"], torch=env["torch"], commit=env["commit"]))
-            print(f"rows check K={k} N={n} {name:>28}: {'bitwise equal at every M' if not changed else f'change at M in {changed}'}",
+            verdict = f"change at M in {changed}" if changed else "bitwise equal at every M"
+            print(f"rows check K={k} N={n} {name:>28}: {verdict}",
                   flush=True)
     return rows
 

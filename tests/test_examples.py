@@ -12,7 +12,7 @@ def test_sft_packing_curves_identical(capsys):
     """Trainer, padded vs packed, and (TRL installed) SFTTrainer(packing=True) vs the same packed rows padded:
     detops' loss curves are the same floats at every step (the example's exit status), stock's are not (the
     printed controls)."""
-    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (scripts/setup_env.sh installs it)")
+    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (setup_env.sh installs it)")
     import sft_packing
     assert sft_packing.main(["--steps", "4"]) == 0
     out = capsys.readouterr().out

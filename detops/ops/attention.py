@@ -389,7 +389,8 @@ def _attention_setup(ctx, inputs, output):
 def _score_tanh(x):
     """tanh by the forward kernels' formula (REDUCTION_ORDER.md §7 det_tanh, §10 rule 3): sign(x) ·
     (1 - 2 / (exp(2|x|) + 1)) with §10's exp: the forward's function (not its bits), which keeps the backward's
-    probabilities close to the forward's (torch's tanh doubled the gradient's error against float64 on CPU)."""
+    probabilities close to the forward's (with torch's tanh the gradient's error against float64 was up to 1.7x
+    stock's on CPU; with this formula at most 1.04x)."""
     t = 1.0 - 2.0 / (per_element("exp", 2.0 * x.abs()) + 1.0)
     return torch.where(x < 0, -t, torch.where(torch.isnan(x), x, t))
 

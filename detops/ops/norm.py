@@ -135,4 +135,5 @@ def _add_rms_norm_backward(ctx, g_y, g_x):
 
 
 torch.library.register_autograd("detops::rms_norm", autocast_off(_rms_norm_backward), setup_context=_rms_norm_setup)
-torch.library.register_autograd("detops::add_rms_norm", autocast_off(_add_rms_norm_backward), setup_context=_add_rms_norm_setup)
+torch.library.register_autograd("detops::add_rms_norm", autocast_off(_add_rms_norm_backward),
+                                setup_context=_add_rms_norm_setup)

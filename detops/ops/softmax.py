@@ -70,4 +70,5 @@ def _log_softmax_backward(ctx, g):
 
 
 torch.library.register_autograd("detops::softmax", autocast_off(_softmax_backward), setup_context=_softmax_setup)
-torch.library.register_autograd("detops::log_softmax", autocast_off(_log_softmax_backward), setup_context=_log_softmax_setup)
+torch.library.register_autograd("detops::log_softmax", autocast_off(_log_softmax_backward),
+                                setup_context=_log_softmax_setup)
