@@ -1,5 +1,4 @@
 """examples/ run as a user runs them (short)."""
-import importlib.util
 import os
 import sys
 
@@ -9,14 +8,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def test_sft_packing_curves_identical(capsys):
-    """Trainer, padded vs packed, and (TRL installed) SFTTrainer(packing=True) vs the same packed rows padded:
+    """Trainer, padded vs packed, and SFTTrainer(packing=True) vs the same packed rows padded:
     detops' loss curves are the same floats at every step (the example's exit status), stock's are not (the
     printed controls)."""
     pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (setup_env.sh installs it)")
     import sft_packing
     assert sft_packing.main(["--steps", "4"]) == 0
     out = capsys.readouterr().out
-    runs = ["Trainer"] + (["SFTTrainer(packing=True)"] if importlib.util.find_spec("trl") else [])
-    for run in runs:
+    for run in ("Trainer", "SFTTrainer(packing=True)"):   # scripts/setup_env.sh installs trl
         assert f"{run} detops: padded == packed at every step: True" in out
         assert f"{run} stock:  padded == packed at every step: False" in out

@@ -259,7 +259,7 @@ def test_layout_ids_are_shared_by_every_layer():
 def test_peft_lora_padded_equals_packed(order):
     """LoRA through PEFT, the model patched before or after it is wrapped: the loss (detops' cross-entropy either
     way) and the adapters' gradients are the same bits padded or packed; stock's are not (the control)."""
-    peft = pytest.importorskip("peft", reason="scripts/setup_env.sh installs peft")
+    import peft   # scripts/setup_env.sh installs it
 
     def step(layout, patched):
         model = tiny_model("llama").train()
