@@ -12,6 +12,7 @@ from .ops import (add_rms_norm, addmm, bmm, cross_entropy, embedding, documents_
 from .aten_mode import disable, enable, is_enabled, mode
 from .tools.verify import verify  # (imports transformers only when called)
 from . import patching as _patching  # noqa: F401  registers "detops" with transformers when it loads (cheap)
+from .patching.training import trainer_compute_loss, trainer_loss  # Trainer / SFTTrainer losses (README)
 
 __version__ = build_info()["version"]
 
@@ -20,20 +21,6 @@ def patch(model, strict: bool = False, linear: bool = True, derive_position_ids:
     """Make a Hugging Face model's logits batch/padding/packing/chunking-invariant (detops.patching.patch)."""
     from .patching import patch as _patch  # imports transformers only when used
     return _patch(model, strict=strict, linear=linear, derive_position_ids=derive_position_ids)
-
-
-def trainer_loss(outputs, labels, num_items_in_batch=None):
-    """`compute_loss_func=` for transformers' Trainer and TRL's SFTTrainer: the causal-LM loss through detops'
-    cross-entropy (detops.patching.training.trainer_loss)."""
-    from .patching.training import trainer_loss as _trainer_loss
-    return _trainer_loss(outputs, labels, num_items_in_batch)
-
-
-def trainer_compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-    """`compute_loss` for a Trainer / SFTTrainer subclass (`compute_loss = detops.trainer_compute_loss`): the
-    model's logits through detops.trainer_loss (detops.patching.training.trainer_compute_loss)."""
-    from .patching.training import trainer_compute_loss as _compute
-    return _compute(self, model, inputs, return_outputs, num_items_in_batch)
 
 
 def info() -> dict:
