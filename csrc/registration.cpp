@@ -135,6 +135,8 @@ TORCH_LIBRARY(detops, m) {
   // softmax family: §2, §4.
   m.def("softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
+  // Each row's sum of a * b (or of a) over the last dim in §2's lane order, float32 (the backwards' row sums, §10).
+  m.def("row_dot(Tensor a, Tensor? b=None) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).
   // compensated: §5's compensated order (Neumaier sum of the K-block sums; CUDA cores for every dtype).
   // documents (every op whose gradient sums over tokens): segment ids of the token layout, §10; the forward

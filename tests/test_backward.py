@@ -356,7 +356,7 @@ def test_t3_packed_cu_seqlens_equals_alone(device):
         sl = lambda t: t[:, :, s:e].contiguous()  # noqa: E731
         out_alone, alone = grads(lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, is_causal=True),
                                  sl(q), sl(k), sl(v), upstream=sl(g))
-        # the forward first (L3): the backward's δ = row_sum(dO·O) reads the forward's output
+        # the forward first (L3): the backward's δ = row_dot(dO, O) reads the forward's output
         assert torch.equal(out[:, :, s:e], out_alone), f"document {d}: the forward differs"
         for name, p, a in zip(("dq", "dk", "dv"), packed, alone):
             assert torch.equal(p[:, :, s:e], a), f"document {d}: {name} differs"

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import autocast_off, TOKEN_ALIGN, per_element, refuse_double_backward, row_sum
+from .gradients import autocast_off, TOKEN_ALIGN, per_element, refuse_double_backward, row_dot
 
 __all__ = ["scaled_dot_product_attention", "attention_rows", "row_descriptors", "mask_rows", "rank_order",
            "gather_keys"]
@@ -412,10 +412,10 @@ def _attention_block_grads(ctx, q, k, v, out, g, index, slot, n, L, lo, hi, G, n
     s = s.masked_fill(~attended, float("-inf"))
     m = s.amax(-1, keepdim=True)
     e = per_element("exp", s - torch.where(m == float("-inf"), 0.0, m))
-    l = row_sum(e)[..., None]
+    l = row_dot(e)[..., None]
     p = torch.where(l > 0, e / l, 0.0)
     dp = _bmm_blocks(gb, vx.transpose(2, 3))
-    ds = p * (dp - row_sum(gb * ob)[..., None])
+    ds = p * (dp - row_dot(gb, ob)[..., None])
     if ctx.softcap > 0:
         ds = ds * (1.0 - th * th)
     # exact zeros off the attended keys (finite inputs: already ±0, which add nothing; a non-finite value

@@ -1,6 +1,7 @@
 """The two reductions every backward is built from (docs/REDUCTION_ORDER.md §10), and the document layouts.
 
-- `row_sum(v)`: a row's sum in §5's fp32 chain, through `detops.mm(v, ones)`: L1-invariant, CPU == CUDA.
+- `row_dot(a, b)`: a row's sum of a·b (of a alone without b) in §2's lane order, the forward norms' and softmax's own
+  order (`detops::row_dot`): L1-invariant, CPU == CUDA.
 - `TokenPlan`: the canonical token buffer of a document layout (segment ids, -1 = pad): documents in ascending
   id, each starting at a multiple of `TOKEN_ALIGN`, zeros between, pads left out. `token_products(a, b, plan)`
   is the token reduction `aᵀ b` over that buffer (dW = dYᵀX), `token_sums(a, plan)` its column sums (db,
@@ -15,7 +16,7 @@ from .._lib import constants_table, ops
 
 TOKEN_ALIGN = constants_table()["kGradTokenAlign"]
 
-__all__ = ["row_sum", "TokenPlan", "token_plan", "token_products", "token_sums", "per_element", "refuse_double_backward",
+__all__ = ["row_dot", "TokenPlan", "token_plan", "token_products", "token_sums", "per_element", "refuse_double_backward",
            "documents_from_mask", "documents_from_cu_seqlens", "documents_from_position_ids", "TOKEN_ALIGN"]
 
 
@@ -23,13 +24,15 @@ def _fail(op: str, msg: str):
     raise ValueError(f"detops.{op}: {msg}")
 
 
-def row_sum(v: torch.Tensor) -> torch.Tensor:
-    """(..., N) float32 -> (...) float32: each row summed in §5's chain (blocks of 32 from the row's start)."""
-    n = v.shape[-1]
-    if n == 0 or v.numel() == 0:
-        return v.new_zeros(v.shape[:-1])
-    flat = v.reshape(-1, n)
-    return ops.mm(flat, flat.new_ones(n, 1)).reshape(v.shape[:-1])
+def row_dot(a: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(..., N) -> (...) float32: each row's sum of a·b (of a without b) over the last dim in §2's lane order
+    (REDUCTION_ORDER.md §10 rule 2); a and b of any float dtype, widened exactly, each product rounded to fp32."""
+    return ops.row_dot(a, b)
+
+
+@torch.library.register_fake("detops::row_dot")
+def _row_dot_fake(a, b=None):
+    return a.new_empty(a.shape[:-1], dtype=torch.float32)
 
 
 def per_element(fn: str, x: torch.Tensor) -> torch.Tensor:

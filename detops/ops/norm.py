@@ -4,7 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._lib import ops
-from .gradients import autocast_off, refuse_double_backward, row_sum, token_plan, token_sums
+from .gradients import autocast_off, refuse_double_backward, row_dot, token_plan, token_sums
 
 WEIGHT_MODES = ("plain", "cast_first", "offset")
 
@@ -67,8 +67,8 @@ def _add_rms_norm_fake(input, residual, normalized_shape, weight, eps, weight_mo
 
 
 # Backward (REDUCTION_ORDER.md §10), in fp32 per row of N = prod(normalized_shape) elements:
-#   r = 1 / sqrt(row_sum(x·x) / N + eps),  gw = g·w' (w' = w, 1 + w for "offset", 1 without weight),
-#   dx = r·gw - x·((r·r·r)·(row_sum(gw·x) / N)),
+#   r = 1 / sqrt(row_dot(x, x) / N + eps),  gw = g·w' (w' = w, 1 + w for "offset", 1 without weight),
+#   dx = r·gw - x·((r·r·r)·(row_dot(gw, x) / N)),
 #   dweight = Σ_tokens g·x̂ over the canonical token buffer (x̂ = x·r; "cast_first": x·r rounded to the input
 #   dtype first, as the forward multiplies that by w).
 
@@ -77,14 +77,14 @@ def _rms_norm_grads(x, weight, g, nd, eps, mode, documents, needs_x, needs_w, ex
     for s in x.shape[x.dim() - nd:]:
         N *= s
     rows = x.shape[:x.dim() - nd]
-    xf = x.reshape(-1, N).float()
-    gf = g.reshape(-1, N).float()
-    r = 1.0 / torch.sqrt(row_sum(xf * xf) / N + eps)
+    x2, g2 = x.reshape(-1, N), g.reshape(-1, N)
+    xf, gf = x2.float(), g2.float()
+    r = 1.0 / torch.sqrt(row_dot(x2, x2) / N + eps)
     gx = gweight = None
     if needs_x:
         w = None if weight is None else weight.reshape(N).float()
         gw = gf if w is None else gf * ((1.0 + w) if mode == "offset" else w)
-        c = ((r * r) * r) * (row_sum(gw * xf) / N)
+        c = ((r * r) * r) * (row_dot(gw, x2) / N)
         gx = r[:, None] * gw - xf * c[:, None]
         if extra is not None:
             gx = gx + extra.reshape(-1, N).float()

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import autocast_off, refuse_double_backward, row_sum
+from .gradients import autocast_off, refuse_double_backward, row_dot
 
 
 def softmax(input: torch.Tensor, dim: int = -1, dtype: Optional[torch.dtype] = None, *,
@@ -33,8 +33,8 @@ def _log_softmax_fake(input, dim, dtype, compensated):
 
 
 # Backward (REDUCTION_ORDER.md §10), in fp32 along `dim`, rounded to the input's dtype:
-#   softmax:     dx = y·(g - row_sum(g·y))              (y: the forward's output)
-#   log_softmax: dx = g - p·row_sum(g)                  (p: detops.softmax of the input, fp32)
+#   softmax:     dx = y·(g - row_dot(g, y))             (y: the forward's output)
+#   log_softmax: dx = g - p·row_dot(g)                  (p: detops.softmax of the input, fp32)
 
 def _along_last(t, dim):
     return t.movedim(dim, -1).float()
@@ -49,8 +49,8 @@ def _softmax_setup(ctx, inputs, output):
 def _softmax_backward(ctx, g):
     refuse_double_backward("softmax")
     y, = ctx.saved_tensors
-    yf, gf = _along_last(y, ctx.dim), _along_last(g, ctx.dim)
-    gx = yf * (gf - row_sum(gf * yf)[..., None])
+    y, g = y.movedim(ctx.dim, -1), g.movedim(ctx.dim, -1)
+    gx = y.float() * (g.float() - row_dot(g, y)[..., None])
     return gx.movedim(-1, ctx.dim).to(ctx.in_dtype), None, None, None
 
 
@@ -64,8 +64,8 @@ def _log_softmax_backward(ctx, g):
     refuse_double_backward("log_softmax")
     x, = ctx.saved_tensors
     p = _along_last(ops.softmax(x, ctx.dim, torch.float32, ctx.compensated), ctx.dim)
-    gf = _along_last(g, ctx.dim)
-    gx = gf - p * row_sum(gf)[..., None]
+    g = g.movedim(ctx.dim, -1)
+    gx = g.float() - p * row_dot(g)[..., None]
     return gx.movedim(-1, ctx.dim).to(x.dtype), None, None, None
 
 
