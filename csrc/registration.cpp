@@ -132,9 +132,14 @@ TORCH_LIBRARY(detops, m) {
         "bool compensated, Tensor? documents=None) -> Tensor");
   m.def("add_rms_norm(Tensor input, Tensor residual, int[] normalized_shape, Tensor? weight, float eps, "
         "str weight_mode, bool compensated, Tensor? documents=None) -> (Tensor, Tensor)");
+  // The backward's row kernel (§10 rule 2) on (rows, n): (dx, g·x̂ in fp32 or empty). weight: w' in fp32.
+  m.def("rms_norm_backward(Tensor x, Tensor grad, Tensor? weight, Tensor? extra, float eps, bool cast_first, "
+        "bool compensated, bool gxhat) -> (Tensor, Tensor)");
   // softmax family: §2, §4.
   m.def("softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
+  // The backward's row kernel (§10 rule 2) over the last dim: a = y (softmax) or softmax(x) (log_softmax).
+  m.def("softmax_backward(Tensor a, Tensor grad, bool log, ScalarType dtype) -> Tensor");
   // Each row's sum of a * b (or of a) over the last dim in §2's lane order, float32 (the backwards' row sums, §10).
   m.def("row_dot(Tensor a, Tensor? b=None) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).

@@ -44,6 +44,10 @@ inline void check_documents(const std::optional<at::Tensor>& documents, at::IntA
               token_shape, " (one segment id per token), got ", d.sizes());
 }
 
+inline Storage storage_of(at::ScalarType t) {
+  return t == at::kBFloat16 ? Storage::kBFloat16 : t == at::kHalf ? Storage::kFloat16 : Storage::kFloat32;
+}
+
 // Calls fn with a typed null pointer of the storage type (float / bf16_t / fp16_t) for dtype t.
 template <typename Fn>
 void dispatch_float(at::ScalarType t, const char* op, Fn&& fn) {

@@ -29,6 +29,8 @@ DETOPS_HD float bits_float(uint32_t u) {
 // Storage types: raw 16-bit patterns, so kernels can use them without torch or cuda_bf16.h.
 struct bf16_t { uint16_t x; };
 struct fp16_t { uint16_t x; };
+// Which of the three a tensor holds, for launchers that take dtypes without torch (checks.h: storage_of).
+enum class Storage : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
 DETOPS_HD float to_float(float v) { return v; }
 DETOPS_HD float to_float(bf16_t v) { return bits_float(uint32_t(v.x) << 16); }

@@ -4,7 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._lib import ops
-from .gradients import autocast_off, refuse_double_backward, row_dot, token_plan, token_sums
+from .gradients import autocast_off, refuse_double_backward, token_plan, token_sums
 
 WEIGHT_MODES = ("plain", "cast_first", "offset")
 
@@ -66,49 +66,52 @@ def _add_rms_norm_fake(input, residual, normalized_shape, weight, eps, weight_mo
             input.new_empty(input.shape))
 
 
-# Backward (REDUCTION_ORDER.md §10), in fp32 per row of N = prod(normalized_shape) elements:
-#   r = 1 / sqrt(row_dot(x, x) / N + eps),  gw = g·w' (w' = w, 1 + w for "offset", 1 without weight),
-#   dx = r·gw - x·((r·r·r)·(row_dot(gw, x) / N)),
-#   dweight = Σ_tokens g·x̂ over the canonical token buffer (x̂ = x·r; "cast_first": x·r rounded to the input
-#   dtype first, as the forward multiplies that by w).
+# Backward (REDUCTION_ORDER.md §10 rule 2), one row kernel (detops::rms_norm_backward, csrc/ops/rms_norm/) per row
+# of N = prod(normalized_shape) elements, in fp32:
+#   r = the forward's 1 / sqrt(Σ x·x / N + eps) (its lanes: plain or compensated),  gw = g·w' (w' = w, 1 + w for
+#   "offset", 1 without weight),  dx = r·gw - x·((r·r·r)·(Σ gw·x / N)) (+ the x_sum gradient of add_rms_norm),
+#   dweight = Σ_tokens g·x̂ over the canonical token buffer (x̂ = x·r; "cast_first": rounded to the input dtype
+#   first, as the forward multiplies that by w).
 
-def _rms_norm_grads(x, weight, g, nd, eps, mode, documents, needs_x, needs_w, extra=None):
+def _rms_norm_grads(x, weight, g, nd, eps, mode, compensated, documents, needs_x, needs_w, extra=None):
     N = 1
     for s in x.shape[x.dim() - nd:]:
         N *= s
     rows = x.shape[:x.dim() - nd]
-    x2, g2 = x.reshape(-1, N), g.reshape(-1, N)
-    xf, gf = x2.float(), g2.float()
-    r = 1.0 / torch.sqrt(row_dot(x2, x2) / N + eps)
-    gx = gweight = None
-    if needs_x:
-        w = None if weight is None else weight.reshape(N).float()
-        gw = gf if w is None else gf * ((1.0 + w) if mode == "offset" else w)
-        c = ((r * r) * r) * (row_dot(gw, x2) / N)
-        gx = r[:, None] * gw - xf * c[:, None]
-        if extra is not None:
-            gx = gx + extra.reshape(-1, N).float()
-        gx = gx.to(x.dtype).view(x.shape)
-    if needs_w and weight is not None:
-        xhat = xf * r[:, None]
-        if mode == "cast_first":
-            xhat = xhat.to(x.dtype).float()
+    w = None
+    if weight is not None:
+        w = weight.reshape(N).float()
+        w = 1.0 + w if mode == "offset" else w
+    want_w = needs_w and weight is not None
+    if not needs_x and not want_w:
+        return None, None
+    dx, gxhat = ops.rms_norm_backward(x.reshape(-1, N), g.reshape(-1, N), w,
+                                      None if extra is None else extra.reshape(-1, N), eps, mode == "cast_first",
+                                      compensated, want_w)
+    gweight = None
+    if want_w:
         plan = token_plan(documents, rows, x.device, "rms_norm")
-        gweight = token_sums(gf * xhat, plan).to(weight.dtype).view(weight.shape)
-    return gx, gweight
+        gweight = token_sums(gxhat, plan).to(weight.dtype).view(weight.shape)
+    return (dx.view(x.shape) if needs_x else None), gweight
+
+
+@torch.library.register_fake("detops::rms_norm_backward")
+def _rms_norm_backward_fake(x, grad, weight, extra, eps, cast_first, compensated, gxhat):
+    return x.new_empty(x.shape), x.new_empty(x.shape if gxhat else (0, 0), dtype=torch.float32)
 
 
 def _rms_norm_setup(ctx, inputs, output):
     input, normalized_shape, weight, eps, weight_mode, compensated, *rest = inputs
     ctx.save_for_backward(input, weight)
     ctx.nd, ctx.eps, ctx.mode, ctx.documents = len(normalized_shape), eps, weight_mode, rest[0] if rest else None
+    ctx.compensated = compensated
 
 
 def _rms_norm_backward(ctx, g):
     refuse_double_backward("rms_norm")
     x, weight = ctx.saved_tensors
-    gx, gw = _rms_norm_grads(x, weight, g, ctx.nd, ctx.eps, ctx.mode, ctx.documents, ctx.needs_input_grad[0],
-                             ctx.needs_input_grad[2])
+    gx, gw = _rms_norm_grads(x, weight, g, ctx.nd, ctx.eps, ctx.mode, ctx.compensated, ctx.documents,
+                             ctx.needs_input_grad[0], ctx.needs_input_grad[2])
     return gx, None, gw, None, None, None, None
 
 
@@ -116,6 +119,7 @@ def _add_rms_norm_setup(ctx, inputs, output):
     input, residual, normalized_shape, weight, eps, weight_mode, compensated, *rest = inputs
     ctx.save_for_backward(output[1], weight)   # x = input + residual, as the forward rounded it
     ctx.nd, ctx.eps, ctx.mode, ctx.documents = len(normalized_shape), eps, weight_mode, rest[0] if rest else None
+    ctx.compensated = compensated
     ctx.residual_dtype = residual.dtype
 
 
@@ -126,8 +130,8 @@ def _add_rms_norm_backward(ctx, g_y, g_x):
     needs_w = ctx.needs_input_grad[3] and g_y is not None   # only the sum used: the weight has no gradient
     if g_y is None:
         g_y = torch.zeros_like(x)
-    gx, gw = _rms_norm_grads(x, weight, g_y, ctx.nd, ctx.eps, ctx.mode, ctx.documents, needs_x, needs_w,
-                             extra=g_x)
+    gx, gw = _rms_norm_grads(x, weight, g_y, ctx.nd, ctx.eps, ctx.mode, ctx.compensated, ctx.documents, needs_x,
+                             needs_w, extra=g_x)
     # d(input + residual) reaches both summands unchanged.
     g_in = gx if ctx.needs_input_grad[0] else None
     g_res = gx.to(ctx.residual_dtype) if ctx.needs_input_grad[1] else None

@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 
 from .._lib import ops
-from .gradients import autocast_off, refuse_double_backward, row_dot
+from .gradients import autocast_off, refuse_double_backward
 
 
 def softmax(input: torch.Tensor, dim: int = -1, dtype: Optional[torch.dtype] = None, *,
@@ -32,12 +32,14 @@ def _log_softmax_fake(input, dim, dtype, compensated):
     return input.new_empty(input.shape, dtype=dtype or input.dtype)
 
 
-# Backward (REDUCTION_ORDER.md §10), in fp32 along `dim`, rounded to the input's dtype:
-#   softmax:     dx = y·(g - row_dot(g, y))             (y: the forward's output)
-#   log_softmax: dx = g - p·row_dot(g)                  (p: detops.softmax of the input, fp32)
+# Backward (REDUCTION_ORDER.md §10 rule 2), one row kernel (detops::softmax_backward, csrc/ops/softmax/) along
+# `dim`, in fp32, rounded once to the input's dtype:
+#   softmax:     dx = y·(g - Σ g·y)              (y: the forward's output)
+#   log_softmax: dx = g - p·Σ g                  (p: detops.softmax of the input, fp32)
 
-def _along_last(t, dim):
-    return t.movedim(dim, -1).float()
+@torch.library.register_fake("detops::softmax_backward")
+def _softmax_backward_fake(a, grad, log, dtype):
+    return a.new_empty(a.shape, dtype=dtype)
 
 
 def _softmax_setup(ctx, inputs, output):
@@ -49,9 +51,8 @@ def _softmax_setup(ctx, inputs, output):
 def _softmax_backward(ctx, g):
     refuse_double_backward("softmax")
     y, = ctx.saved_tensors
-    y, g = y.movedim(ctx.dim, -1), g.movedim(ctx.dim, -1)
-    gx = y.float() * (g.float() - row_dot(g, y)[..., None])
-    return gx.movedim(-1, ctx.dim).to(ctx.in_dtype), None, None, None
+    gx = ops.softmax_backward(y.movedim(ctx.dim, -1), g.movedim(ctx.dim, -1), False, ctx.in_dtype)
+    return gx.movedim(-1, ctx.dim), None, None, None
 
 
 def _log_softmax_setup(ctx, inputs, output):
@@ -63,10 +64,9 @@ def _log_softmax_setup(ctx, inputs, output):
 def _log_softmax_backward(ctx, g):
     refuse_double_backward("log_softmax")
     x, = ctx.saved_tensors
-    p = _along_last(ops.softmax(x, ctx.dim, torch.float32, ctx.compensated), ctx.dim)
-    g = g.movedim(ctx.dim, -1)
-    gx = g.float() - p * row_dot(g)[..., None]
-    return gx.movedim(-1, ctx.dim).to(x.dtype), None, None, None
+    p = ops.softmax(x, ctx.dim, torch.float32, ctx.compensated).movedim(ctx.dim, -1)
+    gx = ops.softmax_backward(p, g.movedim(ctx.dim, -1), True, x.dtype)
+    return gx.movedim(-1, ctx.dim), None, None, None
 
 
 torch.library.register_autograd("detops::softmax", autocast_off(_softmax_backward), setup_context=_softmax_setup)

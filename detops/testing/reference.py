@@ -289,6 +289,43 @@ def log_softmax_same_order(input: torch.Tensor, dim: int = -1, dtype: Optional[t
     return _softmax_same_order(input, dim, dtype, compensated, log=True)
 
 
+def row_dot_same_order(a: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """REDUCTION_ORDER.md §10 rule 2 (§2 plain lanes) in numpy float32: Σ a·b (Σ a) over the last dim."""
+    y = _f32(a.reshape(-1, a.shape[-1])) if b is None else \
+        _f32(a.reshape(-1, a.shape[-1])) * _f32(b.reshape(-1, a.shape[-1]))
+    return torch.from_numpy(lane_sum(y)).reshape(a.shape[:-1])
+
+
+def softmax_backward_same_order(a: torch.Tensor, grad: torch.Tensor, log: bool, dtype: torch.dtype) -> torch.Tensor:
+    """§10 rule 2 over the last dim in numpy float32: softmax dx = y·(g - Σ g·y) (a = y), log_softmax
+    dx = g - p·Σ g (a = p), rounded once to dtype."""
+    n = a.shape[-1]
+    af, g = _f32(a.reshape(-1, n)), _f32(grad.reshape(-1, n))
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = lane_sum(g if log else g * af)[:, None]
+        dx = g - af * s if log else af * (g - s)
+    return _round(dx, dtype).reshape(a.shape)
+
+
+def rms_norm_backward_same_order(x: torch.Tensor, grad: torch.Tensor, weight: Optional[torch.Tensor], eps: float,
+                                 cast_first: bool = False, compensated: bool = False,
+                                 extra: Optional[torch.Tensor] = None):
+    """§10 rule 2 on (rows, n) in numpy float32, weight = w' in fp32 (or None): (dx in x's dtype, g·x̂ fp32)."""
+    n = x.shape[-1]
+    xf, g = _f32(x), _f32(grad)
+    gw = g if weight is None else g * _f32(weight)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = (f32(1) / np.sqrt(lane_sum(xf * xf, compensated) / f32(n) + f32(eps)))[:, None]
+        c = ((r * r) * r) * (lane_sum(gw * xf)[:, None] / f32(n))
+        dx = r * gw - xf * c
+        if extra is not None:
+            dx = dx + _f32(extra)
+        h = xf * r
+        if cast_first:
+            h = _f32(_round(h, x.dtype))
+        return _round(dx, x.dtype), torch.from_numpy(g * h)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # float64 oracles
 # ---------------------------------------------------------------------------------------------------------

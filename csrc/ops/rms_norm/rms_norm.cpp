@@ -105,14 +105,83 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& input, const a
   return rms_norm_impl(input, normalized_shape, weight, eps, weight_mode, residual, compensated);
 }
 
+// The backward's kernel (§10 rule 2) on (rows, n) x and grad: {dx in x's dtype, g·x̂ in fp32 (empty unless asked)}.
+// weight: w' (w, 1 + w) in fp32 or none; extra: added to dx before its rounding (add_rms_norm's x_sum gradient).
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward(const at::Tensor& x_in, const at::Tensor& grad_in,
+                                                     const std::optional<at::Tensor>& weight,
+                                                     const std::optional<at::Tensor>& extra_in, double eps,
+                                                     bool cast_first, bool compensated, bool want_gxhat) {
+  const char* op = "rms_norm (backward)";
+  check_float_dtype(x_in, op, "x");
+  check_float_dtype(grad_in, op, "grad");
+  check_device(x_in, op, "x");
+  check_same_device(x_in, grad_in, op, "x", "grad");
+  TORCH_CHECK(x_in.dim() == 2 && grad_in.sizes().equals(x_in.sizes()), "detops.", op,
+              ": x and grad must be (rows, n) of one shape, got ", x_in.sizes(), " and ", grad_in.sizes());
+  const int64_t rows = x_in.size(0), n = x_in.size(1);
+  const at::ScalarType in_t = x_in.scalar_type();
+  at::Tensor w;
+  if (weight.has_value() && weight->defined()) {
+    w = *weight;
+    TORCH_CHECK(w.scalar_type() == at::kFloat && w.dim() == 1 && w.size(0) == n, "detops.", op,
+                ": the effective weight must be float32 of shape (", std::to_string(n), "), got ", w.scalar_type(),
+                " ", w.sizes());
+    check_same_device(x_in, w, op, "x", "weight");
+    w = w.contiguous();
+  }
+  at::Tensor extra;
+  if (extra_in.has_value() && extra_in->defined()) {
+    extra = *extra_in;
+    check_float_dtype(extra, op, "extra");
+    check_same_device(x_in, extra, op, "x", "extra");
+    TORCH_CHECK(extra.sizes().equals(x_in.sizes()), "detops.", op, ": extra must have x's shape");
+  }
+  // Widening is exact, so these copies change no value: the kernels take g in x's dtype or fp32, and an extra of
+  // another dtype is added after the kernel (the same fp32 addition, then the one rounding).
+  auto unit_stride = [](const at::Tensor& t) { return t.stride(1) == 1 ? t : t.contiguous(); };
+  at::Tensor x = unit_stride(x_in);
+  at::Tensor g = unit_stride(grad_in.scalar_type() == in_t ? grad_in : grad_in.to(at::kFloat));
+  const bool extra_fused = extra.defined() && extra.scalar_type() == in_t;
+  if (extra_fused) extra = unit_stride(extra);
+  const at::ScalarType out_t = extra.defined() && !extra_fused ? at::kFloat : in_t;
+  at::Tensor dx = at::empty({rows, n}, x.options().dtype(out_t));
+  at::Tensor gxhat = at::empty({want_gxhat ? rows : 0, want_gxhat ? n : 0}, x.options().dtype(at::kFloat));
+  if (rows > 0 && n > 0) {
+    RmsNormBackwardParams p;
+    p.rows = rows;
+    p.n = n;
+    p.x = x.data_ptr();
+    p.x_stride = x.stride(0);
+    p.g = g.data_ptr();
+    p.g_stride = g.stride(0);
+    p.w = w.defined() ? w.data_ptr<float>() : nullptr;
+    if (extra_fused) { p.extra = extra.data_ptr(); p.extra_stride = extra.stride(0); }
+    p.dx = dx.data_ptr();
+    p.gxhat = want_gxhat ? gxhat.data_ptr<float>() : nullptr;
+    p.eps = static_cast<float>(eps);
+    p.cast_first = cast_first;
+    p.compensated = compensated;
+    p.device = x.is_cuda() ? x.get_device() : -1;
+#ifdef DETOPS_WITH_CUDA
+    if (x.is_cuda()) rms_norm_backward_cuda(p, in_t, g.scalar_type(), out_t);
+    else
+#endif
+      rms_norm_backward_cpu(p, in_t, g.scalar_type(), out_t);
+  }
+  if (extra.defined() && !extra_fused) dx = (dx + extra.to(at::kFloat)).to(in_t);
+  return {dx, gxhat};
+}
+
 TORCH_LIBRARY_IMPL(detops, CPU, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("rms_norm_backward", &rms_norm_backward);
 }
 #ifdef DETOPS_WITH_CUDA
 TORCH_LIBRARY_IMPL(detops, CUDA, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("rms_norm_backward", &rms_norm_backward);
 }
 #endif
 

@@ -49,3 +49,37 @@ DETOPS_HD Out rms_norm_apply(float x, float r, const W* w, int64_t i, NormWeight
 }
 
 }  // namespace detops
+
+namespace detops {
+
+// Backward (§10 rule 2) of rms_norm over (rows, n) rows: with gw = g·w' (w' = w, 1 + w, or 1 without a weight,
+// given as fp32), ss = Σ x·x in the forward's lanes (so r = rms_norm_scale(ss) is the forward's r) and
+// sgx = Σ gw·x (plain lanes): dx = r·gw - x·((r·r·r)·(sgx / n)) (+ extra), rounded once to dx's dtype; and
+// optionally gxhat = g·x̂ in fp32 (x̂ = x·r, rounded to x's dtype first for cast_first), the terms of dweight's
+// token sum.
+struct RmsNormBackwardParams {
+  int64_t rows = 0, n = 0;
+  const void* x = nullptr;      // (rows, n), unit stride along n, row stride x_stride
+  int64_t x_stride = 0;
+  const void* g = nullptr;      // like x, the upstream gradient
+  int64_t g_stride = 0;
+  const float* w = nullptr;     // (n,) w' in fp32, or null
+  const void* extra = nullptr;  // optional (rows, n) in x's dtype, added to dx before its rounding
+  int64_t extra_stride = 0;
+  void* dx = nullptr;           // (rows, n) contiguous
+  float* gxhat = nullptr;       // optional (rows, n) contiguous fp32
+  float eps = 0.0f;
+  bool cast_first = false;
+  bool compensated = false;     // the forward's lanes for ss (Neumaier)
+  int device = -1;
+};
+
+DETOPS_HD float rms_norm_grad_c(float r, float sgx, int64_t n) { return ((r * r) * r) * (sgx / float(n)); }
+DETOPS_HD float rms_norm_grad(float x, float gw, float r, float c) { return r * gw - x * c; }
+template <typename In>
+DETOPS_HD float rms_norm_grad_xhat(float x, float r, bool cast_first) {
+  const float h = x * r;
+  return cast_first ? to_float(from_float<In>(h)) : h;
+}
+
+}  // namespace detops

@@ -42,4 +42,45 @@ void rms_norm_cpu(const RmsNormParams& p, at::ScalarType in, at::ScalarType w, a
   });
 }
 
+// Backward (§10 rule 2): the two row sums with lane_reduce_cpu (the CUDA kernel's lanes and tree), then dx and
+// the optional g·x̂.
+template <typename In, typename G, typename O>
+static void rms_norm_backward_rows(const RmsNormBackwardParams& p) {
+  at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const In* x = static_cast<const In*>(p.x) + r * p.x_stride;
+      const G* g = static_cast<const G*>(p.g) + r * p.g_stride;
+      const In* extra = p.extra ? static_cast<const In*>(p.extra) + r * p.extra_stride : nullptr;
+      auto xf = [&](int64_t i) { return to_float(x[i]); };
+      auto gw = [&](int64_t i) { return p.w ? to_float(g[i]) * p.w[i] : to_float(g[i]); };
+      auto sq = [&](int64_t i) { return xf(i) * xf(i); };
+      const float ss = p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, sq, finish_neumaier)
+                                     : lane_reduce_cpu<SumLane, float>(p.n, sq, finish_sum);
+      const float sgx = lane_reduce_cpu<SumLane, float>(p.n, [&](int64_t i) { return gw(i) * xf(i); }, finish_sum);
+      const float rs = rms_norm_scale(ss, p.n, p.eps), c = rms_norm_grad_c(rs, sgx, p.n);
+      O* dx = static_cast<O*>(p.dx) + r * p.n;
+      for (int64_t i = 0; i < p.n; ++i) {
+        float d = rms_norm_grad(xf(i), gw(i), rs, c);
+        if (extra) d = d + to_float(extra[i]);
+        dx[i] = from_float<O>(d);
+      }
+      if (p.gxhat) {
+        float* gx = p.gxhat + r * p.n;
+        for (int64_t i = 0; i < p.n; ++i) gx[i] = to_float(g[i]) * rms_norm_grad_xhat<In>(xf(i), rs, p.cast_first);
+      }
+    }
+  });
+}
+
+void rms_norm_backward_cpu(const RmsNormBackwardParams& p, at::ScalarType in, at::ScalarType g, at::ScalarType out) {
+  dispatch_float(in, "rms_norm_backward", [&](auto* in_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    const bool g_float = g == at::kFloat, out_float = out == at::kFloat;
+    if (g_float && out_float) rms_norm_backward_rows<In, float, float>(p);
+    else if (g_float) rms_norm_backward_rows<In, float, In>(p);
+    else if (out_float) rms_norm_backward_rows<In, In, float>(p);
+    else rms_norm_backward_rows<In, In, In>(p);
+  });
+}
+
 }  // namespace detops

@@ -42,4 +42,12 @@ void rms_norm_cuda(const RmsNormParams& p, at::ScalarType in, at::ScalarType w, 
   C10_CUDA_CHECK(static_cast<cudaError_t>(err));
 }
 
+void rms_norm_backward_cuda(const RmsNormBackwardParams& p, at::ScalarType in, at::ScalarType g, at::ScalarType out) {
+  const auto dev = static_cast<c10::DeviceIndex>(p.device);
+  c10::cuda::CUDAGuard guard(dev);
+  const int err = launch_rms_norm_backward(p, storage_of(in), g == at::kFloat, out == at::kFloat,
+                                           c10::cuda::getCurrentCUDAStream(dev).stream());
+  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+}
+
 }  // namespace detops

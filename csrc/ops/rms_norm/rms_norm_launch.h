@@ -11,4 +11,7 @@ namespace detops {
 template <typename In, typename W, typename Out>
 int launch_rms_norm(const RmsNormParams& p, void* stream);
 
+// The backward (rms_norm_backward_kernels.cu): in = x's storage; g and dx are in's or float32.
+int launch_rms_norm_backward(const RmsNormBackwardParams& p, Storage in, bool g_float, bool out_float, void* stream);
+
 }  // namespace detops

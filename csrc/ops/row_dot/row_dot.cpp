@@ -1,13 +1,11 @@
-// detops::row_dot: validation and dispatch to the backend. The order: docs/REDUCTION_ORDER.md §2 (§10 rule 1).
+// detops::row_dot: validation and dispatch to the backend. The order: docs/REDUCTION_ORDER.md §2 (§10 rule 2).
 #include "row_dot_backends.h"
 
 namespace detops {
 
-static RowDotDtype row_dot_dtype(const at::Tensor& t, const char* name) {
+static Storage row_dot_dtype(const at::Tensor& t, const char* name) {
   check_float_dtype(t, "row_dot", name);
-  if (t.scalar_type() == at::kBFloat16) return RowDotDtype::kBFloat16;
-  if (t.scalar_type() == at::kHalf) return RowDotDtype::kFloat16;
-  return RowDotDtype::kFloat32;
+  return storage_of(t.scalar_type());
 }
 
 // (rows, n) with unit stride along n; a copy only rearranges memory.

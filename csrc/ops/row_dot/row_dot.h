@@ -7,16 +7,14 @@
 
 namespace detops {
 
-enum class RowDotDtype : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
-
 struct RowDotParams {
   int64_t rows = 0, n = 0;
   const void* a = nullptr;  // (rows, n), unit stride along n, row stride a_stride
   int64_t a_stride = 0;
-  RowDotDtype a_dtype = RowDotDtype::kFloat32;
+  Storage a_dtype = Storage::kFloat32;
   const void* b = nullptr;  // like a, or null: the row sum of a
   int64_t b_stride = 0;
-  RowDotDtype b_dtype = RowDotDtype::kFloat32;
+  Storage b_dtype = Storage::kFloat32;
   float* out = nullptr;     // (rows,) float32
   int device = -1;          // CUDA: the device index of a, b and out
 };

@@ -18,11 +18,11 @@ static void row_dot_rows(const RowDotParams& p) {
 }
 
 template <typename Fn>
-static void dispatch_row_dot(RowDotDtype t, Fn&& fn) {
+static void dispatch_row_dot(Storage t, Fn&& fn) {
   switch (t) {
-    case RowDotDtype::kFloat32: fn(static_cast<float*>(nullptr)); break;
-    case RowDotDtype::kBFloat16: fn(static_cast<bf16_t*>(nullptr)); break;
-    case RowDotDtype::kFloat16: fn(static_cast<fp16_t*>(nullptr)); break;
+    case Storage::kFloat32: fn(static_cast<float*>(nullptr)); break;
+    case Storage::kBFloat16: fn(static_cast<bf16_t*>(nullptr)); break;
+    case Storage::kFloat16: fn(static_cast<fp16_t*>(nullptr)); break;
   }
 }
 

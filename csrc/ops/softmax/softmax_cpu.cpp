@@ -42,4 +42,30 @@ void softmax_cpu(const SoftmaxParams& p, at::ScalarType in, at::ScalarType out) 
   });
 }
 
+// Backward (§10 rule 2): the row sum with lane_reduce_cpu (the CUDA kernel's lanes and tree), then dx.
+template <typename A, typename G, typename O>
+static void softmax_backward_rows(const SoftmaxBackwardParams& p) {
+  at::parallel_for(0, p.rows, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const A* a = static_cast<const A*>(p.a) + r * p.a_stride;
+      const G* g = static_cast<const G*>(p.g) + r * p.g_stride;
+      const float s = lane_reduce_cpu<SumLane, float>(
+          p.n, [&](int64_t i) { return softmax_grad_term(to_float(a[i]), to_float(g[i]), p.log); }, finish_sum);
+      O* dx = static_cast<O*>(p.dx) + r * p.n;
+      for (int64_t i = 0; i < p.n; ++i) dx[i] = from_float<O>(softmax_grad(to_float(a[i]), to_float(g[i]), s, p.log));
+    }
+  });
+}
+
+void softmax_backward_cpu(const SoftmaxBackwardParams& p, at::ScalarType a, at::ScalarType g, at::ScalarType out) {
+  dispatch_float(g, "softmax_backward", [&](auto* g_tag) {
+    using G = std::remove_pointer_t<decltype(g_tag)>;
+    const bool a_float = a == at::kFloat, out_float = out == at::kFloat;
+    if (a_float && out_float) softmax_backward_rows<float, G, float>(p);
+    else if (a_float) softmax_backward_rows<float, G, G>(p);
+    else if (out_float) softmax_backward_rows<G, G, float>(p);
+    else softmax_backward_rows<G, G, G>(p);
+  });
+}
+
 }  // namespace detops

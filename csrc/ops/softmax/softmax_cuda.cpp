@@ -23,4 +23,12 @@ void softmax_cuda(const SoftmaxParams& p, at::ScalarType in, at::ScalarType out)
   C10_CUDA_CHECK(static_cast<cudaError_t>(err));
 }
 
+void softmax_backward_cuda(const SoftmaxBackwardParams& p, at::ScalarType a, at::ScalarType g, at::ScalarType out) {
+  const auto dev = static_cast<c10::DeviceIndex>(p.device);
+  c10::cuda::CUDAGuard guard(dev);
+  const int err = launch_softmax_backward(p, storage_of(g), a == at::kFloat, out == at::kFloat,
+                                          c10::cuda::getCurrentCUDAStream(dev).stream());
+  C10_CUDA_CHECK(static_cast<cudaError_t>(err));
+}
+
 }  // namespace detops

@@ -11,4 +11,7 @@ namespace detops {
 template <typename In, typename Out>
 int launch_softmax(const SoftmaxParams& p, void* stream);
 
+// The backward (softmax_backward_kernels.cu): g the upstream gradient's storage; a and dx are g's or float32.
+int launch_softmax_backward(const SoftmaxBackwardParams& p, Storage g, bool a_float, bool out_float, void* stream);
+
 }  // namespace detops
