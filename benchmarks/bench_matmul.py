@@ -185,6 +185,7 @@ def main(argv=None):
     p.add_argument("--host-only", action="store_true", help="only the host time per call")
     p.add_argument("--variant-sweep", action="store_true",
                    help="graph time of every forced tensor-core variant vs cuBLAS at M = 128..512, then exit")
+    p.add_argument("--ms", default=None, help="--variant-sweep's row counts, e.g. 100,129,192 (default 128..512)")
     p.add_argument("--fp32", action="store_true",
                    help="CUDA-core path: fp32 and compensated vs cuBLAS fp32 (TF32 off) / bf16, plus accuracy")
     p.add_argument("--peers", action="store_true",
@@ -196,7 +197,8 @@ def main(argv=None):
     elif args.fp32:
         fp32_main(args)
     elif args.variant_sweep:
-        variant_sweep(args.reps, parse_shapes(args.shapes))
+        ms = tuple(int(m) for m in args.ms.split(",")) if args.ms else VARIANT_SWEEP_MS
+        variant_sweep(args.reps, parse_shapes(args.shapes), ms)
     elif args.plot_only:
         harness.run_main(args, cases, "matmul", by_series=True)
     else:
@@ -205,9 +207,12 @@ def main(argv=None):
             harness.run_main(args, cases, "matmul", by_series=True)
 
 
-def variant_sweep(reps, shapes=SHAPES, ms=(128, 192, 256, 384, 512)):
-    """Graph time ratio vs cuBLAS of each forced variant (0 swap64x16 .. 4 tile128x256) near the swap/tile
-    boundary, printed (cuBLAS time / variant time, > 1: faster). Speed only: tests/test_matmul_cuda.py
+VARIANT_SWEEP_MS = (128, 192, 256, 384, 512)
+
+
+def variant_sweep(reps, shapes=SHAPES, ms=VARIANT_SWEEP_MS):
+    """Graph time ratio vs cuBLAS of the forced variants 1 swap64x64 .. 4 tile128x256 (and the row-count choice,
+    'auto') at each M, printed (cuBLAS time / variant time, > 1: faster). Speed only: tests/test_matmul_cuda.py
     proves every variant gives the same bits."""
     op = torch.ops.detops._matmul_tc
     names = ("swap64x16", "swap64x64", "swap64x128", "tile128x128", "tile128x256")
@@ -220,10 +225,10 @@ def variant_sweep(reps, shapes=SHAPES, ms=(128, 192, 256, 384, 512)):
             ws = [weights[i % copies] for i in range(copies * max(1, 40 // copies))]
             base = harness.time_pass([functools.partial(F.linear, x, w) for w in ws], reps, graph=True)
             line = f"K={k:6d} N={n:6d} M={m:4d} cublas {base:8.1f} us"
-            for v in range(2, 5):
+            for v in (1, 2, 3, 4, -1):
                 us = harness.time_pass([functools.partial(op, x[None], w.t()[None], None, v) for w in ws], reps,
                                        graph=True)
-                line += f"  {names[v]} {base / us:.3f}"
+                line += f"  {names[v] if v >= 0 else 'auto'} {base / us:.3f}"
             print(line, flush=True)
         del weights
         torch.cuda.empty_cache()
