@@ -32,6 +32,26 @@ struct fp16_t { uint16_t x; };
 // Which of the three a tensor holds, for launchers that take dtypes without torch (checks.h: storage_of).
 enum class Storage : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
+// f(static_cast<T*>(nullptr)) with T the storage type of s.
+template <typename F>
+void with_storage(Storage s, F&& f) {
+  switch (s) {
+    case Storage::kBFloat16: f(static_cast<bf16_t*>(nullptr)); break;
+    case Storage::kFloat16: f(static_cast<fp16_t*>(nullptr)); break;
+    default: f(static_cast<float*>(nullptr)); break;
+  }
+}
+
+// f(A*, B*) (typed null pointers) with A and B each T or float, as the flags say: the backward kernels take their
+// other operands and their output in the main operand's storage T or widened to fp32.
+template <typename T, typename F>
+void with_t_or_float(bool a_float, bool b_float, F&& f) {
+  if (a_float && b_float) f(static_cast<float*>(nullptr), static_cast<float*>(nullptr));
+  else if (a_float) f(static_cast<float*>(nullptr), static_cast<T*>(nullptr));
+  else if (b_float) f(static_cast<T*>(nullptr), static_cast<float*>(nullptr));
+  else f(static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+}
+
 DETOPS_HD float to_float(float v) { return v; }
 DETOPS_HD float to_float(bf16_t v) { return bits_float(uint32_t(v.x) << 16); }
 DETOPS_HD float to_float(fp16_t v) {

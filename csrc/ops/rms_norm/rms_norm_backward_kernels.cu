@@ -98,22 +98,17 @@ int launch_typed(const RmsNormBackwardParams& p, void* stream) {
   return int(cudaGetLastError());
 }
 
-template <typename In>
-int launch_in(const RmsNormBackwardParams& p, bool g_float, bool out_float, void* stream) {
-  if (g_float && out_float) return launch_typed<In, float, float>(p, stream);
-  if (g_float) return launch_typed<In, float, In>(p, stream);
-  if (out_float) return launch_typed<In, In, float>(p, stream);
-  return launch_typed<In, In, In>(p, stream);
-}
-
 }  // namespace
 
 int launch_rms_norm_backward(const RmsNormBackwardParams& p, Storage in, bool g_float, bool out_float, void* stream) {
-  switch (in) {
-    case Storage::kBFloat16: return launch_in<bf16_t>(p, g_float, out_float, stream);
-    case Storage::kFloat16: return launch_in<fp16_t>(p, g_float, out_float, stream);
-    default: return launch_in<float>(p, g_float, out_float, stream);
-  }
+  int err = 0;
+  with_storage(in, [&](auto* in_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    with_t_or_float<In>(g_float, out_float, [&](auto* g_tag, auto* out_tag) {
+      err = launch_typed<In, std::remove_pointer_t<decltype(g_tag)>, std::remove_pointer_t<decltype(out_tag)>>(p, stream);
+    });
+  });
+  return err;
 }
 
 }  // namespace detops

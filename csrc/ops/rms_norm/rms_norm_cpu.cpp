@@ -73,13 +73,11 @@ static void rms_norm_backward_rows(const RmsNormBackwardParams& p) {
 }
 
 void rms_norm_backward_cpu(const RmsNormBackwardParams& p, at::ScalarType in, at::ScalarType g, at::ScalarType out) {
-  dispatch_float(in, "rms_norm_backward", [&](auto* in_tag) {
+  with_storage(storage_of(in), [&](auto* in_tag) {
     using In = std::remove_pointer_t<decltype(in_tag)>;
-    const bool g_float = g == at::kFloat, out_float = out == at::kFloat;
-    if (g_float && out_float) rms_norm_backward_rows<In, float, float>(p);
-    else if (g_float) rms_norm_backward_rows<In, float, In>(p);
-    else if (out_float) rms_norm_backward_rows<In, In, float>(p);
-    else rms_norm_backward_rows<In, In, In>(p);
+    with_t_or_float<In>(g == at::kFloat, out == at::kFloat, [&](auto* g_tag, auto* out_tag) {
+      rms_norm_backward_rows<In, std::remove_pointer_t<decltype(g_tag)>, std::remove_pointer_t<decltype(out_tag)>>(p);
+    });
   });
 }
 

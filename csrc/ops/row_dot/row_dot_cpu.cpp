@@ -17,21 +17,10 @@ static void row_dot_rows(const RowDotParams& p) {
   });
 }
 
-template <typename Fn>
-static void dispatch_row_dot(Storage t, Fn&& fn) {
-  switch (t) {
-    case Storage::kFloat32: fn(static_cast<float*>(nullptr)); break;
-    case Storage::kBFloat16: fn(static_cast<bf16_t*>(nullptr)); break;
-    case Storage::kFloat16: fn(static_cast<fp16_t*>(nullptr)); break;
-  }
-}
-
 void row_dot_cpu(const RowDotParams& p) {
-  dispatch_row_dot(p.a_dtype, [&](auto* a_tag) {
-    using A = std::remove_pointer_t<decltype(a_tag)>;
-    dispatch_row_dot(p.b_dtype, [&](auto* b_tag) {
-      using B = std::remove_pointer_t<decltype(b_tag)>;
-      row_dot_rows<A, B>(p);
+  with_storage(p.a_dtype, [&](auto* a_tag) {
+    with_storage(p.b == nullptr ? Storage::kFloat32 : p.b_dtype, [&](auto* b_tag) {
+      row_dot_rows<std::remove_pointer_t<decltype(a_tag)>, std::remove_pointer_t<decltype(b_tag)>>(p);
     });
   });
 }

@@ -50,24 +50,17 @@ int launch_typed(const RowDotParams& p, void* stream) {
   return int(cudaGetLastError());
 }
 
-template <typename A>
-int launch_a(const RowDotParams& p, void* stream) {
-  if (p.b == nullptr) return launch_typed<A, float>(p, stream);
-  switch (p.b_dtype) {
-    case Storage::kBFloat16: return launch_typed<A, bf16_t>(p, stream);
-    case Storage::kFloat16: return launch_typed<A, fp16_t>(p, stream);
-    default: return launch_typed<A, float>(p, stream);
-  }
-}
-
 }  // namespace
 
 int launch_row_dot(const RowDotParams& p, void* stream) {
-  switch (p.a_dtype) {
-    case Storage::kBFloat16: return launch_a<bf16_t>(p, stream);
-    case Storage::kFloat16: return launch_a<fp16_t>(p, stream);
-    default: return launch_a<float>(p, stream);
-  }
+  int err = 0;
+  with_storage(p.a_dtype, [&](auto* a_tag) {
+    // without b, B is float (never read)
+    with_storage(p.b == nullptr ? Storage::kFloat32 : p.b_dtype, [&](auto* b_tag) {
+      err = launch_typed<std::remove_pointer_t<decltype(a_tag)>, std::remove_pointer_t<decltype(b_tag)>>(p, stream);
+    });
+  });
+  return err;
 }
 
 }  // namespace detops

@@ -66,22 +66,17 @@ int launch_typed(const SoftmaxBackwardParams& p, void* stream) {
   return int(cudaGetLastError());
 }
 
-template <typename G>
-int launch_g(const SoftmaxBackwardParams& p, bool a_float, bool out_float, void* stream) {
-  if (a_float && out_float) return launch_typed<float, G, float>(p, stream);
-  if (a_float) return launch_typed<float, G, G>(p, stream);
-  if (out_float) return launch_typed<G, G, float>(p, stream);
-  return launch_typed<G, G, G>(p, stream);
-}
-
 }  // namespace
 
 int launch_softmax_backward(const SoftmaxBackwardParams& p, Storage g, bool a_float, bool out_float, void* stream) {
-  switch (g) {
-    case Storage::kBFloat16: return launch_g<bf16_t>(p, a_float, out_float, stream);
-    case Storage::kFloat16: return launch_g<fp16_t>(p, a_float, out_float, stream);
-    default: return launch_g<float>(p, a_float, out_float, stream);
-  }
+  int err = 0;
+  with_storage(g, [&](auto* g_tag) {
+    using G = std::remove_pointer_t<decltype(g_tag)>;
+    with_t_or_float<G>(a_float, out_float, [&](auto* a_tag, auto* out_tag) {
+      err = launch_typed<std::remove_pointer_t<decltype(a_tag)>, G, std::remove_pointer_t<decltype(out_tag)>>(p, stream);
+    });
+  });
+  return err;
 }
 
 }  // namespace detops

@@ -58,13 +58,11 @@ static void softmax_backward_rows(const SoftmaxBackwardParams& p) {
 }
 
 void softmax_backward_cpu(const SoftmaxBackwardParams& p, at::ScalarType a, at::ScalarType g, at::ScalarType out) {
-  dispatch_float(g, "softmax_backward", [&](auto* g_tag) {
+  with_storage(storage_of(g), [&](auto* g_tag) {
     using G = std::remove_pointer_t<decltype(g_tag)>;
-    const bool a_float = a == at::kFloat, out_float = out == at::kFloat;
-    if (a_float && out_float) softmax_backward_rows<float, G, float>(p);
-    else if (a_float) softmax_backward_rows<float, G, G>(p);
-    else if (out_float) softmax_backward_rows<G, G, float>(p);
-    else softmax_backward_rows<G, G, G>(p);
+    with_t_or_float<G>(a == at::kFloat, out == at::kFloat, [&](auto* a_tag, auto* out_tag) {
+      softmax_backward_rows<std::remove_pointer_t<decltype(a_tag)>, G, std::remove_pointer_t<decltype(out_tag)>>(p);
+    });
   });
 }
 
