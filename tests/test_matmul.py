@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import Phase, find, given, settings
+from hypothesis import Phase, assume, find, given, settings
 from hypothesis import strategies as st
 
 import detops
@@ -90,6 +90,12 @@ def nontrivial(y):
     assert y.numel() == 0 or bool((y != 0).any()), "output is all zeros: the test would prove nothing"
 
 
+def drawn_nontrivial(y):
+    """For drawn cases: a tiny product of integer values can be exactly 0 (a 1 x 1 one in ~1 % of draws, more at
+    K = 1), where a kernel that writes nothing would pass; such draws prove nothing and hypothesis replaces them."""
+    assume(y.numel() == 0 or bool((y != 0).any()))
+
+
 def on_tc(device, dtype):
     return device == "cuda" and dtype != torch.float32
 
@@ -105,9 +111,9 @@ def test_same_order_reference(device, m, k, n, dtype, profile, seed):
     b = make((k, n), dtype, device, profile, seed + 1)
     bias = make((n,), dtype, device, profile, seed + 2)
     ref = same_order_reference(a, b)
+    drawn_nontrivial(ref)
     assert torch.equal(dops.mm(a, b).cpu(), ref)
     assert torch.equal(dops.addmm(bias, a, b).cpu(), same_order_reference(a, b, bias))
-    nontrivial(ref)
 
 
 @given(dtype=dtype_st, seed=seed_st)
@@ -139,6 +145,7 @@ def test_mm_row_invariance(device, M, k, n, dtype, profile, seed, data):
     a = make((M, k), dtype, device, profile, seed)
     b = make((k, n), dtype, device, profile, seed + 1)
     full = dops.mm(a, b)
+    drawn_nontrivial(full)
     i = data.draw(st.integers(0, M - 1), label="row")
     assert torch.equal(dops.mm(a[i:i + 1], b)[0], full[i])
     M2 = data.draw(rows_st, label="other M")
@@ -146,7 +153,6 @@ def test_mm_row_invariance(device, M, k, n, dtype, profile, seed, data):
     other = make((M2, k), dtype, device, profile, seed + 7)
     other[j] = a[i]
     assert torch.equal(dops.mm(other, b)[j], full[i])
-    nontrivial(full)
 
 
 @given(M=st.sampled_from(ROW_COUNTS[:18]), B=st.sampled_from((1, 2, 5)), k=K_ST, n=N_ST, dtype=dtype_st,
@@ -399,12 +405,12 @@ def test_compensated_same_order_reference(device, m, k, n, dtype, profile, seed)
     b = make((k, n), dtype, device, profile, seed + 1)
     bias = make((n,), dtype, device, profile, seed + 2)
     ref = same_order_reference(a, b, compensated=True)
+    drawn_nontrivial(ref)
     assert torch.equal(dops.mm(a, b, compensated=True).cpu(), ref)
     ref_bias = same_order_reference(a, b, bias, compensated=True)
     assert torch.equal(dops.addmm(bias, a, b, compensated=True).cpu(), ref_bias)
     assert torch.equal(dops.linear(a, b.t().contiguous(), bias, compensated=True).cpu(), ref_bias)
     assert torch.equal(dops.bmm(a[None], b[None], compensated=True)[0].cpu(), ref)
-    nontrivial(ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -425,6 +431,7 @@ def test_compensated_row_invariance(device, M, k, n, dtype, profile, seed, data)
     w = make((n, k), dtype, device, profile, seed + 1)
     bias = make((n,), dtype, device, profile, seed + 2)
     full = dops.linear(x, w, bias, compensated=True)
+    drawn_nontrivial(full)
     i = data.draw(st.integers(0, M - 1), label="row")
     assert torch.equal(dops.linear(x[i], w, bias, compensated=True), full[i])
     assert torch.equal(dops.linear(x[i:i + 1], w, bias, compensated=True)[0], full[i])
@@ -434,7 +441,6 @@ def test_compensated_row_invariance(device, M, k, n, dtype, profile, seed, data)
     other[j] = x[i]
     assert torch.equal(dops.linear(other, w, bias, compensated=True)[j], full[i])
     assert torch.equal(dops.addmm(bias, x, w.t(), compensated=True), full)
-    nontrivial(full)
 
 
 @given(k=st.sampled_from((7, 64, 257, 1000)), dtype=dtype_st, profile=st.sampled_from(("normal", "outliers", "mixed")),
