@@ -140,6 +140,11 @@ TORCH_LIBRARY(detops, m) {
   m.def("log_softmax(Tensor input, int dim, ScalarType? dtype, bool compensated) -> Tensor");
   // The backward's row kernel (§10 rule 2) over the last dim: a = y (softmax) or softmax(x) (log_softmax).
   m.def("softmax_backward(Tensor a, Tensor grad, bool log, ScalarType dtype) -> Tensor");
+  // The loss's row kernels (§10 rule 4) over the last (class) dim: each token's -log_softmax(input)[target] in
+  // float32, and the gradient (softmax(input) - onehot(target)) · grad in input's dtype.
+  m.def("cross_entropy_nll(Tensor input, Tensor target, int ignore_index, bool compensated) -> Tensor");
+  m.def("cross_entropy_backward(Tensor input, Tensor target, Tensor grad, int ignore_index, bool compensated) "
+        "-> Tensor");
   // Each row's sum of a * b (or of a) over the last dim in §2's lane order, float32 (the backwards' row sums, §10).
   m.def("row_dot(Tensor a, Tensor? b=None) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).

@@ -58,6 +58,11 @@ def cases(device):
             yield f"rms_norm_backward/{n}/{width}", lambda x=x, g=g, w=w: ops.rms_norm_backward(
                 x, g, w.float(), None, 1e-6, dt != torch.float32, False, True)
             yield f"row_dot/{n}/{width}", lambda x=x, g=g: ops.row_dot(x, g)
+            t = torch.arange(5, device=device) * 7 % width
+            t[2] = -100
+            yield f"cross_entropy_nll/{n}/{width}", lambda x=x, t=t: ops.cross_entropy_nll(x, t, -100, False)
+            yield f"cross_entropy_backward/{n}/{width}", lambda x=x, t=t, g=g: ops.cross_entropy_backward(
+                x, t, g[:, 0].float(), -100, False)
         for D in (16, 64, 80, 128):
             for (Q, K) in ((1, 1), (1, 300), (70, 70), (257, 257), (5, 1100)):
                 q = _randn(2, 4, Q, D, seed=Q + D, dtype=dt, device=device)

@@ -1,7 +1,7 @@
-"""The backwards' row kernels (REDUCTION_ORDER.md §10 rule 2): row_dot, softmax_backward, rms_norm_backward. The
-same-order references as torch.equal, L1 (a row's bits do not depend on the other rows, their number or the
-storage layout), CPU == CUDA (L5), refusals; and stock's torch.sum changing a row's bits with the row count on
-CUDA (negative control). The gradients they make (invariance across layouts, accuracy against float64) are
+"""The backwards' row kernels (REDUCTION_ORDER.md §10 rules 2 and 4): row_dot, softmax_backward, rms_norm_backward,
+and the loss's cross_entropy_nll / cross_entropy_backward. The same-order references as torch.equal, L1 (a row's
+bits do not depend on the other rows, their number or the storage layout), CPU == CUDA (L5), refusals; and stock's
+torch.sum changing a row's bits with the row count on CUDA (negative control). The gradients they make (invariance across layouts, accuracy against float64) are
 tests/test_backward.py's."""
 import pytest
 import torch
@@ -218,3 +218,94 @@ def test_backward_rows_bad_inputs_raise():
         ops.rms_norm_backward(torch.ones(3, 4), torch.ones(3, 4), torch.ones(5), None, 1e-6, False, False, False)
     with pytest.raises(RuntimeError, match=r"\(rows, n\)"):
         ops.rms_norm_backward(torch.ones(3, 4, 2), torch.ones(3, 4, 2), None, None, 1e-6, False, False, False)
+
+
+# ---- the loss's row kernels: cross_entropy_nll / cross_entropy_backward (§10 rule 4) --------------------------
+
+def loss_operands(c, device, rows=None):
+    """Logits and targets, every third token ignored (-100)."""
+    rows = c["rows"] if rows is None else rows
+    x = make((rows, c["n"]), c["dtype"], device, c["profile"], c["seed"])
+    t = torch.randint(0, c["n"], (rows,), generator=torch.Generator().manual_seed(c["seed"]))
+    t[c["seed"] % 3::3] = -100
+    g = make((rows,), torch.float32, "cpu", "normal", c["seed"] + 1)
+    return x, t.to(device), g.to(device)
+
+
+@given(c=grad_case(), compensated=st.booleans(), per_token=st.booleans())
+def test_cross_entropy_rows_same_order(device, c, compensated, per_token):
+    x, t, g = loss_operands(c, device)
+    g = g if per_token else g[:1]
+    nll = ops.cross_entropy_nll(x, t, -100, compensated)
+    assert nll.dtype == torch.float32 and torch.equal(nll.cpu(), R.cross_entropy_nll_same_order(x, t.cpu(), -100, compensated))
+    dx = ops.cross_entropy_backward(x, t, g, -100, compensated)
+    want = R.cross_entropy_backward_same_order(x, t.cpu(), g.cpu(), -100, compensated)
+    assert dx.dtype == x.dtype and torch.equal(dx.cpu(), want)
+
+
+def test_cross_entropy_rows_are_the_softmaxs(device):
+    """The loss kernels' M and S are the softmax kernels' own: nll = -log_softmax(x)[t], and with g = 1 and float32
+    logits dx = softmax(x) - onehot(t) in fp32, bit for bit (on CUDA also past the softmax's split-kernel length)."""
+    for n in (300, 50257):
+        for compensated in (False, True):
+            x = make((5, n), torch.float32, device, "mixed", seed=n)
+            t = torch.tensor([0, n - 1, 7, n // 2, -100], device=device)
+            lp = torch.ops.detops.log_softmax(x, -1, torch.float32, compensated)
+            want = -lp.gather(1, t.clamp(min=0)[:, None])[:, 0]
+            want[4] = 0
+            assert torch.equal(ops.cross_entropy_nll(x, t, -100, compensated), want), n
+            p = torch.ops.detops.softmax(x, -1, torch.float32, compensated)
+            rows = torch.arange(4, device=device)
+            p[rows, t[:4]] = p[rows, t[:4]] - 1.0
+            p[4] = 0
+            got = ops.cross_entropy_backward(x, t, torch.ones(1, device=device), -100, compensated)
+            assert torch.equal(got, p), n
+
+
+@given(c=grad_case(), data=st.data())
+def test_cross_entropy_rows_l1(device, c, data):
+    """A token's loss and gradient are the same at any position of a batch of any size, and in any layout."""
+    others = data.draw(st.sampled_from([m for m in ROW_COUNTS if m * c["n"] <= BUDGET]), label="others")
+    i = data.draw(st.integers(0, c["rows"] - 1), label="i")
+    j = data.draw(st.integers(0, others - 1), label="j")
+    x, t, g = loss_operands(c, device)
+    x2, t2, g2 = loss_operands(c, device, rows=others)
+    x2[j], t2[j], g2[j] = x[i], t[i], g[i]
+    assert torch.equal(ops.cross_entropy_nll(x, t, -100, False)[i], ops.cross_entropy_nll(x2, t2, -100, False)[j])
+    one = ops.cross_entropy_backward(x, t, g, -100, False)
+    assert torch.equal(one[i], ops.cross_entropy_backward(x2, t2, g2, -100, False)[j])
+    offset = data.draw(st.integers(1, 7), label="offset")
+    for name, lx in row_layouts(x, offset).items():
+        assert torch.equal(ops.cross_entropy_backward(lx, t, g, -100, False), one), name
+
+
+@requires_cuda
+@given(c=grad_case(), compensated=st.booleans())
+def test_cross_entropy_rows_cpu_equals_cuda(c, compensated):
+    x, t, g = loss_operands(c, "cpu")
+    assert torch.equal(ops.cross_entropy_nll(x.cuda(), t.cuda(), -100, compensated).cpu(),
+                       ops.cross_entropy_nll(x, t, -100, compensated))
+    assert torch.equal(ops.cross_entropy_backward(x.cuda(), t.cuda(), g.cuda(), -100, compensated).cpu(),
+                       ops.cross_entropy_backward(x, t, g, -100, compensated))
+
+
+def test_cross_entropy_rows_targets(device):
+    """Ignored tokens: loss +0 and zero gradients, their logits never read (a NaN there changes nothing); a target
+    out of range: NaN (the Python API refuses it before); refusals name the reason."""
+    x = make((4, 50), device=device, seed=12)
+    x[1] = float("nan")
+    t = torch.tensor([3, -100, 60, -1], device=device)
+    nll = ops.cross_entropy_nll(x, t, -100, False)
+    assert nll[1].item() == 0 and not torch.signbit(nll[1]) and torch.isnan(nll[2]) and torch.isnan(nll[3])
+    dx = ops.cross_entropy_backward(x, t, torch.ones(1, device=device), -100, False)
+    assert dx[1].eq(0).all() and torch.isnan(dx[2]).all() and torch.isfinite(dx[0]).all()
+    with pytest.raises(RuntimeError, match="int64 class indices"):
+        ops.cross_entropy_nll(x, t.int(), -100, False)
+    with pytest.raises(RuntimeError, match="shape of input without its last"):
+        ops.cross_entropy_nll(x, t[:3], -100, False)
+    with pytest.raises(RuntimeError, match="one element or the target's shape"):
+        ops.cross_entropy_backward(x, t, torch.ones(2, device=device), -100, False)
+    with pytest.raises(RuntimeError, match="grad must be float32"):
+        ops.cross_entropy_backward(x, t, torch.ones(1, device=device, dtype=torch.float64), -100, False)
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        ops.cross_entropy_nll(x.double(), t, -100, False)

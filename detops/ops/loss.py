@@ -3,7 +3,9 @@
 The per-token loss is `-log_softmax(x)[target]` (§4, fp32); tokens whose target is `ignore_index` are skipped
 (never added), and the rest are summed in §5's chain in their flattened order, so the same supervised tokens in
 the same order give the same loss bits however they are padded or packed. The gradient is row-local:
-`(softmax(x) - onehot(target)) · g` (g divided by the count for "mean"), zeros on ignored rows.
+`(softmax(x) - onehot(target)) · g` (g divided by the count for "mean"), zeros on ignored rows. Both per-token
+parts are row kernels (`detops::cross_entropy_nll` / `cross_entropy_backward`, csrc/ops/cross_entropy/): one read
+of the logits per pass, no (tokens, V) float32 softmax in memory.
 """
 import torch
 
@@ -47,17 +49,13 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, ignore_index: int =
 @torch.library.custom_op("detops::cross_entropy", mutates_args=())
 def _cross_entropy(input: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str,
                    compensated: bool) -> torch.Tensor:
-    V = input.shape[-1]
-    x, t = input.reshape(-1, V), target.reshape(-1)
-    lp = ops.log_softmax(x, -1, torch.float32, compensated)
-    valid = t != ignore_index
-    nll = -lp.gather(1, torch.where(valid, t, 0)[:, None])[:, 0]
+    nll = ops.cross_entropy_nll(input, target, ignore_index, compensated)   # fp32, +0 on ignored tokens
     if reduction == "none":
-        return torch.where(valid, nll, 0.0).to(input.dtype).view(target.shape)
-    kept = nll[valid]                                       # the supervised tokens, in flat order
+        return nll.to(input.dtype)
+    kept = nll.reshape(-1)[target.reshape(-1) != ignore_index]       # the supervised tokens, in flat order
     total = ops.mm(kept.new_ones(1, kept.numel()), kept[:, None])[0, 0]
-    if reduction == "mean":
-        total = total / kept.numel()
+    if reduction == "mean":   # the IEEE division on every device (CUDA's tensor / Python number is x · (1/n))
+        total = total / total.new_tensor(float(kept.numel()))
     return total.to(input.dtype)
 
 
@@ -77,20 +75,21 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, g):
     refuse_double_backward("cross_entropy")
     input, target = ctx.saved_tensors
-    V = input.shape[-1]
-    x, t = input.reshape(-1, V), target.reshape(-1)
-    valid = t != ctx.ignore_index
-    p = ops.softmax(x, -1, torch.float32, ctx.compensated)
-    rows = valid.nonzero()[:, 0]
-    p[rows, t[rows]] = p[rows, t[rows]] - 1.0
-    if ctx.reduction == "none":
-        scale = g.reshape(-1, 1).float()
-    else:
-        scale = g.float()
-        if ctx.reduction == "mean":
-            scale = scale / rows.numel()
-    gx = torch.where(valid[:, None], p * scale, 0.0)
-    return gx.to(input.dtype).view(input.shape), None, None, None, None
+    scale = g.float()
+    if ctx.reduction == "mean":   # g / count: the IEEE division of two tensors on every device, no host sync
+        scale = scale / (target != ctx.ignore_index).sum().float()
+    gx = ops.cross_entropy_backward(input, target, scale, ctx.ignore_index, ctx.compensated)
+    return gx, None, None, None, None
+
+
+@torch.library.register_fake("detops::cross_entropy_nll")
+def _nll_fake(input, target, ignore_index, compensated):
+    return input.new_empty(target.shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("detops::cross_entropy_backward")
+def _backward_fake(input, target, grad, ignore_index, compensated):
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
 torch.library.register_autograd("detops::cross_entropy", autocast_off(_backward), setup_context=_setup)

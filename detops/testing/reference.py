@@ -307,6 +307,40 @@ def softmax_backward_same_order(a: torch.Tensor, grad: torch.Tensor, log: bool, 
     return _round(dx, dtype).reshape(a.shape)
 
 
+def cross_entropy_nll_same_order(x: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,
+                                 compensated: bool = False) -> torch.Tensor:
+    """§10 rule 4 in numpy float32: each token's -((x_t - M) - log S) (§4), +0 where target == ignore_index, NaN
+    where it is out of range; float32 shaped like target."""
+    n = x.shape[-1]
+    xf, t = _f32(x.reshape(-1, n)), target.reshape(-1).numpy()
+    m, s = softmax_row_state(xf, compensated)
+    score = (t != ignore_index) & (t >= 0) & (t < n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        xt = xf[np.arange(len(t)), np.where(score, t, 0)]
+        nll = -((xt - m) - det_log(s))
+    out = np.where(score, nll, np.where(t == ignore_index, f32(0), f32(np.nan))).astype(f32)
+    return torch.from_numpy(out).reshape(target.shape)
+
+
+def cross_entropy_backward_same_order(x: torch.Tensor, target: torch.Tensor, grad: torch.Tensor,
+                                      ignore_index: int = -100, compensated: bool = False) -> torch.Tensor:
+    """§10 rule 4 in numpy float32: dx = (exp(x - M) / S - [i == t]) · g, rounded once to x's dtype; zeros where
+    target == ignore_index, NaN where it is out of range."""
+    n = x.shape[-1]
+    xf, t = _f32(x.reshape(-1, n)), target.reshape(-1).numpy()
+    g = np.broadcast_to(_f32(grad.reshape(-1)), t.shape)
+    m, s = softmax_row_state(xf, compensated)
+    score = (t != ignore_index) & (t >= 0) & (t < n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = det_exp(xf - m[:, None]) / s[:, None]
+        rows = np.nonzero(score)[0]
+        p[rows, t[rows]] -= f32(1)
+        dx = p * g[:, None]
+    dx[t == ignore_index] = 0
+    dx[~score & (t != ignore_index)] = np.nan
+    return _round(dx, x.dtype).reshape(x.shape)
+
+
 def rms_norm_backward_same_order(x: torch.Tensor, grad: torch.Tensor, weight: Optional[torch.Tensor], eps: float,
                                  cast_first: bool = False, compensated: bool = False,
                                  extra: Optional[torch.Tensor] = None):
