@@ -62,7 +62,7 @@ def _ops(device):
                       lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
                       ((2, 4, 37, 16), (2, 2, 37, 16), (2, 2, 37, 16))),
         "attention softcap": (lambda q, k, v: detops.scaled_dot_product_attention(q, k, v, is_causal=True, softcap=2.0),
-                              _stock_softcap, ((1, 2, 20, 8),) * 3),
+                              _stock_softcap, ((1, 2, 20, 16),) * 3),
     }
 
 
@@ -346,7 +346,7 @@ def test_t3_attention_gradients_layout_invariant(device, lens, seed, dtype, gqa,
 
 def test_t3_packed_cu_seqlens_equals_alone(device):
     """Packed with cu_seqlens (and a pad segment) gives each document the gradients it has alone."""
-    lens, D = [3, 33, 20], 8
+    lens, D = [3, 33, 20], 16   # 16: the smallest head dim of the CUDA kernels
     q, k, v, g = (make((1, 2, sum(lens) + 4, D), device=device, seed=s) for s in range(4))
     cu = torch.tensor([0, 4, 7, 40, 60], dtype=torch.int32, device=device)
     ids = torch.tensor([-1] * 4 + [0] * 3 + [1] * 33 + [2] * 20, device=device)[None]
@@ -368,7 +368,7 @@ def test_t3_document_groups_change_no_bit(device, monkeypatch):
     """The backward pads each document to a block length and groups documents to a memory budget (§10 rule 3):
     longer blocks (any multiple of TOKEN_ALIGN) and one document a group give the bits of the defaults."""
     import detops.ops.attention as attention
-    lens, D = [1, 31, 33, 64, 65, 130], 8
+    lens, D = [1, 31, 33, 64, 65, 130], 16
     q, g = (make((1, 4, sum(lens), D), device=device, seed=s) for s in (1, 2))
     k, v = (make((1, 2, sum(lens), D), device=device, seed=s) for s in (3, 4))
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)

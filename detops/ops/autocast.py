@@ -1,6 +1,8 @@
 """torch.autocast for the detops ops, with torch's own policy for their stock counterparts (docs/CONTRACT.md,
-"Autocast"): the matmuls and attention run in the autocast dtype; the loss in float32; on CUDA also the norms and
-softmax (torch's CUDA lists), on the CPU those keep their input dtype (torch's CPU lists); embedding is not cast.
+"Autocast"): the matmuls and attention run in the autocast dtype; the loss in float32; on CUDA also softmax
+(torch's CUDA lists), on the CPU softmax keeps its input dtype (torch's CPU lists); the norms follow whatever the
+installed torch does with F.rms_norm on that device (its lists changed across versions: asked once per device
+type); embedding is not cast.
 
 Without these rules an autocast region (transformers' `Trainer(bf16=True)`, say) would run detops' ops in the
 dtype of what they are given, usually float32, while stock runs bf16 on tensor cores: the same model, far
@@ -12,8 +14,20 @@ import torch
 # torch's own lists (ATen/autocast_mode.h and the CPU lists): on CUDA the norms, softmax and the losses run in
 # float32; on the CPU only the losses do (softmax and norms keep their input dtype there).
 LOWER_PRECISION = ("mm", "bmm", "linear", "addmm", "attention")
-FLOAT32 = {"cuda": ("rms_norm", "add_rms_norm", "cross_entropy"), "cpu": ("cross_entropy",)}
+FLOAT32 = {"cuda": ("cross_entropy",), "cpu": ("cross_entropy",)}
 FLOAT32_DTYPE_ARG = {"cuda": ("softmax", "log_softmax"), "cpu": ()}   # dtype=None becomes float32, as torch's
+AS_TORCH_RMS_NORM = ("rms_norm", "add_rms_norm")   # float32 where torch's autocast runs F.rms_norm in float32
+
+_torch_rms_norm_float32 = {}
+
+
+def _torch_runs_rms_norm_in_float32(device_type: str) -> bool:
+    """Whether the installed torch's autocast runs F.rms_norm in float32 on `device_type` (asked once, inside
+    the autocast region that called us)."""
+    if device_type not in _torch_rms_norm_float32:
+        probe = torch.ones(1, 2, device=device_type, dtype=torch.get_autocast_dtype(device_type))
+        _torch_rms_norm_float32[device_type] = torch.nn.functional.rms_norm(probe, (2,)).dtype == torch.float32
+    return _torch_rms_norm_float32[device_type]
 
 def _cast(value, dtype, device_type):
     """Floating tensors on the autocast device to `dtype` (float64 and other devices' tensors untouched)."""
@@ -29,20 +43,24 @@ def _cast(value, dtype, device_type):
 
 def register(qualname: str, device_type: str, policy: str) -> None:
     """An Autocast kernel for op `qualname` ("namespace::name") on `device_type`: policy "lower" (the autocast
-    dtype), "float32", or "dtype_arg" (softmax's optional dtype argument set to float32, as torch does)."""
+    dtype), "float32", "as_torch_rms_norm" (float32 or no cast, as torch's F.rms_norm), or "dtype_arg"
+    (softmax's optional dtype argument set to float32, as torch does)."""
     namespace, name = qualname.split("::")
     op = getattr(getattr(torch.ops, namespace), name).default
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def kernel(_keyset, *args):
+        cast = policy
+        if policy == "as_torch_rms_norm":
+            cast = "float32" if _torch_runs_rms_norm_in_float32(device_type) else None
         if policy == "dtype_arg":   # softmax(input, dim, dtype, compensated)
             x = args[0]
             if args[2] is None and x.dtype in (torch.float16, torch.bfloat16, torch.float32) \
                     and x.device.type == device_type:
                 args = args[:2] + (torch.float32,) + args[3:]
-        else:
-            args = _cast(args, torch.float32 if policy == "float32" else torch.get_autocast_dtype(device_type),
+        elif cast is not None:
+            args = _cast(args, torch.float32 if cast == "float32" else torch.get_autocast_dtype(device_type),
                          device_type)
         with torch._C._ExcludeDispatchKeyGuard(exclude):
             return op(*args)
@@ -65,3 +83,5 @@ for _device in ("cpu", "cuda"):
         register("detops::" + _name, _device, "float32")
     for _name in FLOAT32_DTYPE_ARG[_device]:
         register("detops::" + _name, _device, "dtype_arg")
+    for _name in AS_TORCH_RMS_NORM:
+        register("detops::" + _name, _device, "as_torch_rms_norm")
