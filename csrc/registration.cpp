@@ -145,6 +145,8 @@ TORCH_LIBRARY(detops, m) {
   m.def("cross_entropy_nll(Tensor input, Tensor target, int ignore_index, bool compensated) -> Tensor");
   m.def("cross_entropy_backward(Tensor input, Tensor target, Tensor grad, int ignore_index, bool compensated) "
         "-> Tensor");
+  // Each column's sum over the rows of a 2-D float32 tensor in §5's fp32 chain (§10 rule 1's token reductions).
+  m.def("token_sum(Tensor a, bool compensated=False) -> Tensor");
   // Each row's sum of a * b (or of a) over the last dim in §2's lane order, float32 (the backwards' row sums, §10).
   m.def("row_dot(Tensor a, Tensor? b=None) -> Tensor");
   // matmul family: §5. addmm is bias + a @ b (beta = alpha = 1).

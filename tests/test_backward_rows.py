@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from detops._lib import ops
 from detops.testing import reference as R
 from conftest import requires_cuda
-from values import DTYPES, LANE_EDGE_SIZES, MAX_LANES, ROW_COUNTS, make, profile_st, row_layouts, seed_st
+from values import (DTYPES, LANE_EDGE_SIZES, MAX_LANES, ROW_COUNTS, TOKEN_ALIGN, around, make, profile_st, row_layouts,
+                    seed_st)
 
 # Row lengths at every §2 lane threshold, and rows of several chunks (a vocabulary's worth).
 SIZES = R.lane_threshold_sizes() + (3 * MAX_LANES + 5, 32768)
@@ -309,3 +310,44 @@ def test_cross_entropy_rows_targets(device):
         ops.cross_entropy_backward(x, t, torch.ones(1, device=device, dtype=torch.float64), -100, False)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         ops.cross_entropy_nll(x.double(), t, -100, False)
+
+
+# ---- token_sum: the token reductions' column chain (§10 rule 1, §5's fp32 order) ---------------------------------
+
+# Token counts around the §5 block (32) and the CUDA kernel's round of 16 blocks (512 tokens).
+TOKEN_COUNTS = (1, 2) + around(TOKEN_ALIGN, 2 * TOKEN_ALIGN, 16 * TOKEN_ALIGN, 64 * TOKEN_ALIGN)
+
+
+@given(rows=st.sampled_from(TOKEN_COUNTS), n=st.sampled_from((1, 31, 32, 33, 100, 4096)), profile=profile_st,
+       seed=seed_st, compensated=st.booleans())
+def test_token_sum_is_the_matmuls_chain(device, rows, n, profile, seed, compensated):
+    """token_sum(a) == mm(ones(1, T), a) bit for bit (its order is §5's for that product), plain and compensated,
+    also on signed zeros and non-finite values, and in a strided layout."""
+    if rows * n > BUDGET:
+        n = max(1, BUDGET // rows)
+    a = make((rows, n), torch.float32, device, profile, seed)
+    a[0, 0] = -0.0
+    if rows > 2 and n > 2:
+        a[rows // 2, 1], a[1, 2] = float("inf"), float("nan")
+    want = ops.mm(a.new_ones(1, rows), a, compensated)[0]
+    got = ops.token_sum(a, compensated)
+    assert got.shape == (n,) and torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+    assert torch.equal(torch.signbit(got), torch.signbit(want))
+    wide = torch.zeros(rows, n + 3, device=device)
+    wide[:, 1:n + 1] = a
+    assert torch.equal(ops.token_sum(wide[:, 1:n + 1], compensated).nan_to_num(7.0), got.nan_to_num(7.0))
+
+
+@requires_cuda
+@given(rows=st.sampled_from(TOKEN_COUNTS), n=st.sampled_from((1, 33, 4096)), seed=seed_st, compensated=st.booleans())
+def test_token_sum_cpu_equals_cuda(rows, n, seed, compensated):
+    a = make((rows, n), torch.float32, "cpu", "mixed", seed)
+    assert torch.equal(ops.token_sum(a.cuda(), compensated).cpu(), ops.token_sum(a, compensated))
+
+
+def test_token_sum_refusals_and_empty(device):
+    assert torch.equal(ops.token_sum(torch.ones(0, 5, device=device)), torch.zeros(5, device=device))
+    with pytest.raises(RuntimeError, match="must be float32"):
+        ops.token_sum(torch.ones(4, 5, dtype=torch.bfloat16, device=device))
+    with pytest.raises(RuntimeError, match="must be 2-D"):
+        ops.token_sum(torch.ones(4, device=device))

@@ -27,6 +27,7 @@ def pow2_range(lo, hi):
 LANE_VECTOR = C["kLaneVector"]                        # 8: lanes a thread owns (§2)
 MIN_LANES = C["kLaneVector"] * C["kMinLaneThreads"]   # 256: lanes(N) of every N <= 256 (§2)
 MAX_LANES = C["kMaxLanes"]                            # 4096: lanes(N) of every N > 2048 (§2)
+TOKEN_ALIGN = C["kGradTokenAlign"]                    # 32: §10's document alignment = §5's K block
 ATTN_BLOCK = C["kAttnBlockKeys"]                      # 64: §6 key block
 ATTN_CHUNK = C["kAttnChunkKeys"]                      # 1024: §6 chunk
 

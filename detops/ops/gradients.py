@@ -145,9 +145,18 @@ def token_products(a: torch.Tensor, b: torch.Tensor, plan: TokenPlan, compensate
 
 
 def token_sums(a: torch.Tensor, plan: TokenPlan, compensated: bool = False) -> torch.Tensor:
-    """Σ_tokens a_t over the canonical buffer: a (tokens, C) -> (C,) in a's dtype."""
+    """Σ_tokens a_t over the canonical buffer: a (tokens, C) -> (C,) in a's dtype. §5's chain, as
+    `mm(ones(1, T), buf)`: float32 by its own column kernel (`detops::token_sum`, the same bits without a GEMM
+    doing a GEMV), bf16 / fp16 by the matmul (on CUDA the tensor cores' chain)."""
     buf = plan.gather(a)
+    if buf.dtype == torch.float32:
+        return ops.token_sum(buf, compensated)
     return ops.mm(buf.new_ones(1, buf.shape[0]), buf, compensated)[0]
+
+
+@torch.library.register_fake("detops::token_sum")
+def _token_sum_fake(a, compensated=False):
+    return a.new_empty(a.shape[1:])
 
 
 def _dense(ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
