@@ -36,7 +36,7 @@ __device__ __forceinline__ float row_max(const T* x, int64_t n, bool active, boo
   return row_tree(mx, warp_max[threadIdx.y], MaxOp{});
 }
 
-// S's terms exp(x - M); the write pass (backward only) emits (p - [i == t]) · scale.
+// S's terms exp(x - M) (row_pass's body, its sum only); emit: the backward's (p - [i == t]) · scale.
 template <typename T>
 struct CrossEntropyBody {
   const T* x;
@@ -58,7 +58,8 @@ struct CrossEntropyBody {
 #pragma unroll
     for (int j = 0; j < kLaneVector; ++j) t[0][j] = softmax_step2(xs[j], m, false);
   }
-  __device__ __forceinline__ void write(int64_t i, int64_t count, const RowSums<1>&) {
+  // dx of elements i .. i + count - 1 (needs div = the row's S)
+  __device__ __forceinline__ void emit(int64_t i, int64_t count) const {
     float xs[kLaneVector], f[kLaneVector];
     load(i, count, xs);
 #pragma unroll
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(kMaxLaneThreads) backward_kernel(CrossEntropyP
   const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
   if (active) {  // elementwise: the chunks read last (likeliest still in L2) first
     body.div = RowDivision(s);
-    for (int64_t c = chunks - 1; c >= 0; --c) body.write(c * L + first, p.n - (c * L + first), RowSums<1>{});
+    for (int64_t c = chunks - 1; c >= 0; --c) body.emit(c * L + first, p.n - (c * L + first));
   } else if (valid) {  // ignored: zeros; a target out of range: NaN
     float f[kLaneVector];
 #pragma unroll
