@@ -76,7 +76,7 @@ struct CrossEntropyBody {
 
 // A row's M and S (the body's m is set in between); `active` rows only, the others pass through the barriers.
 template <typename T, typename Lane>
-__device__ __forceinline__ float row_sum(CrossEntropyBody<T>& body, int64_t n, bool active) {
+__device__ __forceinline__ float row_stats(CrossEntropyBody<T>& body, int64_t n, bool active) {
   body.m = row_max(body.x, n, active, body.vec_x);
   return row_pass<1, Lane, Lane, false>(n, active, body).v[0];
 }
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kMaxLaneThreads) nll_kernel(CrossEntropyParams
   const TargetKind kind = target_kind(t, p.ignore_index, p.n);
   const bool active = valid && kind == TargetKind::kScore;
   CrossEntropyBody<T> body{static_cast<const T*>(p.x) + r * p.x_stride, nullptr, 0.0f, t, 0.0f, vec_x, false};
-  const float s = row_sum<T, Lane>(body, p.n, active);
+  const float s = row_stats<T, Lane>(body, p.n, active);
   if (valid && threadIdx.x == 0)
     p.nll[row] = active ? cross_entropy_nll(to_float(body.x[t]), body.m, s)
                         : (kind == TargetKind::kIgnored ? 0.0f : kNaN);
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kMaxLaneThreads) backward_kernel(CrossEntropyP
   const bool active = valid && kind == TargetKind::kScore;
   CrossEntropyBody<T> body{static_cast<const T*>(p.x) + r * p.x_stride, static_cast<T*>(p.dx) + r * p.n, 0.0f, t,
                            p.grad[r * p.grad_stride], vec_x, vec_dx};
-  const float s = row_sum<T, Lane>(body, p.n, active);
+  const float s = row_stats<T, Lane>(body, p.n, active);
   const int64_t L = int64_t(blockDim.x) * kLaneVector;
   const int64_t first = int64_t(threadIdx.x) * kLaneVector;
   const int64_t chunks = first < p.n ? (p.n - first + L - 1) / L : 0;
