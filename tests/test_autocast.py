@@ -118,3 +118,19 @@ def test_mixed_dtypes_and_compile_under_autocast():
             compiled = torch.compile(model, backend="aot_eager", fullgraph=False)(input_ids=ids).logits
     assert eager.dtype == torch.float32 and eager_ac.dtype == compiled.dtype == torch.bfloat16
     assert torch.equal(eager_ac, compiled)
+
+
+def test_loss_reads_the_logits_as_they_are(device):
+    """Autocast's float32 loss without a float32 copy of the logits: the loss and the logits' gradient equal those
+    of the logits cast to float32 by hand (the kernels widen exactly), the gradient in the logits' dtype."""
+    i = _inputs(device, seed=2)
+    for reduction in ("mean", "sum", "none"):
+        x = i["x"].bfloat16().requires_grad_()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = detops.cross_entropy(x, i["t"], reduction=reduction)
+        loss.sum().backward()
+        y = i["x"].bfloat16().requires_grad_()
+        want = detops.cross_entropy(y.float(), i["t"], reduction=reduction)
+        want.sum().backward()
+        assert loss.dtype == torch.float32 and torch.equal(loss, want), reduction
+        assert x.grad.dtype == torch.bfloat16 and torch.equal(x.grad, y.grad), reduction

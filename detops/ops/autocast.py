@@ -1,5 +1,6 @@
 """torch.autocast for the detops ops, with torch's own policy for their stock counterparts (docs/CONTRACT.md,
-"Autocast"): the matmuls and attention run in the autocast dtype; the loss in float32; on CUDA also softmax
+"Autocast"): the matmuls and attention run in the autocast dtype; the loss in float32 (its kernels widen the
+logits exactly, so it returns float32 without a float32 copy of them: the bits of the cast input); on CUDA softmax
 (torch's CUDA lists), on the CPU softmax keeps its input dtype (torch's CPU lists); the norms follow whatever the
 installed torch does with F.rms_norm on that device (its lists changed across versions: asked once per device
 type); embedding is not cast.
@@ -11,10 +12,10 @@ inside autocast as outside it. A float64 tensor is never cast (as torch's autoca
 """
 import torch
 
-# torch's own lists (ATen/autocast_mode.h and the CPU lists): on CUDA the norms, softmax and the losses run in
-# float32; on the CPU only the losses do (softmax and norms keep their input dtype there).
+# torch's own lists (ATen/autocast_mode.h and the CPU lists): the losses run in float32; on CUDA also softmax (on
+# the CPU it keeps its input dtype); the norms as the installed torch does.
 LOWER_PRECISION = ("mm", "bmm", "linear", "addmm", "attention")
-FLOAT32 = {"cuda": ("cross_entropy",), "cpu": ("cross_entropy",)}
+FLOAT32_OUTPUT = ("cross_entropy",)   # float32 result from the logits as they are (its float_output argument)
 FLOAT32_DTYPE_ARG = {"cuda": ("softmax", "log_softmax"), "cpu": ()}   # dtype=None becomes float32, as torch's
 AS_TORCH_RMS_NORM = ("rms_norm", "add_rms_norm")   # float32 where torch's autocast runs F.rms_norm in float32
 
@@ -43,8 +44,9 @@ def _cast(value, dtype, device_type):
 
 def register(qualname: str, device_type: str, policy: str) -> None:
     """An Autocast kernel for op `qualname` ("namespace::name") on `device_type`: policy "lower" (the autocast
-    dtype), "float32", "as_torch_rms_norm" (float32 or no cast, as torch's F.rms_norm), or "dtype_arg"
-    (softmax's optional dtype argument set to float32, as torch does)."""
+    dtype), "float32", "as_torch_rms_norm" (float32 or no cast, as torch's F.rms_norm), "dtype_arg"
+    (softmax's optional dtype argument set to float32, as torch does) or "float32_output" (the loss's
+    float_output argument set: a float32 result, the logits read as they are)."""
     namespace, name = qualname.split("::")
     op = getattr(getattr(torch.ops, namespace), name).default
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
@@ -54,7 +56,11 @@ def register(qualname: str, device_type: str, policy: str) -> None:
         cast = policy
         if policy == "as_torch_rms_norm":
             cast = "float32" if _torch_runs_rms_norm_in_float32(device_type) else None
-        if policy == "dtype_arg":   # softmax(input, dim, dtype, compensated)
+        if policy == "float32_output":   # cross_entropy(input, target, ignore_index, reduction, compensated, out)
+            x = args[0]
+            if x.dtype in (torch.float16, torch.bfloat16, torch.float32) and x.device.type == device_type:
+                args = tuple(args[:5]) + (True,)
+        elif policy == "dtype_arg":   # softmax(input, dim, dtype, compensated)
             x = args[0]
             if args[2] is None and x.dtype in (torch.float16, torch.bfloat16, torch.float32) \
                     and x.device.type == device_type:
@@ -79,8 +85,8 @@ _libs = {}
 for _device in ("cpu", "cuda"):
     for _name in LOWER_PRECISION:
         register("detops::" + _name, _device, "lower")
-    for _name in FLOAT32[_device]:
-        register("detops::" + _name, _device, "float32")
+    for _name in FLOAT32_OUTPUT:
+        register("detops::" + _name, _device, "float32_output")
     for _name in FLOAT32_DTYPE_ARG[_device]:
         register("detops::" + _name, _device, "dtype_arg")
     for _name in AS_TORCH_RMS_NORM:

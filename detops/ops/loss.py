@@ -43,31 +43,36 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, ignore_index: int =
         i = int(bad.nonzero()[0, 0])
         _fail(f"target {int(t[i])} at flat index {i} is out of range for {V} classes (and not ignore_index "
               f"{ignore_index})")
-    return torch.ops.detops.cross_entropy(input, target.to(torch.int64), int(ignore_index), reduction, compensated)
+    return torch.ops.detops.cross_entropy(input, target.to(torch.int64), int(ignore_index), reduction, compensated,
+                                          False)
 
 
 @torch.library.custom_op("detops::cross_entropy", mutates_args=())
 def _cross_entropy(input: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str,
-                   compensated: bool) -> torch.Tensor:
+                   compensated: bool, float_output: bool) -> torch.Tensor:
+    """float_output: the loss in float32 whatever the logits' dtype (autocast's policy for the loss, without a
+    float32 copy of the logits: the kernels widen each logit exactly, so the bits are those of the cast input)."""
+    out_dtype = torch.float32 if float_output else input.dtype
     nll = ops.cross_entropy_nll(input, target, ignore_index, compensated)   # fp32, +0 on ignored tokens
     if reduction == "none":
-        return nll.to(input.dtype)
+        return nll.to(out_dtype)
     kept = nll.reshape(-1)[target.reshape(-1) != ignore_index]       # the supervised tokens, in flat order
     total = ops.mm(kept.new_ones(1, kept.numel()), kept[:, None])[0, 0]
     if reduction == "mean":   # the IEEE division on every device (CUDA's tensor / Python number is x · (1/n))
         total = total / total.new_tensor(float(kept.numel()))
-    return total.to(input.dtype)
+    return total.to(out_dtype)
 
 
 @_cross_entropy.register_fake
-def _(input, target, ignore_index, reduction, compensated):
+def _(input, target, ignore_index, reduction, compensated, float_output):
+    dtype = torch.float32 if float_output else input.dtype
     if reduction == "none":
-        return input.new_empty(target.shape)
-    return input.new_empty(())
+        return input.new_empty(target.shape, dtype=dtype)
+    return input.new_empty((), dtype=dtype)
 
 
 def _setup(ctx, inputs, output):
-    input, target, ignore_index, reduction, compensated = inputs
+    input, target, ignore_index, reduction, compensated, _ = inputs
     ctx.save_for_backward(input, target)
     ctx.ignore_index, ctx.reduction, ctx.compensated = ignore_index, reduction, compensated
 
@@ -79,7 +84,7 @@ def _backward(ctx, g):
     if ctx.reduction == "mean":   # g / count: the IEEE division of two tensors on every device, no host sync
         scale = scale / (target != ctx.ignore_index).sum().float()
     gx = ops.cross_entropy_backward(input, target, scale, ctx.ignore_index, ctx.compensated)
-    return gx, None, None, None, None
+    return gx, None, None, None, None, None
 
 
 @torch.library.register_fake("detops::cross_entropy_nll")
