@@ -1,23 +1,13 @@
-// The cross-entropy row kernels on the CPU: docs/REDUCTION_ORDER.md §10 rule 4 with the CPU softmax's M (the row
-// maximum, ascending) and S (lane_reduce_cpu: the CUDA kernel's lanes and tree), so each token's values are the
-// CPU softmax's, and CPU == CUDA bitwise. Rows in parallel, one order per row.
+// The cross-entropy row kernels on the CPU: docs/REDUCTION_ORDER.md §10 rule 4 with the CPU softmax's own M and S
+// (softmax_row_state_cpu), so each token's values are the CPU softmax's, and CPU == CUDA bitwise. Rows in
+// parallel, one order per row.
 #include <ATen/Parallel.h>
 #include <cmath>
-#include "../../reduce/lanes_cpu.h"
+#include "../softmax/softmax_row_cpu.h"
 #include "cross_entropy_backends.h"
 
 namespace detops {
 namespace {
-
-// §4's M and S of one row.
-template <typename T>
-void row_stats(const T* x, int64_t n, bool compensated, float& m, float& s) {
-  m = -kInf;
-  for (int64_t i = 0; i < n; ++i) m = det_max(m, to_float(x[i]));
-  auto term = [&](int64_t i) { return softmax_step2(to_float(x[i]), m, false); };
-  s = compensated ? lane_reduce_cpu<NeumaierLane, float>(n, term, finish_neumaier)
-                  : lane_reduce_cpu<SumLane, float>(n, term, finish_sum);
-}
 
 template <typename T>
 void nll_rows(const CrossEntropyParams& p) {
@@ -30,8 +20,8 @@ void nll_rows(const CrossEntropyParams& p) {
         continue;
       }
       const T* x = static_cast<const T*>(p.x) + r * p.x_stride;
-      float m, s;
-      row_stats(x, p.n, p.compensated, m, s);
+      float m;
+      const float s = softmax_row_state_cpu(x, p.n, p.compensated, m, nullptr);
       p.nll[r] = cross_entropy_nll(to_float(x[t]), m, s);
     }
   });
@@ -50,8 +40,8 @@ void backward_rows(const CrossEntropyParams& p) {
         continue;
       }
       const T* x = static_cast<const T*>(p.x) + r * p.x_stride;
-      float m, s;
-      row_stats(x, p.n, p.compensated, m, s);
+      float m;
+      const float s = softmax_row_state_cpu(x, p.n, p.compensated, m, nullptr);
       const float scale = p.grad[r * p.grad_stride];
       for (int64_t i = 0; i < p.n; ++i) {
         const float prob = softmax_from_step2(softmax_step2(to_float(x[i]), m, false), s, 0.0f, false);

@@ -3,6 +3,7 @@
 #include <vector>
 #include "../../reduce/lanes_cpu.h"
 #include "softmax_backends.h"
+#include "softmax_row_cpu.h"
 
 namespace detops {
 
@@ -15,15 +16,8 @@ static void softmax_rows(const SoftmaxParams& p) {
     for (int64_t r = r0; r < r1; ++r) {
       const In* x = static_cast<const In*>(p.x) + r * p.x_stride;
       auto xf = [&](int64_t i) { return to_float(x[i]); };
-      // §4: M = the row maximum, then S = lane sum (plain or Neumaier) of exp(x - M).
-      float m = -kInf;
-      for (int64_t i = 0; i < p.n; ++i) m = det_max(m, xf(i));
-      auto sum = [&](auto term) {
-        return p.compensated ? lane_reduce_cpu<NeumaierLane, float>(p.n, term, finish_neumaier)
-                             : lane_reduce_cpu<SumLane, float>(p.n, term, finish_sum);
-      };
-      const float s = p.log ? sum([&](int64_t i) { return det_exp_nonpositive(xf(i) - m); })
-                            : sum([&](int64_t i) { return kept[size_t(i)] = det_exp_nonpositive(xf(i) - m); });
+      float m;
+      const float s = softmax_row_state_cpu(x, p.n, p.compensated, m, p.log ? nullptr : kept.data());
       const float log_s = p.log ? det_log(s) : 0.0f;
       Out* y = static_cast<Out*>(p.y) + r * p.n;
       for (int64_t i = 0; i < p.n; ++i)
