@@ -57,7 +57,7 @@ def _cross_entropy(input: torch.Tensor, target: torch.Tensor, ignore_index: int,
     if reduction == "none":
         return nll.to(out_dtype)
     kept = nll.reshape(-1)[target.reshape(-1) != ignore_index]       # the supervised tokens, in flat order
-    total = ops.mm(kept.new_ones(1, kept.numel()), kept[:, None])[0, 0]
+    total = ops.token_sum(kept[:, None])[0]                           # §5's chain over them (§10 rule 1)
     if reduction == "mean":   # the IEEE division on every device (CUDA's tensor / Python number is x · (1/n))
         total = total / total.new_tensor(float(kept.numel()))
     return total.to(out_dtype)
