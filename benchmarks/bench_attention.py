@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detops  # noqa: E402,F401
 from detops.ops.attention import attention_rows  # noqa: E402
-from harness import Case, bench_main  # noqa: E402
+from harness import Case, bench_main, document_lengths  # noqa: E402
 
 HQ, HK = 32, 8
 D = int(os.environ.get("DETOPS_BENCH_HEAD_DIM", "128"))
@@ -70,19 +70,8 @@ def causal_mask(b, h, qi, ki):
     return qi >= ki
 
 
-def document_lengths(S):
-    """Documents of drawn lengths (log-normal, 64 .. 2048 tokens, seed 0) filling S tokens."""
-    g = torch.Generator().manual_seed(0)
-    lens, total = [], 0
-    while total < S:
-        n = min(int(torch.empty(1).log_normal_(6.0, 0.8, generator=g).clamp(64, 2048)), S - total)
-        lens.append(n)
-        total += n
-    return lens
-
-
 def make_packed_case(S):
-    lens = document_lengths(S)
+    lens = document_lengths(S, torch.Generator().manual_seed(0))
     q = torch.randn(1, HQ, S, D, device="cuda", dtype=DTYPE)
     k = torch.randn(1, HK, S, D, device="cuda", dtype=DTYPE)
     v = torch.randn(1, HK, S, D, device="cuda", dtype=DTYPE)

@@ -14,19 +14,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detops  # noqa: E402
 from detops.testing.models import train_batch  # noqa: E402
-from harness import Case, bench_main  # noqa: E402
+from harness import Case, bench_main, document_lengths  # noqa: E402
 
 TOKENS = 4096
 
 
 def _docs(vocab):
     g = torch.Generator().manual_seed(0)
-    lens, total = [], 0
-    while total < TOKENS:
-        n = min(int(torch.empty(1).log_normal_(6.0, 0.8, generator=g).clamp(64, 2048)), TOKENS - total)
-        lens.append(n)
-        total += n
-    return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lens]
+    return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in document_lengths(TOKENS, g)]
 
 
 def _model(layers):

@@ -52,6 +52,17 @@ FLUSH_BYTES = 256 * 1024 * 1024
 _flush_buffer: Optional[torch.Tensor] = None
 
 
+def document_lengths(total: int, generator: torch.Generator) -> List[int]:
+    """Documents of realistic drawn lengths (log-normal, 64 .. 2048 tokens) filling `total` tokens: the packed
+    layouts of bench_train.py and bench_attention.py."""
+    lens, filled = [], 0
+    while filled < total:
+        n = min(int(torch.empty(1).log_normal_(6.0, 0.8, generator=generator).clamp(64, 2048)), total - filled)
+        lens.append(n)
+        filled += n
+    return lens
+
+
 @dataclass
 class Case:
     """One benchmark point. providers: name -> zero-argument callable running the op once on the case's
