@@ -164,6 +164,10 @@ TORCH_LIBRARY(detops, m) {
   // v (B,Hk,K,Dv) -> (B,Hq,Q,Dv). softcap <= 0 means none.
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor rows, float scale, float softcap, Tensor? documents=None) "
         "-> Tensor");
+  // attention's backward on the tensor cores (§10b; CUDA bf16/fp16, D == Dv in {64, 128}): grad is dL/dout, delta
+  // (B, Hq, Q) = Σ grad·out per query; the document tables are built by detops/ops/attention.py. -> (dq, dk, dv).
+  m.def("attention_backward_tc(Tensor q, Tensor k, Tensor v, Tensor grad, Tensor delta, Tensor docs, Tensor work, "
+        "Tensor span, Tensor keys, float scale, float softcap) -> (Tensor, Tensor, Tensor)");
   // CPU elementwise functions evaluated per element (§8): fn in exp, sin, cos, tanh, sigmoid, silu, gelu,
   // gelu_tanh. Used by the aten mode on CPU tensors.
   m.def("elementwise(Tensor input, str fn) -> Tensor");

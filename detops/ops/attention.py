@@ -6,9 +6,11 @@ position 0. This module turns SDPA's arguments (boolean/additive masks, `is_caus
 information Hugging Face has (`position_ids`, `cu_seqlens`, `sliding_window`) into that descriptor, and refuses
 masks whose rows cannot be put in one key order (holes are ordered by rank: rank_order).
 
-Backward (§10 rule 3): each document is gathered into its own block, every index counted from its first
-token, and dq / dk / dv are computed there in fp32 from detops matmuls and row sums, so a document's gradients
-depend on that document alone.
+Backward: on CUDA bf16 / fp16 with D == Dv in {64, 128} the tensor-core kernels of §10b
+(csrc/ops/attention/attention_backward_kernels.cu), blocks of 64 counted from each document's first token;
+everywhere else §10 rule 3: each document is gathered into its own block, every index counted from its first
+token, and dq / dk / dv are computed there in fp32 from detops matmuls and row sums. Either way a document's
+gradients depend on that document alone.
 """
 import math
 from typing import Optional
@@ -432,6 +434,44 @@ def _attention_block_grads(ctx, q, k, v, out, g, index, slot, n, L, lo, hi, G, n
     return dq, dk, dv
 
 
+TC_BLOCK = 64   # §10b's query / key blocks (csrc kAttnBwdBlock = §6's key block)
+
+
+def _tc_backward_applies(q, v) -> bool:
+    """§10b runs where the forward's tensor-core path runs: CUDA, bf16 / fp16, D == Dv in {64, 128} (dtype and head
+    dim only, never the shapes of the batch)."""
+    return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] == v.shape[-1]
+            and q.shape[-1] in (64, 128))
+
+
+def _attention_backward_tc(ctx, q, k, v, out, g, index, doc, pos, counts, lo, hi):
+    """§10b: the document tables of the tensor-core kernels (csrc/ops/attention/attention_backward.h), then the two
+    kernels. Blocks of TC_BLOCK queries / keys counted from each document's first token."""
+    B, Hq, Q, _ = q.shape
+    dev = q.device
+    n_docs = counts.numel()
+    first = torch.cumsum(counts, 0) - counts
+    tok0 = index[first]
+    n_blk = (counts + TC_BLOCK - 1) // TC_BLOCK
+    blk0 = torch.cumsum(n_blk, 0) - n_blk
+    docs = torch.stack([tok0 // Q, tok0 % Q, counts, blk0], 1).to(torch.int32).contiguous()
+    n_blocks = int(n_blk.sum())
+    work_doc = torch.repeat_interleave(torch.arange(n_docs, device=dev), n_blk, output_size=n_blocks)
+    work = torch.stack([work_doc, torch.arange(n_blocks, device=dev) - blk0[work_doc]], 1).to(torch.int32).contiguous()
+    keys = torch.zeros(B * Q, 2, dtype=torch.int32, device=dev)
+    keys[index] = torch.stack([lo, hi], 1).to(torch.int32)
+    # each block's union of attended keys (min and max are exact: no order to fix)
+    attends = lo < hi
+    blk = (blk0[doc] + pos // TC_BLOCK)[attends]
+    span_lo = torch.full((n_blocks,), 2 ** 31 - 1, dtype=torch.int64, device=dev).scatter_reduce(
+        0, blk, lo[attends], "amin")
+    span_hi = torch.zeros(n_blocks, dtype=torch.int64, device=dev).scatter_reduce(0, blk, hi[attends], "amax")
+    span = torch.stack([torch.where(span_hi > 0, span_lo, 0), span_hi], 1).to(torch.int32).contiguous()
+    delta = row_dot(g, out).contiguous()                                   # Σ dO·O per query, §10 rule 2
+    return ops.attention_backward_tc(q, k, v, g, delta, docs, work, span, keys, float(ctx.scale),
+                                     float(ctx.softcap))
+
+
 def _attention_backward(ctx, g):
     refuse_double_backward("scaled_dot_product_attention")
     q, k, v, rows, out = ctx.saved_tensors
@@ -444,6 +484,9 @@ def _attention_backward(ctx, g):
     G = Hq // Hk
     index, doc, pos, counts, lo, hi = _document_blocks(ctx.documents, rows, B, Q)
     need = ctx.needs_input_grad[:3]
+    if _tc_backward_applies(q, v):
+        grads = _attention_backward_tc(ctx, q, k, v, out, g, index, doc, pos, counts, lo, hi)
+        return tuple(t if n else None for t, n in zip(grads, need)) + (None, None, None, None)
     outs = [t.new_zeros(B * Q, t.shape[1], t.shape[3], dtype=torch.float32) if n else None
             for t, n in zip((q, k, v), need)]
     local = torch.full((counts.numel(),), -1, dtype=torch.int64, device=q.device)
