@@ -13,10 +13,14 @@ from hypothesis import given, strategies as st
 
 import detops
 from detops.ops.gradients import TOKEN_ALIGN, token_plan
-from values import DTYPES, ROW_COUNTS, around, make, seed_st
+from values import ATTN_BLOCK, DTYPES, ROW_COUNTS, around, make, seed_st
 
-# Document lengths around the token alignment of §10 (and one around two blocks).
+# Document lengths around the token alignment of §10 (and one around two blocks); attention's also around the
+# tensor-core backward's blocks of ATTN_BLOCK and two of them (§10b).
 DOC_LENGTHS = (1,) + around(TOKEN_ALIGN, 2 * TOKEN_ALIGN)
+ATTN_DOC_LENGTHS = (1,) + around(TOKEN_ALIGN, ATTN_BLOCK, 2 * ATTN_BLOCK)
+# Head dims: 16 (§10 rule 3 everywhere) and the tensor-core backward's 64 and 128 (§10b on CUDA bf16 / fp16).
+ATTN_HEAD_DIMS = (16, 64, 128)
 LAYOUTS = ("right", "left", "packed", "rows")
 
 
@@ -181,8 +185,8 @@ def place(docs, layout, width, device, offset=0, capacity=None, fill=None):
     return t, ids
 
 
-def _docs_st():
-    return st.lists(st.sampled_from(DOC_LENGTHS), min_size=1, max_size=4)
+def _docs_st(lengths=DOC_LENGTHS):
+    return st.lists(st.sampled_from(lengths), min_size=1, max_size=4)
 
 
 @given(lens=_docs_st(), seed=seed_st, dtype=st.sampled_from(DTYPES), width=st.integers(0, 3),
@@ -317,13 +321,14 @@ def _attention_layout(qs, ks, vs, gs, layout, offset, window, device):
     return out, ids, mask[:, None], pos
 
 
-@given(lens=_docs_st(), seed=seed_st, dtype=st.sampled_from(DTYPES), gqa=st.sampled_from((1, 2)),
-       window=st.sampled_from((None, 5, 40)), softcap=st.sampled_from((None, 3.0)),
-       offset=st.sampled_from((0, 1, 33)))
-def test_t3_attention_gradients_layout_invariant(device, lens, seed, dtype, gqa, window, softcap, offset):
+@given(lens=_docs_st(ATTN_DOC_LENGTHS), seed=seed_st, dtype=st.sampled_from(DTYPES), gqa=st.sampled_from((1, 2)),
+       window=st.sampled_from((None, 5, 40, 70)), softcap=st.sampled_from((None, 3.0)),
+       offset=st.sampled_from((0, 1, 33)), D=st.sampled_from(ATTN_HEAD_DIMS))
+def test_t3_attention_gradients_layout_invariant(device, lens, seed, dtype, gqa, window, softcap, offset, D):
     """dq, dk, dv of each document: the same bits right-padded, left-padded, packed at an offset and packed into
-    several rows (mask + position ids), GQA, sliding window and softcap drawn; pads hold garbage."""
-    Hk, D = 2, 16
+    several rows (mask + position ids), GQA, sliding window and softcap drawn; pads hold garbage. On CUDA bf16 /
+    fp16 with D 64 / 128 this is the tensor-core backward (§10b)."""
+    Hk = 2
     Hq = Hk * gqa
     qs = [make((Hq, n, D), dtype, device, seed=seed + i) for i, n in enumerate(lens)]
     ks = [make((Hk, n, D), dtype, device, seed=seed + 10 + i) for i, n in enumerate(lens)]
@@ -344,15 +349,17 @@ def test_t3_attention_gradients_layout_invariant(device, lens, seed, dtype, gqa,
                 assert torch.equal(a, b), f"{name} of document {d} (len {lens[d]}): {layout} differs from right"
 
 
-def test_t3_packed_cu_seqlens_equals_alone(device):
-    """Packed with cu_seqlens (and a pad segment) gives each document the gradients it has alone."""
-    lens, D = [3, 33, 20], 16   # 16: the smallest head dim of the CUDA kernels
-    q, k, v, g = (make((1, 2, sum(lens) + 4, D), device=device, seed=s) for s in range(4))
-    cu = torch.tensor([0, 4, 7, 40, 60], dtype=torch.int32, device=device)
-    ids = torch.tensor([-1] * 4 + [0] * 3 + [1] * 33 + [2] * 20, device=device)[None]
+@pytest.mark.parametrize("D, dtype", [(16, torch.float32), (64, torch.bfloat16), (128, torch.float16)])
+def test_t3_packed_cu_seqlens_equals_alone(device, D, dtype):
+    """Packed with cu_seqlens (and a pad segment) gives each document the gradients it has alone (16: the smallest
+    head dim of the CUDA kernels; 64 / 128 in bf16 / fp16: the tensor-core backward on CUDA, §10b)."""
+    lens = [3, 65, 130]
+    q, k, v, g = (make((1, 2, sum(lens) + 4, D), dtype, device=device, seed=s) for s in range(4))
+    cu = torch.tensor([0, 4, 7, 72, 202], dtype=torch.int32, device=device)
+    ids = torch.tensor([-1] * 4 + [0] * 3 + [1] * 65 + [2] * 130, device=device)[None]
     fn = lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, cu_seqlens=cu, documents=ids)  # noqa: E731
     out, packed = grads(fn, q, k, v, upstream=g)
-    for d, (s, e) in enumerate(((4, 7), (7, 40), (40, 60))):
+    for d, (s, e) in enumerate(((4, 7), (7, 72), (72, 202))):
         sl = lambda t: t[:, :, s:e].contiguous()  # noqa: E731
         out_alone, alone = grads(lambda a, b, c: detops.scaled_dot_product_attention(a, b, c, is_causal=True),
                                  sl(q), sl(k), sl(v), upstream=sl(g))
