@@ -3,11 +3,12 @@
 Calling such an op with grad mode on and an input that requires grad raises here, at the call, with the
 reason: without this registration torch would only warn that "an autograd kernel was not registered" and the
 inputs would silently get no gradient. `detops::elementwise` is one: it runs below autograd in the aten mode
-(`detops.mode()`), where torch's own derivative formulas record the graph.
+(`detops.mode()`), where torch's own derivative formulas record the graph; `detops::attention_backward_tc` is
+attention's backward itself (a second derivative is refused).
 """
 import torch
 
-OPS = ("elementwise",)
+OPS = ("elementwise", "attention_backward_tc")
 
 
 def _message(name: str) -> str:
