@@ -35,7 +35,7 @@ def _case(mode, D, dtype, n=200):
         cut = 77
         same = (i[:, None] < cut) == (i[None, :] < cut)
         mask = causal & same
-        ids = (i >= cut).long()[None].expand(2, n).contiguous()
+        ids = (i >= cut).long()[None] + torch.tensor([[0], [2]], device=dev)   # documents 0, 1 | 2, 3
         kw = dict(attn_mask=mask, documents=ids)
     elif mode == "softcap":
         mask, kw = causal, dict(is_causal=True, softcap=2.0)

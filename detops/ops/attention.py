@@ -444,30 +444,60 @@ def _tc_backward_applies(q, v) -> bool:
             and q.shape[-1] in (64, 128))
 
 
-def _attention_backward_tc(ctx, q, k, v, out, g, index, doc, pos, counts, lo, hi):
-    """§10b: the document tables of the tensor-core kernels (csrc/ops/attention/attention_backward.h), then the two
-    kernels. Blocks of TC_BLOCK queries / keys counted from each document's first token."""
-    B, Hq, Q, _ = q.shape
-    dev = q.device
-    n_docs = counts.numel()
-    first = torch.cumsum(counts, 0) - counts
-    tok0 = index[first]
-    n_blk = (counts + TC_BLOCK - 1) // TC_BLOCK
-    blk0 = torch.cumsum(n_blk, 0) - n_blk
-    docs = torch.stack([tok0 // Q, tok0 % Q, counts, blk0], 1).to(torch.int32).contiguous()
-    n_blocks = int(n_blk.sum())
-    work_doc = torch.repeat_interleave(torch.arange(n_docs, device=dev), n_blk, output_size=n_blocks)
-    work = torch.stack([work_doc, torch.arange(n_blocks, device=dev) - blk0[work_doc]], 1).to(torch.int32).contiguous()
-    keys = torch.zeros(B * Q, 2, dtype=torch.int32, device=dev)
-    keys[index] = torch.stack([lo, hi], 1).to(torch.int32)
-    # each block's union of attended keys (min and max are exact: no order to fix)
-    attends = lo < hi
-    blk = (blk0[doc] + pos // TC_BLOCK)[attends]
-    span_lo = torch.full((n_blocks,), 2 ** 31 - 1, dtype=torch.int64, device=dev).scatter_reduce(
-        0, blk, lo[attends], "amin")
-    span_hi = torch.zeros(n_blocks, dtype=torch.int64, device=dev).scatter_reduce(0, blk, hi[attends], "amax")
-    span = torch.stack([torch.where(span_hi > 0, span_lo, 0), span_hi], 1).to(torch.int32).contiguous()
-    delta = row_dot(g, out).contiguous()                                   # Σ dO·O per query, §10 rule 2
+class _BackwardPlan:
+    """A layout's document blocks (`_document_blocks`) and, once asked, the tensor-core kernels' tables. Kept on
+    the rows tensor: a patched model hands every layer the same rows and documents, so the host work (sorts,
+    checks, host synchronisations) runs once per layout, not once per layer."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.tc = None
+
+    def tc_tables(self, B: int, Q: int):
+        """(docs, work, span, keys) of csrc/ops/attention/attention_backward.h: blocks of TC_BLOCK queries / keys
+        counted from each document's first token."""
+        if self.tc is None:
+            index, doc, pos, counts, lo, hi = self.blocks
+            dev = index.device
+            first = torch.cumsum(counts, 0) - counts
+            tok0 = index[first]
+            n_blk = (counts + TC_BLOCK - 1) // TC_BLOCK
+            blk0 = torch.cumsum(n_blk, 0) - n_blk
+            n_blocks = int(n_blk.sum())
+            docs = torch.stack([tok0 // Q, tok0 % Q, counts, blk0], 1).to(torch.int32).contiguous()
+            work_doc = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), n_blk, output_size=n_blocks)
+            work = torch.stack([work_doc, torch.arange(n_blocks, device=dev) - blk0[work_doc]], 1)
+            keys = torch.zeros(B * Q, 2, dtype=torch.int32, device=dev)
+            keys[index] = torch.stack([lo, hi], 1).to(torch.int32)
+            # each block's union of attended keys: its queries' [lo, hi) on a (block, position) grid, min / max
+            slot = (blk0[doc] + pos // TC_BLOCK) * TC_BLOCK + pos % TC_BLOCK
+            attends = lo < hi
+            grid_lo = torch.full((n_blocks * TC_BLOCK,), 2 ** 31 - 1, dtype=torch.int64, device=dev)
+            grid_hi = torch.zeros(n_blocks * TC_BLOCK, dtype=torch.int64, device=dev)
+            grid_lo[slot] = torch.where(attends, lo, 2 ** 31 - 1)
+            grid_hi[slot] = torch.where(attends, hi, 0)
+            span_hi = grid_hi.view(n_blocks, TC_BLOCK).amax(1)
+            span_lo = torch.where(span_hi > 0, grid_lo.view(n_blocks, TC_BLOCK).amin(1), 0)
+            self.tc = tuple(t.to(torch.int32).contiguous() for t in (docs, work, torch.stack([span_lo, span_hi], 1),
+                                                                     keys))
+        return self.tc
+
+
+def _backward_plan(documents, rows, B: int, Q: int) -> _BackwardPlan:
+    key = (rows._version, documents, None if documents is None else documents._version, B, Q)
+    cached = getattr(rows, "_detops_backward_plan", None)
+    if cached is not None and cached[0][0] == key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
+        return cached[1]
+    plan = _BackwardPlan(_document_blocks(documents, rows, B, Q))
+    rows._detops_backward_plan = (key, plan)
+    return plan
+
+
+def _attention_backward_tc(ctx, q, k, v, out, g, plan: _BackwardPlan):
+    """§10b: the two tensor-core kernels on the plan's tables; δ = Σ dO·O per query by row_dot (§10 rule 2)."""
+    B, _, Q, _ = q.shape
+    docs, work, span, keys = plan.tc_tables(B, Q)
+    delta = row_dot(g, out).contiguous()
     return ops.attention_backward_tc(q, k, v, g, delta, docs, work, span, keys, float(ctx.scale),
                                      float(ctx.softcap))
 
@@ -482,10 +512,11 @@ def _attention_backward(ctx, g):
     B, Hq, Q, _ = q.shape
     Hk = k.shape[1]
     G = Hq // Hk
-    index, doc, pos, counts, lo, hi = _document_blocks(ctx.documents, rows, B, Q)
+    plan = _backward_plan(ctx.documents, rows, B, Q)
+    index, doc, pos, counts, lo, hi = plan.blocks
     need = ctx.needs_input_grad[:3]
     if _tc_backward_applies(q, v):
-        grads = _attention_backward_tc(ctx, q, k, v, out, g, index, doc, pos, counts, lo, hi)
+        grads = _attention_backward_tc(ctx, q, k, v, out, g, plan)
         return tuple(t if n else None for t, n in zip(grads, need)) + (None, None, None, None)
     outs = [t.new_zeros(B * Q, t.shape[1], t.shape[3], dtype=torch.float32) if n else None
             for t, n in zip((q, k, v), need)]
