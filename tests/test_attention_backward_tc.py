@@ -1,21 +1,21 @@
 """Attention's backward on the tensor cores (REDUCTION_ORDER.md §10b; CUDA, bf16 / fp16, D == Dv in {64, 128}).
 
 Layout invariance (T3) of these gradients is tests/test_backward.py's T3 tests, which draw D = 64 / 128 in bf16 /
-fp16 (this path on CUDA). Here: the path is the one taken, accuracy against float64 no worse than twice stock's
-(stock = torch's SDPA backward in the same dtype on the same GPU), same bits every run, and stock's packed /
-alone gradients differing as the negative control.
+fp16 (this path on CUDA). Here: the kernels' document tables (any device), the path is the one taken, accuracy
+against float64 no worse than twice stock's (stock = torch's SDPA backward in the same dtype on the same GPU),
+same bits every run, and stock's packed / alone gradients differing as the negative control.
 """
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, strategies as st
 
 import detops
 import detops.ops.attention as attention
 from conftest import requires_cuda
 from test_backward import grads, tol_ok
-from values import make
+from values import ATTN_BLOCK, around, make
 
-pytestmark = requires_cuda
 
 
 def _case(mode, D, dtype, n=200):
@@ -63,6 +63,43 @@ def _case(mode, D, dtype, n=200):
     return det, stock, eager, (q, k, v)
 
 
+@given(lens=st.lists(st.sampled_from((1,) + around(ATTN_BLOCK, 2 * ATTN_BLOCK)), min_size=1, max_size=4),
+       window=st.sampled_from((None, 5, 70)), offset=st.sampled_from((0, 1, 33)))
+def test_kernel_tables(lens, window, offset):
+    """docs / work / span / keys of attention_backward.h against a plain re-statement: every block of 64 of every
+    document, in order, with the union of its queries' keys (document coordinates)."""
+    B = 2
+    L = sum(lens) + offset + 3
+    ids = torch.full((B, L), -1)
+    ids[1, offset:offset + sum(lens)] = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))
+    i = torch.arange(L)
+    same = (ids[:, :, None] == ids[:, None, :]) & (ids[:, :, None] >= 0)
+    mask = same & (i[None, :, None] >= i[None, None, :])
+    if window is not None:
+        mask &= i[None, :, None] - i[None, None, :] < window
+    starts = torch.tensor([offset] + [offset + sum(lens[:d]) for d in range(1, len(lens))])
+    pos = torch.zeros(B, L, dtype=torch.long)
+    pos[1, ids[1] >= 0] = i[ids[1] >= 0] - starts[ids[1][ids[1] >= 0]]   # position ids restart per document
+    rows = attention.attention_rows(B, 1, L, L, "cpu", attn_mask=mask[:, None], position_ids=pos)
+    plan = attention._backward_plan(ids, rows, B, L)
+    docs, work, span, keys = plan.tc_tables(B, L)
+    blocks = []
+    start = offset
+    for d, n in enumerate(lens):
+        assert docs[d].tolist() == [1, start, n, len(blocks)]
+        for b in range(-(-n // 64)):
+            q = torch.arange(64 * b, min(64 * b + 64, n))
+            lo = torch.tensor([int(mask[1, start + t].nonzero()[0]) - start for t in q])
+            hi = torch.tensor([int(mask[1, start + t].nonzero()[-1]) + 1 - start for t in q])
+            assert keys[L + start + q].tolist() == torch.stack([lo, hi], 1).tolist()
+            blocks.append(([d, b], [int(lo.min()), int(hi.max())]))
+        start += n
+    assert work.tolist() == [w for w, _ in blocks] and span.tolist() == [sp for _, sp in blocks]
+    assert not keys[:L].any() and not keys[L:L + offset].any()
+    assert plan is attention._backward_plan(ids, rows, B, L)   # kept on the rows tensor: built once per layout
+
+
+@requires_cuda
 def test_tensor_core_path_is_taken(monkeypatch):
     """bf16 / fp16 with D 64 / 128 on CUDA run §10b; fp32 and other head dims run §10 rule 3."""
     calls = []
@@ -76,6 +113,7 @@ def test_tensor_core_path_is_taken(monkeypatch):
         assert bool(calls) == taken, (dtype, D)
 
 
+@requires_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("mode", ["causal", "window", "packed", "softcap"])
@@ -93,6 +131,7 @@ def test_gradients_match_float64(mode, D, dtype):
         assert ok, f"{mode} D={D} {dtype}: {name} error {errs[0]:.3g} > 2 x stock's {errs[1]:.3g}"
 
 
+@requires_cuda
 def test_same_bits_every_run():
     det, _, _, inputs = _case("packed", 128, torch.bfloat16, n=300)
     up = make((2, 4, 300, 128), torch.bfloat16, "cuda", seed=9)
@@ -102,6 +141,7 @@ def test_same_bits_every_run():
         assert torch.equal(x, y)
 
 
+@requires_cuda
 def test_stock_differs_packed_vs_alone():
     """Negative control: stock SDPA's bf16 gradients of a document packed after another (block-diagonal mask)
     differ from the same document's alone (is_causal), where detops' are equal (tests/test_backward.py T3)."""
