@@ -161,3 +161,12 @@ def test_stock_differs_packed_vs_alone():
                        sl(v), upstream=sl(g))
     for p, a in zip(d_packed, d_alone):
         assert torch.equal(p[:, :, n0:], a)
+
+
+def test_kernel_op_refuses_cpu_tensors():
+    """The tensor-core op is CUDA-only; the CPU backward is §10 rule 3 (never reached from the CPU path)."""
+    t = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16)
+    table = torch.zeros(1, 2, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="runs on CUDA only"):
+        torch.ops.detops.attention_backward_tc(t, t, t, t, torch.zeros(1, 1, 64), torch.zeros(1, 4, dtype=torch.int32),
+                                               table, table, torch.zeros(64, 2, dtype=torch.int32), 0.125, 0.0)
