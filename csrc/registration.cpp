@@ -110,6 +110,8 @@ static c10::Dict<std::string, int64_t> constants() {
   DETOPS_CONSTANT(kAttnTcWgThreads);
   DETOPS_CONSTANT(kAttnTcWgStages);
   DETOPS_CONSTANT(kAttnTcWgMinSlots);
+  DETOPS_CONSTANT(kAttnBwdBlock);
+  DETOPS_CONSTANT(kAttnBwdThreads);
   DETOPS_CONSTANT(kAttnTcMaxKeys);
   DETOPS_CONSTANT(kAttnTcSmallSlots);
   DETOPS_CONSTANT(kAttnTcSmallRingBytes);

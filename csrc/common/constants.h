@@ -173,6 +173,11 @@ constexpr int kAttnTcStages = 2;        // tensor-core kernel: K/V blocks in the
 constexpr int kAttnTcWgThreads = 256;   // tensor-core wgmma kernel: 2 warpgroups, each owning 64 slots (one wgmma M = 64)
 constexpr int kAttnTcWgStages = 4;      // tensor-core wgmma kernel: K/V ring stages (1 CTA per SM)
 constexpr int kAttnTcWgMinSlots = 65;   // tensor-core: a tile with at least this many slots runs the wgmma kernel
+// Tensor-core attention backward (§10b): blocks of queries / keys counted from each document's first token (§6's
+// key block), and 4 warps a CTA, each owning 16 rows of a block. Both decide which blocks exist and who computes
+// them, never an element's chain, which runs over the document's blocks in order.
+constexpr int kAttnBwdBlock = kAttnBlockKeys;
+constexpr int kAttnBwdThreads = 128;
 constexpr int64_t kAttnTcMaxKeys = int64_t(1) << 30;  // tensor-core kernels: keys per call (int key offsets from a pass's first block)
 constexpr int kAttnTcSmallSlots = 16;   // tensor-core: a tile with at most this many slots (a decode step, G <= 16) runs the mma.sync kernel's small-tile variant
 constexpr int kAttnTcSmallRingBytes = 96 * 1024;  // small-tile variant: K/V ring bytes (3 stages at D = 128, 6 at D = 64; still 2 CTAs per SM)

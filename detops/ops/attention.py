@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from .._lib import ops
+from .._lib import constants_table, ops
 from .gradients import autocast_off, TOKEN_ALIGN, per_element, refuse_double_backward, row_dot
 
 __all__ = ["scaled_dot_product_attention", "attention_rows", "row_descriptors", "mask_rows", "rank_order",
@@ -434,7 +434,7 @@ def _attention_block_grads(ctx, q, k, v, out, g, index, slot, n, L, lo, hi, G, n
     return dq, dk, dv
 
 
-TC_BLOCK = 64   # §10b's query / key blocks (csrc kAttnBwdBlock = §6's key block)
+TC_BLOCK = constants_table()["kAttnBwdBlock"]   # §10b's query / key blocks (§6's key block)
 
 
 def _tc_backward_applies(q, v) -> bool:

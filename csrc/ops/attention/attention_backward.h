@@ -7,10 +7,6 @@
 
 namespace detops {
 
-// Blocks of 64 queries / keys counted from each document's first token (§6's key block).
-constexpr int kAttnBwdBlock = kAttnBlockKeys;
-constexpr int kAttnBwdThreads = 128;  // 4 warps, each 16 rows (queries or keys) of a block
-
 inline bool attention_backward_tc_supports(AttnDtype dtype, int64_t D, int64_t Dv) {
   return (dtype == AttnDtype::BF16 || dtype == AttnDtype::F16) && D == Dv && (D == 64 || D == 128);
 }
