@@ -464,11 +464,11 @@ class _BackwardPlan:
             n_blk = (counts + TC_BLOCK - 1) // TC_BLOCK
             blk0 = torch.cumsum(n_blk, 0) - n_blk
             n_blocks = int(n_blk.sum())
-            docs = torch.stack([tok0 // Q, tok0 % Q, counts, blk0], 1).to(torch.int32).contiguous()
+            docs = torch.stack([tok0 // Q, tok0 % Q, counts, blk0], 1)
             work_doc = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), n_blk, output_size=n_blocks)
             work = torch.stack([work_doc, torch.arange(n_blocks, device=dev) - blk0[work_doc]], 1)
-            keys = torch.zeros(B * Q, 2, dtype=torch.int32, device=dev)
-            keys[index] = torch.stack([lo, hi], 1).to(torch.int32)
+            keys = torch.zeros(B * Q, 2, dtype=torch.int64, device=dev)
+            keys[index] = torch.stack([lo, hi], 1)
             # each block's union of attended keys: its queries' [lo, hi) on a (block, position) grid, min / max
             slot = (blk0[doc] + pos // TC_BLOCK) * TC_BLOCK + pos % TC_BLOCK
             attends = lo < hi
@@ -484,12 +484,13 @@ class _BackwardPlan:
 
 
 def _backward_plan(documents, rows, B: int, Q: int) -> _BackwardPlan:
-    key = (rows._version, documents, None if documents is None else documents._version, B, Q)
+    """The plan of (documents, rows), kept on rows while neither tensor is changed in place."""
+    key = (rows._version, None if documents is None else documents._version, B, Q)
     cached = getattr(rows, "_detops_backward_plan", None)
-    if cached is not None and cached[0][0] == key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
-        return cached[1]
+    if cached is not None and cached[0] is documents and cached[1] == key:
+        return cached[2]
     plan = _BackwardPlan(_document_blocks(documents, rows, B, Q))
-    rows._detops_backward_plan = (key, plan)
+    rows._detops_backward_plan = (documents, key, plan)
     return plan
 
 
