@@ -159,6 +159,22 @@ def test_layouts_and_offsets_same_bits(m):
     assert torch.equal(tc_linear(xt, w, bias), ref)
 
 
+@given(m=st.sampled_from((8, 129, 136, 256, 264, 2048, 2049, 2056, 4104)), k=st.sampled_from((8, 64, 72, 520, 4100)),
+       n=st.sampled_from((128, 136, 1000, 1004)), a_mn=st.booleans(), b_mn=st.booleans(), batch=st.sampled_from((1, 2)),
+       dtype=st.sampled_from(TC_DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_operand_layouts_same_bits(m, k, n, a_mn, b_mn, batch, dtype, seed):
+    """MN-major operands (transposed views; the un-swapped tiles read them as they are: the backward's dX = dY·W
+    and dW = dYᵀ·X, mm(a, b) with a row-major b) give the bits of their K-major copies, in every variant and
+    through the row-count choice. Rows, K or N off a multiple of 8 take the copy (TMA alignment)."""
+    a = make((batch, m, k), dtype, "cuda", "normal", seed)
+    b = make((batch, k, n), dtype, "cuda", "normal", seed + 1, scale=k ** -0.5)
+    ref = tc(a, b.transpose(1, 2).contiguous().transpose(1, 2))  # both K-major
+    a_view = a.transpose(1, 2).contiguous().transpose(1, 2) if a_mn else a  # unit stride along m
+    b_view = b if b_mn else b.transpose(1, 2).contiguous().transpose(1, 2)  # (k, n) row-major: unit stride along n
+    for v in (-1,) + tuple(VARIANTS):
+        assert torch.equal(tc(a_view, b_view, None, v), ref), f"variant {v} (M={m}, K={k}, N={n})"
+
+
 def test_batched_and_broadcast():
     b, m, k, n = 4, 33, 320, 136
     a3 = gpu_randn((b, m, k), torch.bfloat16, seed=21)

@@ -39,11 +39,13 @@ inline TcVariant tc_variant_for(int64_t rows, int64_t n) {
   return TcVariant::kTile128x256;
 }
 
-// One GEMM the kernels see: D[l, i, j] = sum_k P[l, i, k] * Q[l, j, k] (+ bias), both operands K-major
-// (unit stride along k), D with unit stride along i (column-major, `d_transposed`) or along j (row-major).
-// In the un-swapped variants P = activations (rows), Q = weights (features), D row-major, bias per j.
-// In the swapped ones P = weights, Q = activations, D column-major, bias per i. The caller guarantees:
-// K % kTcKAlign == 0, ld* % kTcKAlign == 0, 16-byte aligned pointers and batch strides.
+// One GEMM the kernels see: D[l, i, j] = sum_k P[l, i, k] * Q[l, j, k] (+ bias), each operand K-major (unit
+// stride along k, `ld` = the stride along i / j) or, in the un-swapped variants only, MN-major (`p_mn` / `q_mn`:
+// unit stride along i / j, `ld` = the stride along k; K-major P with MN-major Q, or both MN-major), D with unit
+// stride along i (swapped) or along j (row-major). In the un-swapped variants P = activations (rows), Q = weights
+// (features), D row-major, bias per j. In the swapped ones P = weights, Q = activations, D column-major, bias per
+// i. The caller guarantees: K % kTcKAlign == 0, ld* % kTcKAlign == 0, 16-byte aligned pointers and batch
+// strides, and for an MN-major operand its i / j extent % kTcKAlign == 0.
 struct TcGemmArgs {
   TcDtype dtype = TcDtype::kBFloat16;
   int64_t rows_i = 0, cols_j = 0, k = 0, batch = 1;
@@ -55,6 +57,7 @@ struct TcGemmArgs {
   int64_t ld_d = 0, batch_stride_d = 0;
   const void* bias = nullptr;  // contiguous, length of the bias dimension, or null
   int device_sm_count = 0;     // for the persistent grid size only (never the tile or the order)
+  bool p_mn = false, q_mn = false;  // operand layouts (above); never the order of an element's chain
 };
 
 // Workspace bytes (the CUTLASS adapter's), and the launch. Return cudaSuccess or an error; `why` receives a
@@ -72,6 +75,10 @@ DETOPS_TC_DECLARE(swap64x64)
 DETOPS_TC_DECLARE(swap64x128)
 DETOPS_TC_DECLARE(tile128x128)
 DETOPS_TC_DECLARE(tile128x256)
+DETOPS_TC_DECLARE(tile128x128_kn)
+DETOPS_TC_DECLARE(tile128x128_nn)
+DETOPS_TC_DECLARE(tile128x256_kn)
+DETOPS_TC_DECLARE(tile128x256_nn)
 #undef DETOPS_TC_DECLARE
 
 }  // namespace detops

@@ -4,9 +4,10 @@
 //
 // Per call, the common layouts (nn.Linear's weight, contiguous activations) make no view, no copy and one
 // allocation (the output, in matmul.cpp); the kernel parameters come from a small cache (matmul_tc_kernels.cuh).
-// Everything here only moves memory (copies into aligned, K-major, zero-padded buffers) or picks among
-// variants whose per-element chain is identical (tests/test_matmul_cuda.py proves it), so a row's bits never
-// depend on M, the batch, the other rows, strides or storage offsets.
+// Everything here only moves memory (copies into aligned, K-major, zero-padded buffers), picks an operand layout
+// the kernels read as it is, or picks among variants; the per-element chain is identical in all of them
+// (tests/test_matmul_cuda.py proves it), so a row's bits never depend on M, the batch, the other rows, strides
+// or storage offsets.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -46,10 +47,22 @@ struct Operand {
 // anyway: the number of k-groups (ceil(K / kTcKBlock) * 4) is unchanged because kTcKBlock % kTcKAlign == 0.
 // Padded rows only produce output elements that are cut off again. Only copies when it must (the common
 // layouts, nn.Linear's weight and contiguous activations, pass through untouched).
-Operand k_major(Operand x, int64_t kp, int64_t rp) {
+bool batch_ok(const Operand& x) { return x.L == 1 || (x.bs % kTcKAlign == 0 && x.bs > 0); }
+
+bool k_major_as_is(const Operand& x, int64_t kp, int64_t rp) {
   const bool rows_ok = x.R == 1 || (x.rs % kTcKAlign == 0 && x.rs >= x.K);
-  const bool batch_ok = x.L == 1 || (x.bs % kTcKAlign == 0 && x.bs > 0);
-  if (kp == x.K && rp == x.R && x.ks == 1 && rows_ok && batch_ok && aligned16(x.ptr)) return x;
+  return kp == x.K && rp == x.R && x.ks == 1 && rows_ok && batch_ok(x) && aligned16(x.ptr);
+}
+
+// MN-major as it is (a transposed view: unit stride along the rows, aligned stride along K), which the un-swapped
+// tiles read without a copy (matmul_tc.h TcGemmArgs::p_mn / q_mn).
+bool mn_major_as_is(const Operand& x, int64_t kp, int64_t rp) {
+  return kp == x.K && rp == x.R && x.K > 0 && x.R > 1 && x.rs == 1 && x.R % kTcKAlign == 0 &&
+         x.ks % kTcKAlign == 0 && x.ks >= x.R && batch_ok(x) && aligned16(x.ptr);
+}
+
+Operand k_major(Operand x, int64_t kp, int64_t rp) {
+  if (k_major_as_is(x, kp, rp)) return x;
   const bool pad = kp != x.K || rp != x.R;
   const at::TensorOptions options = x.base.options();
   at::Tensor buf = pad ? at::zeros({x.L, rp, kp}, options) : at::empty({x.L, rp, kp}, options);
@@ -100,14 +113,18 @@ void matmul_tc_run(const MatmulParams& p, const at::Tensor& a, const at::Tensor&
   Operand wt{p.b, fold ? 1 : batch, N, K, p.b_bs, p.b_cs, p.b_rs, b};
   const int64_t L = act.L, rows = act.R;
   const int64_t kp = round_up(K, kTcKAlign), np = round_up(N, kTcKAlign);
-  // The feature dimension N is the contiguous dimension of the output, so TMA needs it padded to a multiple
-  // of 8 too (odd vocabularies): the weights are then copied with zero rows (slow path, counted in the notes).
-  act = k_major(act, kp, rows);
-  wt = k_major(wt, kp, np);
-
   const TcVariant variant = forced_variant >= 0 ? static_cast<TcVariant>(forced_variant) : tc_variant_for(rows, N);
   const bool swapped = variant == TcVariant::kSwap64x16 || variant == TcVariant::kSwap64x64 ||
                        variant == TcVariant::kSwap64x128;
+  // Layouts only, never the chain (docs/ops/matmul.md "Operand layouts"). The un-swapped tiles read MN-major
+  // weights as they are (dX = dY·W of linear's backward, mm(a, b) with a row-major b), and then MN-major
+  // activations too (dW = dYᵀ·X); everything else is copied K-major. The feature dimension N is the contiguous
+  // dimension of the output, so TMA needs it padded to a multiple of 8 too (odd vocabularies): the weights are
+  // then copied with zero rows (slow path, counted in the notes).
+  const bool wt_mn = !swapped && !k_major_as_is(wt, kp, np) && mn_major_as_is(wt, kp, np);
+  const bool act_mn = wt_mn && !k_major_as_is(act, kp, rows) && mn_major_as_is(act, kp, rows);
+  if (!act_mn) act = k_major(act, kp, rows);
+  if (!wt_mn) wt = k_major(wt, kp, np);
 
   // Output (L, rows, np) row-major; np > N only when N is not a multiple of 8 (TMA alignment).
   at::Tensor padded_out;
@@ -137,10 +154,12 @@ void matmul_tc_run(const MatmulParams& p, const at::Tensor& a, const at::Tensor&
   args.rows_i = pp.R;
   args.cols_j = qq.R;
   args.p = pp.ptr;
-  args.ld_p = row_stride(pp);
+  args.p_mn = act_mn;  // swapped: never MN-major
+  args.ld_p = act_mn ? pp.ks : row_stride(pp);
   args.batch_stride_p = batch_stride(pp);
   args.q = qq.ptr;
-  args.ld_q = row_stride(qq);
+  args.q_mn = wt_mn;
+  args.ld_q = wt_mn ? qq.ks : row_stride(qq);
   args.batch_stride_q = batch_stride(qq);
 
   const size_t ws_bytes = tc_gemm_workspace_bytes(variant, args);

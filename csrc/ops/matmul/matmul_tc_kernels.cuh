@@ -46,11 +46,17 @@ using namespace cute;
 // kSwapped: D is column-major (D^T = row-major C) and the bias runs along D's rows.
 // kCooperative: two consumer warpgroups split a 128-row tile, persistent grid; else one consumer warpgroup,
 // one CTA per tile.
-template <class Element, class TileShape, class ClusterShape, bool kSwapped, bool kCooperative>
+// kMnP / kMnQ: the operand is MN-major (unit stride along i / j, TcGemmArgs::p_mn / q_mn) instead of K-major.
+// wgmma reads it transposed from shared memory; the k-groups and their order are the same (docs/ops/matmul.md
+// "Operand layouts"; tests/test_matmul_cuda.py proves the bits equal to the K-major copy).
+template <class Element, class TileShape, class ClusterShape, bool kSwapped, bool kCooperative, bool kMnP = false,
+          bool kMnQ = false>
 struct TcGemm {
   static constexpr int kAlign = kTcAlignBytes / sizeof(Element);
-  using LayoutP = cutlass::layout::RowMajor;     // (i, k), unit stride along k
-  using LayoutQ = cutlass::layout::ColumnMajor;  // (k, j) seen as (j, k), unit stride along k
+  // P (i, k): RowMajor = unit stride along k, ColumnMajor = along i. Q (k, j): ColumnMajor = along k, RowMajor =
+  // along j.
+  using LayoutP = std::conditional_t<kMnP, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
+  using LayoutQ = std::conditional_t<kMnQ, cutlass::layout::RowMajor, cutlass::layout::ColumnMajor>;
   using LayoutD = std::conditional_t<kSwapped, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
   using Fusion = std::conditional_t<kSwapped,
       cutlass::epilogue::fusion::LinCombPerRowBias<Element, float, Element, Element, float, kAlign,
@@ -87,8 +93,18 @@ struct TcGemm {
     using StrideP = typename Gemm::GemmKernel::StrideA;
     using StrideQ = typename Gemm::GemmKernel::StrideB;
     using StrideD = typename Gemm::GemmKernel::StrideD;
-    StrideP stride_p{a.ld_p, Int<1>{}, a.batch_stride_p};
-    StrideQ stride_q{a.ld_q, Int<1>{}, a.batch_stride_q};
+    StrideP stride_p;
+    StrideQ stride_q;
+    if constexpr (kMnP) {
+      stride_p = StrideP{Int<1>{}, a.ld_p, a.batch_stride_p};
+    } else {
+      stride_p = StrideP{a.ld_p, Int<1>{}, a.batch_stride_p};
+    }
+    if constexpr (kMnQ) {
+      stride_q = StrideQ{Int<1>{}, a.ld_q, a.batch_stride_q};
+    } else {
+      stride_q = StrideQ{a.ld_q, Int<1>{}, a.batch_stride_q};
+    }
     StrideD stride_d;
     if constexpr (kSwapped) {
       stride_d = StrideD{Int<1>{}, a.ld_d, a.batch_stride_d};
@@ -152,7 +168,8 @@ struct TcGemm {
     return x.dtype == y.dtype && x.rows_i == y.rows_i && x.cols_j == y.cols_j && x.k == y.k && x.batch == y.batch &&
            x.p == y.p && x.ld_p == y.ld_p && x.batch_stride_p == y.batch_stride_p && x.q == y.q && x.ld_q == y.ld_q &&
            x.batch_stride_q == y.batch_stride_q && x.d == y.d && x.ld_d == y.ld_d &&
-           x.batch_stride_d == y.batch_stride_d && x.bias == y.bias && x.device_sm_count == y.device_sm_count;
+           x.batch_stride_d == y.batch_stride_d && x.bias == y.bias && x.device_sm_count == y.device_sm_count &&
+           x.p_mn == y.p_mn && x.q_mn == y.q_mn;
   }
 
   static cudaError_t launch(const TcGemmArgs& a, void* workspace, cudaStream_t stream, const char** why) {
@@ -230,30 +247,30 @@ struct TcGemm {
   }
 };
 
-template <class TileShape, class ClusterShape, bool kSwapped, bool kCooperative>
+template <class TileShape, class ClusterShape, bool kSwapped, bool kCooperative, bool kMnP, bool kMnQ>
 size_t workspace_any(const TcGemmArgs& a) {
-  return a.dtype == TcDtype::kBFloat16
-             ? TcGemm<cutlass::bfloat16_t, TileShape, ClusterShape, kSwapped, kCooperative>::workspace(a)
-             : TcGemm<cutlass::half_t, TileShape, ClusterShape, kSwapped, kCooperative>::workspace(a);
+  using BF = TcGemm<cutlass::bfloat16_t, TileShape, ClusterShape, kSwapped, kCooperative, kMnP, kMnQ>;
+  using F16 = TcGemm<cutlass::half_t, TileShape, ClusterShape, kSwapped, kCooperative, kMnP, kMnQ>;
+  return a.dtype == TcDtype::kBFloat16 ? BF::workspace(a) : F16::workspace(a);
 }
 
-template <class TileShape, class ClusterShape, bool kSwapped, bool kCooperative>
+template <class TileShape, class ClusterShape, bool kSwapped, bool kCooperative, bool kMnP, bool kMnQ>
 cudaError_t launch_any(const TcGemmArgs& a, void* ws, cudaStream_t s, const char** why) {
-  return a.dtype == TcDtype::kBFloat16
-             ? TcGemm<cutlass::bfloat16_t, TileShape, ClusterShape, kSwapped, kCooperative>::launch(a, ws, s, why)
-             : TcGemm<cutlass::half_t, TileShape, ClusterShape, kSwapped, kCooperative>::launch(a, ws, s, why);
+  using BF = TcGemm<cutlass::bfloat16_t, TileShape, ClusterShape, kSwapped, kCooperative, kMnP, kMnQ>;
+  using F16 = TcGemm<cutlass::half_t, TileShape, ClusterShape, kSwapped, kCooperative, kMnP, kMnQ>;
+  return a.dtype == TcDtype::kBFloat16 ? BF::launch(a, ws, s, why) : F16::launch(a, ws, s, why);
 }
 
 }  // namespace tc
 }  // namespace detops
 
-// Defines the two entry points of one variant (both dtypes).
-#define DETOPS_TC_DEFINE(NAME, TILE, CLUSTER, SWAPPED, COOPERATIVE)                                         \
+// Defines the two entry points of one variant and operand layout (both dtypes).
+#define DETOPS_TC_DEFINE(NAME, TILE, CLUSTER, SWAPPED, COOPERATIVE, MN_P, MN_Q)                             \
   namespace detops {                                                                                      \
   size_t tc_workspace_##NAME(const TcGemmArgs& a) {                                                       \
-    return tc::workspace_any<TILE, CLUSTER, SWAPPED, COOPERATIVE>(a);                                     \
+    return tc::workspace_any<TILE, CLUSTER, SWAPPED, COOPERATIVE, MN_P, MN_Q>(a);                         \
   }                                                                                                       \
   cudaError_t tc_launch_##NAME(const TcGemmArgs& a, void* ws, cudaStream_t s, const char** why) {         \
-    return tc::launch_any<TILE, CLUSTER, SWAPPED, COOPERATIVE>(a, ws, s, why);                            \
+    return tc::launch_any<TILE, CLUSTER, SWAPPED, COOPERATIVE, MN_P, MN_Q>(a, ws, s, why);                \
   }                                                                                                       \
   }

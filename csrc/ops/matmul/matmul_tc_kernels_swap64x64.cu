@@ -4,4 +4,4 @@ namespace {
 using Tile = cute::Shape<cute::Int<detops::kTcSwapTileFeatures>, cute::Int<detops::kTcSwap64TileRows>, cute::Int<detops::kTcKBlock>>;
 using Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>;
 }  // namespace
-DETOPS_TC_DEFINE(swap64x64, Tile, Cluster, true, false)
+DETOPS_TC_DEFINE(swap64x64, Tile, Cluster, true, false, false, false)

@@ -4,4 +4,4 @@ namespace {
 using Tile = cute::Shape<cute::Int<detops::kTcTileRows>, cute::Int<detops::kTcTile256Features>, cute::Int<detops::kTcKBlock>>;
 using Cluster = cute::Shape<cute::Int<detops::kTcClusterRows>, cute::_1, cute::_1>;
 }  // namespace
-DETOPS_TC_DEFINE(tile128x256, Tile, Cluster, false, true)
+DETOPS_TC_DEFINE(tile128x256, Tile, Cluster, false, true, false, false)
