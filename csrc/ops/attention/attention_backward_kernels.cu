@@ -29,7 +29,7 @@ namespace attn_bwd {
 
 using attn_tc::cp_async16;
 using attn_tc::cp_async_commit;
-using attn_tc::cp_async_wait_all;
+using attn_tc::cp_async_wait;
 using attn_tc::ldsm_x4;
 using attn_tc::ldsm_x4_trans;
 using attn_tc::mma16816;
@@ -48,7 +48,8 @@ template <int D>
 struct Smem {
   static constexpr int kStride = D + 8;                        // elements per staged row (16 bytes of padding)
   static constexpr int kTile = kB * kStride;                   // one staged block of 64 rows
-  static constexpr size_t bytes = 4 * kTile * sizeof(uint16_t) + 4 * kB * sizeof(float);
+  // two tiles staged once and two ring buffers of two tiles; 2 x 4 per-row ints / floats (lo, hi, lse, δ)
+  static constexpr size_t bytes = 6 * kTile * sizeof(uint16_t) + 8 * kB * sizeof(float);
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
@@ -159,14 +160,15 @@ __device__ __forceinline__ Block block_of(const AttnBackwardParams& p, int64_t w
   return k;
 }
 
-// Kernel 1: dq and each query's lse for one (query block, query head).
+// Kernel 1: dq and each query's lse for one (query block, query head). K / V blocks go through a ring of two
+// buffers: block kb+1 is copied while block kb is computed (scheduling only: the same instructions per element).
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(const AttnBackwardParams p) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   using SM = Smem<D>;
   extern __shared__ __align__(16) uint16_t smem[];
-  uint16_t *sQ = smem, *sG = sQ + SM::kTile, *sK = sG + SM::kTile, *sV = sK + SM::kTile;
-  int* s_lo = reinterpret_cast<int*>(sV + SM::kTile);
+  uint16_t *sQ = smem, *sG = sQ + SM::kTile, *sK = sG + SM::kTile, *sV = sK + 2 * SM::kTile;  // sK, sV: 2 each
+  int* s_lo = reinterpret_cast<int*>(sV + 2 * SM::kTile);
   int* s_hi = s_lo + kB;
   float* s_delta = reinterpret_cast<float*>(s_hi + kB);
 
@@ -193,6 +195,22 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(const AttnBackwar
   const int kb0 = span_lo / kB, kb1 = (span_hi + kB - 1) / kB;
   const uint16_t* kbase = static_cast<const uint16_t*>(p.k) + blk.b * p.k_bs + kvh * p.k_hs + int64_t(blk.start) * p.k_ss;
   const uint16_t* vbase = static_cast<const uint16_t*>(p.v) + blk.b * p.v_bs + kvh * p.v_hs + int64_t(blk.start) * p.v_ss;
+  const auto stage_keys = [&](int kb, int buf, bool with_v) {
+    const int kvalid = min(kB, blk.len - kb * kB);
+    stage<D>(sK + buf * SM::kTile, kbase + int64_t(kb) * kB * p.k_ss, p.k_ss, kvalid, tid);
+    if (with_v) stage<D>(sV + buf * SM::kTile, vbase + int64_t(kb) * kB * p.v_ss, p.v_ss, kvalid, tid);
+    cp_async_commit();
+  };
+  // Waits for block kb's copies (buffer `buf`) after requesting block kb+1's into the other buffer.
+  const auto next_keys = [&](int kb, int buf, bool with_v) {
+    if (kb + 1 < kb1) {
+      stage_keys(kb + 1, buf ^ 1, with_v);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+  };
   const int rw[2] = {16 * w + (lane >> 2), 16 * w + (lane >> 2) + 8};  // the lane's two rows in the block
   int lo[2], hi[2];
 
@@ -201,18 +219,16 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(const AttnBackwar
   // ascending (tile, element) order; a row with no key in the block keeps its state. lse = m·κ + log2(l), where
   // l = (l_0 + l_1) + (l_2 + l_3) over the quad.
   float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
-  for (int kb = kb0; kb < kb1; ++kb) {
-    __syncthreads();  // the previous block's keys are no longer read
-    stage<D>(sK, kbase + int64_t(kb) * kB * p.k_ss, p.k_ss, min(kB, blk.len - kb * kB), tid);
-    cp_async_commit();
-    cp_async_wait_all();
-    __syncthreads();
+  stage_keys(kb0, 0, false);
+  for (int kb = kb0, buf = 0; kb < kb1; ++kb, buf ^= 1) {
+    next_keys(kb, buf, false);
     if (kb == kb0) {
 #pragma unroll
       for (int i = 0; i < 2; ++i) lo[i] = s_lo[rw[i]], hi[i] = s_hi[rw[i]];
     }
     float s[kNB][4];
-    block_dots<BF, D>(s, sQ, sK, w, lane);
+    block_dots<BF, D>(s, sQ, sK + buf * SM::kTile, w, lane);
+    __syncthreads();  // every warp has read this buffer before the next iteration refills it
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float bm = -kInf;
@@ -254,17 +270,13 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(const AttnBackwar
   float dq[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
-  for (int kb = kb0; kb < kb1; ++kb) {
-    __syncthreads();
-    const int kvalid = min(kB, blk.len - kb * kB);
-    stage<D>(sK, kbase + int64_t(kb) * kB * p.k_ss, p.k_ss, kvalid, tid);
-    stage<D>(sV, vbase + int64_t(kb) * kB * p.v_ss, p.v_ss, kvalid, tid);
-    cp_async_commit();
-    cp_async_wait_all();
-    __syncthreads();
+  stage_keys(kb0, 0, true);
+  for (int kb = kb0, buf = 0; kb < kb1; ++kb, buf ^= 1) {
+    next_keys(kb, buf, true);
+    const uint16_t* sKb = sK + buf * SM::kTile;
     float s[kNB][4], dp[kNB][4];
-    block_dots<BF, D>(s, sQ, sK, w, lane);
-    block_dots<BF, D>(dp, sG, sV, w, lane);
+    block_dots<BF, D>(s, sQ, sKb, w, lane);
+    block_dots<BF, D>(dp, sG, sV + buf * SM::kTile, w, lane);
 #pragma unroll
     for (int j = 0; j < kNB; ++j)
 #pragma unroll
@@ -275,22 +287,24 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(const AttnBackwar
         const float pr = ok ? tc_ex2(__fmaf_rn(sc.u, x.kappa, -lse[i])) : 0.0f;
         s[j][e] = dscore(ok, pr, dp[j][e], s_delta[rw[i]], sc, x);
       }
-    block_accumulate<BF, D>(dq, s, sK, lane);
+    block_accumulate<BF, D>(dq, s, sKb, lane);
+    __syncthreads();  // every warp has read this buffer before the next iteration refills it
   }
   write_block<BF, D>(static_cast<uint16_t*>(p.dq) + ((blk.b * p.Hq + h) * p.Q + pos0) * D, dq, p.scale, valid, w, lane);
 }
 
-// Kernel 2: dk and dv for one (key block, kv head).
+// Kernel 2: dk and dv for one (key block, kv head). The visited (head, query block) pairs go through a ring of two
+// buffers (Q, dO and the queries' lo, hi, lse, δ): the next pair is copied while this one is computed.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(const AttnBackwardParams p) {
   constexpr bool BF = std::is_same<T, bf16_t>::value;
   using SM = Smem<D>;
   extern __shared__ __align__(16) uint16_t smem[];
-  uint16_t *sK = smem, *sV = sK + SM::kTile, *sQ = sV + SM::kTile, *sG = sQ + SM::kTile;
-  int* s_lo = reinterpret_cast<int*>(sG + SM::kTile);
-  int* s_hi = s_lo + kB;
-  float* s_lse = reinterpret_cast<float*>(s_hi + kB);
-  float* s_delta = s_lse + kB;
+  uint16_t *sK = smem, *sV = sK + SM::kTile, *sQ = sV + SM::kTile, *sG = sQ + 2 * SM::kTile;  // sQ, sG: 2 each
+  int* s_lo = reinterpret_cast<int*>(sG + 2 * SM::kTile);   // each of these: 2 x kB
+  int* s_hi = s_lo + 2 * kB;
+  float* s_lse = reinterpret_cast<float*>(s_hi + 2 * kB);
+  float* s_delta = s_lse + 2 * kB;
 
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   const int64_t kvh = blockIdx.y, G = p.Hq / p.Hk;
@@ -304,6 +318,34 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(const AttnBackw
   const TcExpo x = attn_tc::tc_expo(p.scale, p.softcap);
   const int keys[2] = {k0 + 16 * w + (lane >> 2), k0 + 16 * w + (lane >> 2) + 8};  // the lane's two keys
   const int n_qblocks = (blk.len + kB - 1) / kB;
+  // The next query block after qb that attends a key of this block (n_qblocks: none); the same for every head.
+  const auto next_qb = [&](int qb) {
+    for (++qb; qb < n_qblocks; ++qb) {
+      const int64_t sb = int64_t(blk.first_block) + qb;
+      const int lo = p.span[2 * sb], hi = p.span[2 * sb + 1];
+      if (lo < hi && hi > k0 && lo < k0 + kB) break;
+    }
+    return qb;
+  };
+  const auto stage_queries = [&](int64_t hg, int qb, int buf) {
+    const int64_t h = kvh * G + hg;
+    const int q0 = qb * kB, qvalid = min(kB, blk.len - q0);
+    const int64_t qpos0 = blk.start + q0, row_stat = (blk.b * p.Hq + h) * p.Q + qpos0;
+    stage<D>(sQ + buf * SM::kTile, static_cast<const uint16_t*>(p.q) + blk.b * p.q_bs + h * p.q_hs + qpos0 * p.q_ss,
+             p.q_ss, qvalid, tid);
+    stage<D>(sG + buf * SM::kTile,
+             static_cast<const uint16_t*>(p.grad) + blk.b * p.g_bs + h * p.g_hs + qpos0 * p.g_ss, p.g_ss, qvalid, tid);
+    if (tid < kB) {
+      const bool in = tid < qvalid;
+      const int64_t tok = blk.b * p.Q + qpos0 + tid;
+      s_lo[buf * kB + tid] = in ? p.keys[2 * tok] : 0;
+      s_hi[buf * kB + tid] = in ? p.keys[2 * tok + 1] : 0;
+      s_lse[buf * kB + tid] = in ? p.lse[row_stat + tid] : 0.0f;
+      s_delta[buf * kB + tid] = in ? p.delta[row_stat + tid] : 0.0f;
+    }
+    cp_async_commit();
+  };
+
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n)
@@ -311,48 +353,46 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv_kernel(const AttnBackw
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.0f;
 
   // One chain over (query head of the group ascending, query block ascending, k16 step of queries ascending).
-  for (int64_t hg = 0; hg < G; ++hg) {
-    const int64_t h = kvh * G + hg;
-    for (int qb = 0; qb < n_qblocks; ++qb) {
-      const int64_t sb = int64_t(blk.first_block) + qb;
-      const int span_lo = p.span[2 * sb], span_hi = p.span[2 * sb + 1];
-      if (span_lo >= span_hi || span_hi <= k0 || span_lo >= k0 + kB) continue;  // no query here attends the block
-      const int q0 = qb * kB, qvalid = min(kB, blk.len - q0);
-      const int64_t qpos0 = blk.start + q0, row_stat = (blk.b * p.Hq + h) * p.Q + qpos0;
-      __syncthreads();  // the previous query block is no longer read
-      stage<D>(sQ, static_cast<const uint16_t*>(p.q) + blk.b * p.q_bs + h * p.q_hs + qpos0 * p.q_ss, p.q_ss, qvalid, tid);
-      stage<D>(sG, static_cast<const uint16_t*>(p.grad) + blk.b * p.g_bs + h * p.g_hs + qpos0 * p.g_ss, p.g_ss, qvalid,
-               tid);
-      if (tid < kB) {
-        const bool in = tid < qvalid;
-        const int64_t tok = blk.b * p.Q + qpos0 + tid;
-        s_lo[tid] = in ? p.keys[2 * tok] : 0;
-        s_hi[tid] = in ? p.keys[2 * tok + 1] : 0;
-        s_lse[tid] = in ? p.lse[row_stat + tid] : 0.0f;
-        s_delta[tid] = in ? p.delta[row_stat + tid] : 0.0f;
-      }
-      cp_async_commit();
-      cp_async_wait_all();
-      __syncthreads();
-      float s[kNB][4], dp[kNB][4];
-      block_dots<BF, D>(s, sK, sQ, w, lane);   // Sᵀ: rows = the warp's keys, columns = the block's queries
-      block_dots<BF, D>(dp, sV, sG, w, lane);  // dPᵀ
-#pragma unroll
-      for (int j = 0; j < kNB; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int q = 8 * j + 2 * (lane & 3) + (e & 1), key = keys[e >> 1];
-          const bool ok = key >= s_lo[q] && key < s_hi[q];
-          const Score sc = score_of(s[j][e], x);
-          const float pr = ok ? tc_ex2(__fmaf_rn(sc.u, x.kappa, -s_lse[q])) : 0.0f;
-          dp[j][e] = dscore(ok, pr, dp[j][e], s_delta[q], sc, x);
-          s[j][e] = pr;
-        }
-      block_accumulate<BF, D>(dv, s, sG, lane);
-      block_accumulate<BF, D>(dk, dp, sQ, lane);
+  const int first_qb = next_qb(-1);
+  int64_t hg = 0;
+  int qb = first_qb, buf = 0;
+  if (qb < n_qblocks) stage_queries(hg, qb, buf);
+  while (qb < n_qblocks) {
+    int64_t nhg = hg;
+    int nqb = next_qb(qb);
+    if (nqb >= n_qblocks) nhg += 1, nqb = first_qb;
+    const bool more = nhg < G;
+    if (more) {
+      stage_queries(nhg, nqb, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
+    __syncthreads();
+    const uint16_t *sQb = sQ + buf * SM::kTile, *sGb = sG + buf * SM::kTile;
+    const int *lo = s_lo + buf * kB, *hi = s_hi + buf * kB;
+    const float *lse = s_lse + buf * kB, *delta = s_delta + buf * kB;
+    float s[kNB][4], dp[kNB][4];
+    block_dots<BF, D>(s, sK, sQb, w, lane);   // Sᵀ: rows = the warp's keys, columns = the block's queries
+    block_dots<BF, D>(dp, sV, sGb, w, lane);  // dPᵀ
+#pragma unroll
+    for (int j = 0; j < kNB; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = 8 * j + 2 * (lane & 3) + (e & 1), key = keys[e >> 1];
+        const bool ok = key >= lo[q] && key < hi[q];
+        const Score sc = score_of(s[j][e], x);
+        const float pr = ok ? tc_ex2(__fmaf_rn(sc.u, x.kappa, -lse[q])) : 0.0f;
+        dp[j][e] = dscore(ok, pr, dp[j][e], delta[q], sc, x);
+        s[j][e] = pr;
+      }
+    block_accumulate<BF, D>(dv, s, sGb, lane);
+    block_accumulate<BF, D>(dk, dp, sQb, lane);
+    __syncthreads();  // every warp has read this buffer before the next iteration refills it
+    if (!more) break;
+    hg = nhg, qb = nqb, buf ^= 1;
   }
-  cp_async_wait_all();  // a CTA whose key block no query attends still committed its K/V copies
+  cp_async_wait<0>();  // a CTA whose key block no query attends still committed its K/V copies
   const int64_t out0 = (blk.b * p.Hk + kvh) * p.Q + pos0;
   write_block<BF, D>(static_cast<uint16_t*>(p.dk) + out0 * D, dk, p.scale, kvalid, w, lane);
   write_block<BF, D>(static_cast<uint16_t*>(p.dv) + out0 * D, dv, 1.0f, kvalid, w, lane);
