@@ -17,7 +17,6 @@ from test_backward import grads, tol_ok
 from values import ATTN_BLOCK, around, make
 
 
-
 def _case(mode, D, dtype, n=200):
     """(detops fn, stock fn, float64 reference fn, inputs) for one masking mode on CUDA."""
     dev = "cuda"

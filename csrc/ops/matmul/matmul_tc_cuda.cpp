@@ -41,14 +41,9 @@ struct Operand {
   at::Tensor base;
 };
 
-// Makes x readable by TMA: unit stride along K, K zero-padded to kp (and rows zero-padded to rp >= R), row
-// and batch strides multiples of kTcKAlign elements, base 16-byte aligned, and a positive batch stride.
-// Zero padding of K adds products that are exactly zero inside the last K tile, which TMA would zero-fill
-// anyway: the number of k-groups (ceil(K / kTcKBlock) * 4) is unchanged because kTcKBlock % kTcKAlign == 0.
-// Padded rows only produce output elements that are cut off again. Only copies when it must (the common
-// layouts, nn.Linear's weight and contiguous activations, pass through untouched).
 bool batch_ok(const Operand& x) { return x.L == 1 || (x.bs % kTcKAlign == 0 && x.bs > 0); }
 
+// K-major as it is: unit stride along K, aligned row and batch strides (what k_major below leaves alone).
 bool k_major_as_is(const Operand& x, int64_t kp, int64_t rp) {
   const bool rows_ok = x.R == 1 || (x.rs % kTcKAlign == 0 && x.rs >= x.K);
   return kp == x.K && rp == x.R && x.ks == 1 && rows_ok && batch_ok(x) && aligned16(x.ptr);
@@ -61,6 +56,12 @@ bool mn_major_as_is(const Operand& x, int64_t kp, int64_t rp) {
          x.ks % kTcKAlign == 0 && x.ks >= x.R && batch_ok(x) && aligned16(x.ptr);
 }
 
+// Makes x readable by TMA: unit stride along K, K zero-padded to kp (and rows zero-padded to rp >= R), row
+// and batch strides multiples of kTcKAlign elements, base 16-byte aligned, and a positive batch stride.
+// Zero padding of K adds products that are exactly zero inside the last K tile, which TMA would zero-fill
+// anyway: the number of k-groups (ceil(K / kTcKBlock) * 4) is unchanged because kTcKBlock % kTcKAlign == 0.
+// Padded rows only produce output elements that are cut off again. Only copies when it must (the common
+// layouts, nn.Linear's weight and contiguous activations, pass through untouched).
 Operand k_major(Operand x, int64_t kp, int64_t rp) {
   if (k_major_as_is(x, kp, rp)) return x;
   const bool pad = kp != x.K || rp != x.R;
