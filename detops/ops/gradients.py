@@ -65,20 +65,21 @@ def refuse_double_backward(op: str) -> None:
 
 
 class TokenPlan:
-    """Where each token of a layout goes in the canonical buffer (§10). `index`: flat token indices in buffer
-    order; `slot`: their buffer rows; `length`: the buffer's rows (a multiple of TOKEN_ALIGN); `identity`: the
-    buffer is the flattened tensor itself (no pads, every document already aligned), so no gather is needed."""
+    """Where each token of a layout goes in the canonical buffer (§10). `source`: per buffer row, the flat token
+    index it copies (a gap row: index 0, then filled); `gaps`: the buffer rows between documents; `length`: the
+    buffer's rows (a multiple of TOKEN_ALIGN); `identity`: the buffer is the flattened tensor itself (no pads, every
+    document already aligned), so no gather is needed. One row gather reads each token once and writes each buffer
+    row once, then the gaps are filled: the buffer of a full fill followed by a scatter, in one pass instead of
+    three."""
 
-    def __init__(self, index, slot, length: int, identity: bool = False):
-        self.index, self.slot, self.length, self.identity = index, slot, length, identity
+    def __init__(self, source, gaps, length: int, identity: bool = False):
+        self.source, self.gaps, self.length, self.identity = source, gaps, length, identity
 
     def gather(self, t: torch.Tensor, fill=0) -> torch.Tensor:
         """t: (tokens, C) -> (length, C) canonical buffer; the gaps hold `fill`."""
         if self.identity:
             return t
-        buf = t.new_full((self.length, t.shape[1]), fill)
-        buf[self.slot] = t[self.index]
-        return buf
+        return t.index_select(0, self.source).index_fill_(0, self.gaps, fill)
 
 
 def _aligned(n: torch.Tensor) -> torch.Tensor:
@@ -98,9 +99,12 @@ def token_plan(documents: Optional[torch.Tensor], token_shape: Sequence[int], de
         L = token_shape[-1] if len(token_shape) >= 2 else T
         if L == 0 or T == L or L % TOKEN_ALIGN == 0:
             return TokenPlan(None, None, T, identity=True)
-        pos = torch.arange(T, device=device)
         Lp = -(-L // TOKEN_ALIGN) * TOKEN_ALIGN
-        return TokenPlan(pos, pos // L * Lp + pos % L, T // L * Lp)
+        row = torch.arange(T // L * Lp, device=device)
+        pos = row % Lp
+        source = torch.where(pos < L, row // Lp * L + pos, 0)
+        gaps = (torch.arange(T // L, device=device)[:, None] * Lp + torch.arange(L, Lp, device=device)).reshape(-1)
+        return TokenPlan(source, gaps, T // L * Lp)
     if tuple(documents.shape) != token_shape:
         _fail(op, f"documents must have the token shape {token_shape}, got {tuple(documents.shape)}")
     # The plan depends only on the ids: computed once per layout (a patched model hands every layer the same ids
@@ -136,7 +140,12 @@ def _documents_plan(documents: torch.Tensor, device, op: str) -> TokenPlan:
     first = torch.cumsum(counts, 0) - counts
     pos = torch.arange(index.numel(), device=device) - torch.repeat_interleave(first, counts)
     slot = torch.repeat_interleave(starts, counts) + pos
-    return TokenPlan(index, slot, int(padded.sum()))
+    length = int(padded.sum())
+    source = torch.zeros(length, dtype=torch.int64, device=device)
+    source[slot] = index
+    covered = torch.zeros(length, dtype=torch.bool, device=device)
+    covered[slot] = True
+    return TokenPlan(source, (~covered).nonzero().squeeze(1), length)
 
 
 def token_products(a: torch.Tensor, b: torch.Tensor, plan: TokenPlan, compensated: bool = False) -> torch.Tensor:
