@@ -1,7 +1,7 @@
 """Attention: detops vs stock F.scaled_dot_product_attention, same process, same inputs, interleaved
 (benchmarks/harness.py). 32 query / 8 kv heads, head dim 128 (env DETOPS_BENCH_HEAD_DIM=64 for the other
-tensor-core size).
-bf16 (or DETOPS_BENCH_DTYPE=fp16) with D 64/128 run the tensor-core path (docs/ops/attention.md; order:
+tensor-core size; 80 / 96 are read zero-padded to 128).
+bf16 (or DETOPS_BENCH_DTYPE=fp16) with D == Dv <= 128 run the tensor-core path (docs/ops/attention.md; order:
 docs/REDUCTION_ORDER.md §6b); DETOPS_BENCH_DTYPE=fp32 runs the CUDA-core path (§6): the path is chosen by dtype
 and head dim only.
 
@@ -38,7 +38,7 @@ HQ, HK = 32, 8
 D = int(os.environ.get("DETOPS_BENCH_HEAD_DIM", "128"))
 DTYPE_NAME = os.environ.get("DETOPS_BENCH_DTYPE", "bf16")
 DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[DTYPE_NAME]
-PATH = "tensor-core §6b" if DTYPE != torch.float32 and D in (64, 128) else "CUDA-core §6"
+PATH = "tensor-core §6b" if DTYPE != torch.float32 and D <= 128 else "CUDA-core §6"
 PREFILL = (512, 1024, 2048, 4096, 8192, 16384)
 DECODE = ((1, 128), (1, 1024), (1, 4096), (1, 32768), (16, 4096), (64, 2048), (8, 16384), (64, 8192))
 
@@ -53,7 +53,10 @@ def stock(q, ke, ve, causal, backend=None):
 
 
 def flex(q, k, v, mask_mod, S):
-    """FlexAttention with a block mask built once (outside the timing), or None where it does not run here."""
+    """FlexAttention with a block mask built once (outside the timing), or None where it does not run here (or
+    DETOPS_BENCH_NO_FLEX=1: its compilation takes ~10 s a shape)."""
+    if os.environ.get("DETOPS_BENCH_NO_FLEX") == "1":
+        return None
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         block = create_block_mask(mask_mod, None, None, S, S, device=q.device)

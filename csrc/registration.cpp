@@ -96,6 +96,8 @@ static c10::Dict<std::string, int64_t> constants() {
   DETOPS_CONSTANT(kTcSwap128MaxRows);
   DETOPS_CONSTANT(kTcSwap128MaxRowsNarrow);
   DETOPS_CONSTANT(kTcNarrowMaxN);
+  DETOPS_CONSTANT(kTcTile128MaxRowsNarrow);
+  DETOPS_CONSTANT(kTcTile256MaxRowsNarrow);
   DETOPS_CONSTANT(kTcTile128MaxRows);
   DETOPS_CONSTANT(kAttnBlockKeys);
   DETOPS_CONSTANT(kAttnChunkKeys);

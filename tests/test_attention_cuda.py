@@ -24,9 +24,9 @@ CPU_BUDGET = 6e8  # multiply-adds of the CPU oracle per example (it is the slow 
 
 
 def uses_tensor_cores(dtype, D, Dv=None):
-    """bf16/fp16 with D == Dv in {64, 128} run the tensor-core order of REDUCTION_ORDER.md §6b, not the CPU's §6:
+    """bf16/fp16 with D == Dv <= 128 run the tensor-core order of REDUCTION_ORDER.md §6b, not the CPU's §6:
     CUDA == CPU (L5) holds only for the CUDA-core cases; the §6b path has its own tests (test_attention_tc.py)."""
-    return dtype in (torch.bfloat16, torch.float16) and D in (64, 128) and (Dv is None or Dv == D)
+    return dtype in (torch.bfloat16, torch.float16) and D <= 128 and (Dv is None or Dv == D)
 
 
 def _ops():

@@ -74,7 +74,7 @@ def test_derived_thresholds_equal_todays_values():
     assert atc.TC_Q_LENS == (1, 5, 16, 17, 32, 33, 64, 65, 127, 128, 129, 200)
 
     mc = importlib.import_module("test_matmul_cuda")
-    assert mc.SWEEP_M == (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511,
-                          512, 513, 1024, 2047, 2048, 2049, 4096, 8192, 16384)
+    assert mc.SWEEP_M == (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 383,
+                          384, 385, 511, 512, 513, 1024, 2047, 2048, 2049, 4096, 8192, 16384)
     m = importlib.import_module("test_matmul")
     assert (m.MICRO_COLS, m.PANEL_COLS - 1, m.PANEL_COLS, m.PANEL_COLS + 1, 2 * m.PANEL_COLS + 2) == (16, 63, 64, 65, 130)

@@ -27,9 +27,11 @@ pytestmark = requires_cuda
 
 VARIANTS = {0: "swap64x16", 1: "swap64x64", 2: "swap64x128", 3: "tile128x128", 4: "tile128x256"}
 # Row counts across every variant's tile size and every switch threshold (kTcSwap16MaxRows = 16, kTcSwap64MaxRows
-# = 64, kTcSwap128MaxRows = 128, kTcSwap128MaxRowsNarrow = 256, kTcTile128MaxRows = 2048: tests/values.py ROW_COUNTS),
+# = 64, kTcSwap128MaxRows = 128, kTcSwap128MaxRowsNarrow = 384, kTcTile128MaxRowsNarrow = 512,
+# kTcTile256MaxRowsNarrow = 1024, kTcTile128MaxRows = 2048: tests/values.py ROW_COUNTS, plus 383 / 384 / 385),
 # half the smallest tile (7, 8, 9) and large M.
-SWEEP_M = tuple(sorted(set(ROW_COUNTS + around(C["kTcSwap16TileRows"] // 2)) - {1023, 1025})) + (
+SWEEP_M = tuple(sorted(set(ROW_COUNTS + around(C["kTcSwap16TileRows"] // 2, C["kTcSwap128MaxRowsNarrow"]))
+                       - {1023, 1025})) + (
     4096, 8192, 16384)
 LLM_SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096))  # (K, N)
 TC_DTYPES = (torch.bfloat16, torch.float16)

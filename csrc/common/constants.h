@@ -142,14 +142,18 @@ constexpr int kTcTile128Features = 128;
 constexpr int kTcTile256Features = 256;
 constexpr int kTcClusterRows = 2;
 // Variant thresholds on the rows (tokens folded over the batch) and the output features N (matmul_tc.h
-// tc_variant_for). 129..256 rows: two 128-row token tiles re-read the weights and one consumer warpgroup is
-// compute bound, so wide layers (N > kTcNarrowMaxN) take the cooperative 128x128 tile; narrow layers keep
-// the swap (N/64 CTAs). H100 v1: N=14336/128256 at 256 rows ran 1.8x cuBLAS with the swap, N=4096 ~1.0x.
+// tc_variant_for), from the forced-variant sweep of docs/ops/matmul.md "Tile choice" (H100, 2026-12-08). Wide
+// layers (N > kTcNarrowMaxN) take the 128x256 tile above 64 rows (the swaps re-read the weights per token tile, a
+// 128x128 grid has 2+ partial waves); narrow ones keep the swap up to one token tile and for whole token tiles up
+// to kTcSwap128MaxRowsNarrow, the 128x128 tile for partial ones up to kTcTile128MaxRowsNarrow, then the 128x256
+// tile up to kTcTile256MaxRowsNarrow (one wave where 128x128 needs two), 128x128 up to kTcTile128MaxRows.
 constexpr int64_t kTcSwap16MaxRows = kTcSwap16TileRows;
 constexpr int64_t kTcSwap64MaxRows = kTcSwap64TileRows;
 constexpr int64_t kTcSwap128MaxRows = kTcSwap128TileRows;
-constexpr int64_t kTcSwap128MaxRowsNarrow = 2 * kTcSwap128TileRows;
+constexpr int64_t kTcSwap128MaxRowsNarrow = 3 * kTcSwap128TileRows;
 constexpr int64_t kTcNarrowMaxN = 8192;
+constexpr int64_t kTcTile128MaxRowsNarrow = 512;
+constexpr int64_t kTcTile256MaxRowsNarrow = 1024;
 constexpr int64_t kTcTile128MaxRows = 2048;
 
 // §6: attention key blocks and chunks, measured from each sequence's anchor.

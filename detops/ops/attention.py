@@ -438,8 +438,8 @@ TC_BLOCK = constants_table()["kAttnBwdBlock"]   # §10b's query / key blocks (§
 
 
 def _tc_backward_applies(q, v) -> bool:
-    """§10b runs where the forward's tensor-core path runs: CUDA, bf16 / fp16, D == Dv in {64, 128} (dtype and head
-    dim only, never the shapes of the batch)."""
+    """§10b runs on CUDA for bf16 / fp16 with D == Dv in {64, 128}, the forward's unpadded tensor-core dims; other
+    head dims take rule 3 (dtype and head dim only, never the shapes of the batch)."""
     return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] == v.shape[-1]
             and q.shape[-1] in (64, 128))
 

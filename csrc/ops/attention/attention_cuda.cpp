@@ -53,7 +53,7 @@ void attention_cuda(const AttentionParams& p, at::ScalarType dtype) {
   at::Tensor ws = at::empty({ws_floats}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
   L.workspace = ws.data_ptr<float>();
   L.stream = c10::cuda::getCurrentCUDAStream(dev).stream();
-  // bf16/fp16 with D == Dv in {64, 128}: tensor cores (REDUCTION_ORDER.md §6b); everything else: CUDA cores (§6).
+  // bf16/fp16 with D == Dv <= 128: tensor cores (REDUCTION_ORDER.md §6b); everything else: CUDA cores (§6).
   // Chosen by dtype and head dim only, never by B, Q, K or the device.
   const int err = tc ? attention_tc_launch(L) : attention_launch(L);
   TORCH_CHECK(err == 0, "detops.attention: CUDA launch failed: ", cudaGetErrorString(static_cast<cudaError_t>(err)));

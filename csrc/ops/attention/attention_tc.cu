@@ -1,4 +1,5 @@
-// attention, tensor-core chunk kernels for bf16/fp16 with D == Dv in {64, 128}: REDUCTION_ORDER.md §6b.
+// attention, tensor-core chunk kernels for bf16/fp16 with D == Dv <= 128 (kernels of DK = 64 / 128 columns, a smaller
+// head read as if zero-padded: §6b "Head dims"): REDUCTION_ORDER.md §6b.
 // Pure CUDA (raw pointers, a stream); the torch glue is attention_cuda.cpp.
 //
 // A tile is 128 (query row, query head) slots of one kv head, slot s <-> pair P = tile*128 + s, query row P / G, head
@@ -121,10 +122,10 @@ int launch_typed(const AttentionLaunch& L) {
 }  // namespace attn_tc
 
 int attention_tc_launch(const AttentionLaunch& L) {
-  const int64_t D = L.p.D;
   if (!attention_tc_supports(L.dtype, L.p.D, L.p.Dv)) return int(cudaErrorInvalidValue);
-  if (L.dtype == AttnDtype::BF16) return D == 64 ? attn_tc::launch_typed<bf16_t, 64>(L) : attn_tc::launch_typed<bf16_t, 128>(L);
-  return D == 64 ? attn_tc::launch_typed<fp16_t, 64>(L) : attn_tc::launch_typed<fp16_t, 128>(L);
+  const bool dk64 = attention_tc_dim(L.p.D) == 64;  // the kernels' head dim (§6b "Head dims")
+  if (L.dtype == AttnDtype::BF16) return dk64 ? attn_tc::launch_typed<bf16_t, 64>(L) : attn_tc::launch_typed<bf16_t, 128>(L);
+  return dk64 ? attn_tc::launch_typed<fp16_t, 64>(L) : attn_tc::launch_typed<fp16_t, 128>(L);
 }
 
 }  // namespace detops

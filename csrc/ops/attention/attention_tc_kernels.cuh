@@ -64,6 +64,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
+  zero_ring_padding<D, WG>(sK, sV, kStages, p.D);
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     if constexpr (SMALL) cp_async_wait_all();  // the previous entry's Q copies (uncommitted if it had no block) landed
@@ -211,8 +212,8 @@ __global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
         if (nb < nblocks) {
           const int nbuf = nb % kStages;
           const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-          stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-          stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+          stage_block<T, D, WG>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec, p.D);
+          stage_block<T, D, WG>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec, p.D);
           kblk += kstep;
           vblk += vstep;
           if constexpr (SMALL) {  // block nb + kAttnTcSmallPrefetchBlocks into L2, to be staged that many steps later
@@ -274,7 +275,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
         if (cf == last_chunk(rk)) {
           // attn_merge_chunk into the empty state (its scalar part once, its per-column step per column),
           // then attn_output: the merge kernel's sequence for a one-chunk row.
-          T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * D;
+          T* y = outg + ((b * p.Hq + hq) * p.Q + qi) * p.Dv;
           AttnState run;
           const AttnScales sc = merge_scales(run.m, mc);
           if (!sc.empty) {
@@ -290,7 +291,7 @@ __global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
               if (!sc.empty) O = O * sc.a + o[mt][n][2 * h + e] * sc.b;
               yy[e] = from_float<T>(attn_output(run, O)).x;
             }
-            *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
+            if (8 * n < p.Dv) *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(yy[0], yy[1]);
           }
         } else {
           float* slot = tc_chunk_states(L, b, kvh, pair0 + s) + (c - cf) * (D + 2);
@@ -370,6 +371,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
   const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
   const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
   const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
+  zero_ring_padding<D, true>(sK, sV, kStages, p.D);
   const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
@@ -384,9 +386,8 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
       t_hi[tid] = r.hi;
       slot_left = r.lo < r.hi;
       if (!slot_left) {  // no key: y = 0 (§6 step 5; +0 in bf16 and fp16)
-        T* y = outg + ((b * p.Hq + t_h[tid]) * p.Q + t_qi[tid]) * D;
-#pragma unroll
-        for (int c = 0; c < D; c += 2) *reinterpret_cast<uint32_t*>(y + c) = 0u;
+        T* y = outg + ((b * p.Hq + t_h[tid]) * p.Q + t_qi[tid]) * p.Dv;
+        for (int64_t c = 0; c < p.Dv; c += 2) *reinterpret_cast<uint32_t*>(y + c) = 0u;
       }
     }
     bool q_staged = false;
@@ -472,8 +473,8 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
           if (nb < nblocks) {
             const int nbuf = nb % kStages;
             const int jl = min(max(kl - nb * kBK, 0), kBK), jh = min(max(kh - nb * kBK, 0), kBK);
-            stage_block<T, D, true>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec);
-            stage_block<T, D, true>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec);
+            stage_block<T, D, true>(sK + nbuf * kBK * D, kblk, p.k_ss, jl, jh, L.k_vec, p.D);
+            stage_block<T, D, true>(sV + nbuf * kBK * D, vblk, p.v_ss, jl, jh, L.v_vec, p.D);
             kblk += kstep;
             vblk += vstep;
           }
@@ -580,7 +581,7 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
           load[h] = on && kc != kc_first;
           last[h] = kc == kc_last;
           ws[h] = tc_walk_state(L, b, t_qi[s], t_h[s]);
-          yoff[h] = ((b * p.Hq + t_h[s]) * p.Q + t_qi[s]) * D;
+          yoff[h] = ((b * p.Hq + t_h[s]) * p.Q + t_qi[s]) * p.Dv;
 #pragma unroll
           for (int n = 0; n < 2 * NT; ++n) O[h][n] = 0.0f;
           if (load[h]) {
@@ -614,8 +615,9 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
             T* y = outg + yoff[h];
 #pragma unroll
             for (int n = 0; n < NT; ++n)
-              *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(from_float<T>(attn_output(run[h], O[h][2 * n])).x,
-                                                                      from_float<T>(attn_output(run[h], O[h][2 * n + 1])).x);
+              if (8 * n < p.Dv)
+                *reinterpret_cast<uint32_t*>(y + 8 * n + 2 * qd) = pack2(from_float<T>(attn_output(run[h], O[h][2 * n])).x,
+                                                                        from_float<T>(attn_output(run[h], O[h][2 * n + 1])).x);
           } else {
             float4* w = tc_walk_o(ws[h], qd);
 #pragma unroll
@@ -657,10 +659,12 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
     const int64_t P = pair_lo + r % npr, kvh = (r / npr) % p.Hk, b = r / npr / p.Hk;
     const int64_t qi = P / G, h = kvh * G + P % G;
     const RowKeys rk = read_row(p, b, qi);
-    T* y = outg + ((b * p.Hq + h) * p.Q + qi) * D + lane * CPL;
+    T* y = outg + ((b * p.Hq + h) * p.Q + qi) * p.Dv + lane * CPL;
+    const bool stores = lane * CPL < p.Dv;  // the lane's columns are the head's, not padding (§6b "Head dims")
     if (rk.lo >= rk.hi) {
 #pragma unroll
-      for (int i = 0; i < CPL; i += 2) *reinterpret_cast<uint32_t*>(y + i) = 0u;  // +0 in bf16 and fp16
+      for (int i = 0; i < CPL; i += 2)
+        if (stores) *reinterpret_cast<uint32_t*>(y + i) = 0u;  // +0 in bf16 and fp16
       continue;
     }
     const int64_t cf = first_chunk(rk), n = last_chunk(rk) - cf + 1;
@@ -686,8 +690,9 @@ __global__ void __launch_bounds__(kAttnTcMergeThreads) attention_tc_merge_kernel
     }
 #pragma unroll
     for (int i = 0; i < CPL; i += 2)
-      *reinterpret_cast<uint32_t*>(y + i) =
-          pack2(from_float<T>(attn_output(run, O[i])).x, from_float<T>(attn_output(run, O[i + 1])).x);
+      if (stores)
+        *reinterpret_cast<uint32_t*>(y + i) =
+            pack2(from_float<T>(attn_output(run, O[i])).x, from_float<T>(attn_output(run, O[i + 1])).x);
   }
 }
 

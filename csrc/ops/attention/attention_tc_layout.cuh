@@ -72,17 +72,37 @@ __device__ __forceinline__ int swz(int rows, int row, int chunk) {
 template <int D, bool WG>
 constexpr int kRowElems = WG ? 64 : D;  // elements between consecutive rows of a tile (of one panel)
 
+// The K/V ring's padding columns (from `cols`, the head's own dim, a multiple of 8, on: §6b "Head dims"), zeroed
+// once per CTA before its first staging: stage_block never writes them, so they stay zero. Each thread zeroes the
+// 16-byte chunks stage_block would give it (same mapping), in every stage of both rings.
+template <int D, bool WG>
+__device__ __forceinline__ void zero_ring_padding(uint16_t* sK, uint16_t* sV, int stages, int64_t cols) {
+  constexpr int DC = D / 8;
+  constexpr int R = TcShape<WG>::threads / DC;
+  const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
+  if (c * 8 < cols) return;
+  for (int st = 0; st < stages; ++st)
+#pragma unroll
+    for (int it = 0; it < kBK / R; ++it) {
+      const int off = st * kBK * D + swz<D, WG>(kBK, r0, c) + it * R * kRowElems<D, WG>;
+      *reinterpret_cast<uint4*>(sK + off) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(sV + off) = make_uint4(0, 0, 0, 0);
+    }
+}
+
 // Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
-// swizzled tile; rows outside [jlo, jhi) are zeros (never read from global memory). Thread t copies 16-byte
-// chunk t % DC of rows t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free
-// loop of cp.async.
+// swizzled tile of D columns; rows outside [jlo, jhi) are zeros (never read from global memory); columns from
+// `cols` on are padding, left as zero_ring_padding wrote them. Thread t copies 16-byte chunk t % DC of rows
+// t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free loop of cp.async.
 template <typename T, int D, bool WG>
-__device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec) {
+__device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec,
+                                            int64_t cols) {
   constexpr int DC = D / 8;
   constexpr int NTH = TcShape<WG>::threads;
   constexpr int R = NTH / DC;  // rows per sweep of the CTA
   static_assert(NTH % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
+  if (c * 8 >= cols) return;  // a padding column: zero since zero_ring_padding
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
   constexpr int RS = kRowElems<D, WG>;
@@ -143,8 +163,8 @@ __device__ __forceinline__ int tc_tile_slots(const AttentionParams& p, int64_t t
   return nslots;
 }
 
-// The Q rows of slots 0 .. rows-1 of batch entry b into the swizzled tile sQ (slots >= nslots: zeros); cp.async
-// where aligned, committed with the caller's next group. Spread over nth threads.
+// The Q rows of slots 0 .. rows-1 of batch entry b into the swizzled tile sQ (slots >= nslots and columns >= p.D:
+// zeros); cp.async where aligned, committed with the caller's next group. Spread over nth threads.
 template <typename T, int D, bool WG>
 __device__ __forceinline__ void stage_q(uint16_t* sQ, int rows, const AttentionLaunch& L, int64_t b, const int64_t* t_qi,
                                         const int64_t* t_h, int nslots, int tid, int nth) {
@@ -155,7 +175,7 @@ __device__ __forceinline__ void stage_q(uint16_t* sQ, int rows, const AttentionL
     const int s = i / DC, cc = i % DC;
     uint16_t* d = sQ + swz<D, WG>(rows, s, cc);
     const T* src = qg + b * p.q_bs + t_h[s] * p.q_hs + t_qi[s] * p.q_ss + cc * 8;
-    if (s >= nslots) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    if (s >= nslots || cc * 8 >= p.D) *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);  // padding: §6b "Head dims"
     else if (L.q_vec) cp_async16(d, src);
     else *reinterpret_cast<uint4*>(d) = load8(src, false);
   }
@@ -177,12 +197,12 @@ struct TcSmem {
 enum { kRedAnchor = 0, kRedLo, kRedHi, kRedKlo, kRedKhi, kRedN };
 
 // The chunk states of pair P (>= pair_lo: the mma.sync tile) of kv head kvh, batch entry b: L.chunk_slots slots of
-// (m, l, o[Dv]) after the wgmma kernel's running states (attention_tc_workspace_floats).
+// (m, l, o[attention_tc_dim(Dv)]) after the wgmma kernel's running states (attention_tc_workspace_floats).
 __device__ __forceinline__ float* tc_chunk_states(const AttentionLaunch& L, int64_t b, int64_t kvh, int64_t P) {
   const AttentionParams& p = L.p;
   const int64_t pair_lo = attention_tc_wg_tiles(p) * kSlots, npr = p.Q * (p.Hq / p.Hk) - pair_lo;
   return L.workspace + p.B * p.Q * p.Hq * attention_tc_walk_stride(p) +
-         ((b * p.Hk + kvh) * npr + (P - pair_lo)) * L.chunk_slots * (p.Dv + 2);
+         ((b * p.Hk + kvh) * npr + (P - pair_lo)) * L.chunk_slots * (attention_tc_dim(p.Dv) + 2);
 }
 
 }  // namespace attn_tc
