@@ -64,7 +64,6 @@ __global__ void __launch_bounds__(kAttnTcThreads, kAttnTcMinBlocksPerSm)
   ad.v_row = uint32_t(((lane >> 3) & 1) * 8 + (lane & 7)) * (2 * D);
   ad.x_qv = uint32_t((lane >> 4) ^ (lane & 7)) << 4;
   ad.x_k = uint32_t(((lane >> 3) & 1) ^ (lane & 7)) << 4;
-  zero_ring_padding<D, WG>(sK, sV, kStages, p.D);
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {
     if constexpr (SMALL) cp_async_wait_all();  // the previous entry's Q copies (uncommitted if it had no block) landed
@@ -371,7 +370,6 @@ __global__ void __launch_bounds__(kAttnTcWgThreads, kAttnTcWgMinBlocksPerSm)
   const uint32_t sQ_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sQ));
   const uint32_t sK_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sK));
   const uint32_t sV_u32 = static_cast<uint32_t>(__cvta_generic_to_shared(sV));
-  zero_ring_padding<D, true>(sK, sV, kStages, p.D);
   const uint64_t dq = gmma_desc(sQ_u32 + uint32_t(wg * 64 * 128), 16, 1024);  // the group's m64 tile of Q
 
   for (int64_t b = blockIdx.z; b < p.B; b += gridDim.z) {

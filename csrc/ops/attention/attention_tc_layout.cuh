@@ -72,27 +72,9 @@ __device__ __forceinline__ int swz(int rows, int row, int chunk) {
 template <int D, bool WG>
 constexpr int kRowElems = WG ? 64 : D;  // elements between consecutive rows of a tile (of one panel)
 
-// The K/V ring's padding columns (from `cols`, the head's own dim, a multiple of 8, on: §6b "Head dims"), zeroed
-// once per CTA before its first staging: stage_block never writes them, so they stay zero. Each thread zeroes the
-// 16-byte chunks stage_block would give it (same mapping), in every stage of both rings.
-template <int D, bool WG>
-__device__ __forceinline__ void zero_ring_padding(uint16_t* sK, uint16_t* sV, int stages, int64_t cols) {
-  constexpr int DC = D / 8;
-  constexpr int R = TcShape<WG>::threads / DC;
-  const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
-  if (c * 8 < cols) return;
-  for (int st = 0; st < stages; ++st)
-#pragma unroll
-    for (int it = 0; it < kBK / R; ++it) {
-      const int off = st * kBK * D + swz<D, WG>(kBK, r0, c) + it * R * kRowElems<D, WG>;
-      *reinterpret_cast<uint4*>(sK + off) = make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(sV + off) = make_uint4(0, 0, 0, 0);
-    }
-}
-
 // Stages the 64 keys of one block of one kv head (`src` = its first key row, rows `stride` elements apart) into a
-// swizzled tile of D columns; rows outside [jlo, jhi) are zeros (never read from global memory); columns from
-// `cols` on are padding, left as zero_ring_padding wrote them. Thread t copies 16-byte chunk t % DC of rows
+// swizzled tile of D columns; rows outside [jlo, jhi) and columns from `cols` (the head's own dim, a multiple of 8,
+// <= D: §6b "Head dims") on are zeros (never read from global memory). Thread t copies 16-byte chunk t % DC of rows
 // t / DC + it * R. A whole block with aligned rows (the common case) takes a branch-free loop of cp.async.
 template <typename T, int D, bool WG>
 __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t stride, int jlo, int jhi, bool vec,
@@ -102,7 +84,7 @@ __device__ __forceinline__ void stage_block(uint16_t* dst, const T* src, int64_t
   constexpr int R = NTH / DC;  // rows per sweep of the CTA
   static_assert(NTH % DC == 0 && kBK % R == 0, "even split of the block's 16-byte chunks");
   const int c = threadIdx.x % DC, r0 = threadIdx.x / DC;
-  if (c * 8 >= cols) return;  // a padding column: zero since zero_ring_padding
+  if (c * 8 >= cols) jhi = jlo;  // a padding column of every row: zeros
   src += r0 * stride + c * 8;
   const int64_t step = int64_t(R) * stride;
   constexpr int RS = kRowElems<D, WG>;
