@@ -33,9 +33,12 @@ constexpr int kTcVariantCount = static_cast<int>(TcVariant::kCount);
 inline TcVariant tc_variant_for(int64_t rows, int64_t n) {
   if (rows <= kTcSwap16MaxRows) return TcVariant::kSwap64x16;
   if (rows <= kTcSwap64MaxRows) return TcVariant::kSwap64x64;
-  if (n > kTcNarrowMaxN) return TcVariant::kTile128x256;
+  const bool wide = n > kTcNarrowMaxN;
+  // Whole 128-row token tiles keep the swap: one for wide layers, up to kTcSwap128MaxRowsNarrow rows for narrow ones.
+  if (rows % kTcSwap128TileRows == 0 && rows <= (wide ? kTcSwap128MaxRows : kTcSwap128MaxRowsNarrow))
+    return TcVariant::kSwap64x128;
+  if (wide) return TcVariant::kTile128x256;
   if (rows <= kTcSwap128MaxRows) return TcVariant::kSwap64x128;
-  if (rows <= kTcSwap128MaxRowsNarrow && rows % kTcSwap128TileRows == 0) return TcVariant::kSwap64x128;
   if (rows <= kTcTile128MaxRowsNarrow) return TcVariant::kTile128x128;
   if (rows <= kTcTile256MaxRowsNarrow) return TcVariant::kTile128x256;
   if (rows <= kTcTile128MaxRows) return TcVariant::kTile128x128;
