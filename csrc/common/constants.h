@@ -142,12 +142,8 @@ constexpr int kTcTile128Features = 128;
 constexpr int kTcTile256Features = 256;
 constexpr int kTcClusterRows = 2;
 // Variant thresholds on the rows (tokens folded over the batch) and the output features N (matmul_tc.h
-// tc_variant_for), from the forced-variant sweep of docs/ops/matmul.md "Tile choice" (H100, 2026-12-08). Wide
-// layers (N > kTcNarrowMaxN) take the 128x256 tile above 64 rows (a partial token tile of the swap is slow, a
-// 128x128 grid has 2+ partial waves) except at exactly 128 rows (the swap, measured 0.96-1.02); narrow ones keep the
-// swap up to one token tile and for whole token tiles up to kTcSwap128MaxRowsNarrow, the 128x128 tile for partial
-// ones up to kTcTile128MaxRowsNarrow, then the 128x256 tile up to kTcTile256MaxRowsNarrow (one wave where 128x128
-// needs two), 128x128 up to kTcTile128MaxRows.
+// tc_variant_for, which states the rule), taken from the forced-variant sweep of docs/ops/matmul.md "Tile choice"
+// (H100, 2026-12-08): a partial token tile of the swaps is slow, and a 128x128 grid needs twice the waves of 128x256.
 constexpr int64_t kTcSwap16MaxRows = kTcSwap16TileRows;
 constexpr int64_t kTcSwap64MaxRows = kTcSwap64TileRows;
 constexpr int64_t kTcSwap128MaxRows = kTcSwap128TileRows;
